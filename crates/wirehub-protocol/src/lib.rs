@@ -1,0 +1,36 @@
+//! The wirehub WebSocket protocol, version 1, as plain data.
+//!
+//! This crate is the one place that knows what goes over the wire: the typed client and
+//! server messages ([`ClientMessage`], [`ServerMessage`]), the parser that turns a text frame
+//! into a typed request or a precise [`ParseError`], channel-name rules, the stable
+//! [`ErrorCode`]s and the [`CloseCode`] table, and the JSON Schema of every message.
+//!
+//! It does no I/O and knows nothing about tokio, sockets or the server's state, so every rule
+//! here is unit-tested with plain strings.
+//!
+//! # Layout
+//! - `channel`: channel-name and pattern validation.
+//! - `codes`: error codes (in `error` messages) and close codes (in WebSocket close frames).
+//! - `message`: the wire types.
+//! - `parse`: text frame → [`ClientMessage`], with the error code for every kind of bad input.
+//! - `encode`: the hot-path encoder for `message` deliveries.
+//! - `schema`: the JSON Schema of the protocol.
+
+mod channel;
+mod codes;
+mod encode;
+mod message;
+mod parse;
+mod schema;
+
+pub use channel::{
+    ChannelError, MAX_CHANNEL_LEN, channel_matches, validate_channel, validate_pattern,
+};
+pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
+pub use encode::{encode_message, encode_server_message};
+pub use message::{ClientMessage, ServerMessage, StreamPosition};
+pub use parse::{ParseError, parse_client_message};
+pub use schema::{client_schema, protocol_schema, server_schema};
+
+/// The protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
