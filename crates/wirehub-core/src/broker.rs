@@ -1,0 +1,124 @@
+//! The seam between the hub and whatever orders messages: the [`Broker`] trait.
+//!
+//! A broker assigns each published message its offset in the channel's stream, keeps the
+//! stream's history, and hands every publication, in offset order, to the node's local
+//! fan-out through the [`Deliver`] sink it was built with. The in-memory broker
+//! ([`crate::MemoryBroker`]) does this inside the process; a Redis broker does it across
+//! nodes. Sessions never see which broker runs: they only talk to the [`crate::Hub`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wirehub_protocol::StreamPosition;
+
+/// A boxed future, as returned by [`Broker`] methods (the trait is used as `dyn Broker`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One message in a channel's stream, ready to send.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The stream's epoch when the message was published.
+    pub epoch: Arc<str>,
+    /// The message's offset in the stream.
+    pub offset: u64,
+    /// The complete WebSocket text frame of the `message` delivery, built once and shared.
+    pub frame: Bytes,
+    /// Where the JSON text starts inside `frame` (after the WebSocket header).
+    pub json_start: usize,
+}
+
+impl Publication {
+    /// The JSON text of the `message` delivery (without the WebSocket header).
+    pub fn json(&self) -> &[u8] {
+        &self.frame[self.json_start..]
+    }
+}
+
+/// Where a broker hands publications: the node's local fan-out.
+pub trait Deliver: Send + Sync + 'static {
+    /// Delivers one publication to the local subscribers of its channel. Called in offset
+    /// order per channel; must not block.
+    fn deliver(&self, publication: &Publication);
+}
+
+/// What to read from a channel's history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Return the messages after this position; `None` returns none, only the position.
+    pub since: Option<StreamPosition>,
+    /// Return at most this many messages (the oldest first).
+    pub limit: Option<usize>,
+}
+
+/// A channel stream's position and, when asked for, its messages after a position.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The stream's current epoch.
+    pub epoch: Arc<str>,
+    /// The offset of the stream's latest message (0 when none yet).
+    pub top: u64,
+    /// The messages after `since`, oldest first.
+    pub publications: Vec<Publication>,
+    /// Whether `publications` holds every message after `since` (same epoch, and nothing
+    /// after `since` has left the history yet). False when no `since` was given.
+    pub complete: bool,
+}
+
+/// Why a broker could not carry out a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker's backend could not be reached or failed.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Orders, stores and distributes the messages of channel streams.
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Publishes `data` (JSON text) on `channel`: assigns the next offset, keeps the message in
+    /// history and delivers it. Returns the assigned offset.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
+    /// Reads a channel's position and history.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>>;
+
+    /// The node gained its first local subscriber of `channel`: start delivering it here.
+    fn watch<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The node lost its last local subscriber of `channel`.
+    fn unwatch<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Periodic housekeeping: expire old history and free unused streams.
+    fn sweep(&self) {}
+
+    /// A short name for logs and metrics (`memory`, `redis`).
+    fn name(&self) -> &'static str;
+}
+
+/// Builds the `message` frame for a publication: JSON encoded once, WebSocket header in front.
+pub fn encode_publication(channel: Arc<str>, epoch: Arc<str>, offset: u64, data: &[u8]) -> Publication {
+    let mut json = Vec::with_capacity(64 + channel.len() + data.len());
+    wirehub_protocol::encode_message(&mut json, &channel, offset, data);
+    let json_start = wirehub_ws::header_len(json.len());
+    let frame = wirehub_ws::encode_frame(wirehub_ws::OpCode::Text, &json);
+    Publication {
+        channel,
+        epoch,
+        offset,
+        frame,
+        json_start,
+    }
+}

@@ -1,0 +1,202 @@
+//! The hub: what sessions and the HTTP API call to subscribe, unsubscribe, publish and read
+//! history. It joins the node's local fan-out ([`Fanout`]) with a [`Broker`], and it alone
+//! knows the order in which a new subscription's reply, replayed history and live messages
+//! reach the client.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wirehub_protocol::{ErrorCode, ServerMessage, StreamPosition, encode_server_message};
+
+use crate::broker::{Broker, BrokerError, Deliver, HistoryPage, HistoryQuery};
+use crate::channel::{Added, Fanout, SessionRef};
+use crate::history::HistoryLimits;
+use crate::memory::MemoryBroker;
+
+/// Settings of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// History kept per channel and in total.
+    pub history: HistoryLimits,
+    /// Deliveries held for one subscriber while its subscription is being set up.
+    pub max_pending: usize,
+}
+
+/// Why a hub request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The session is subscribed to the channel already.
+    #[error("already subscribed to this channel")]
+    AlreadySubscribed,
+    /// The session is not subscribed to the channel.
+    #[error("not subscribed to this channel")]
+    NotSubscribed,
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl HubError {
+    /// The protocol error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::AlreadySubscribed => ErrorCode::AlreadySubscribed,
+            HubError::NotSubscribed => ErrorCode::NotSubscribed,
+            HubError::Broker(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// What a subscription started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The stream's epoch.
+    pub epoch: Arc<str>,
+    /// The offset the subscription started after (see `subscribed.offset`).
+    pub offset: u64,
+    /// Whether recovery was complete, when `since` was given.
+    pub recovered: Option<bool>,
+    /// Number of messages replayed from history.
+    pub replayed: usize,
+}
+
+/// Subscriptions, publishing and history for one node.
+#[derive(Debug)]
+pub struct Hub {
+    fanout: Arc<Fanout>,
+    broker: Arc<dyn Broker>,
+}
+
+impl Hub {
+    /// A hub whose broker is built by `make_broker` from the hub's fan-out sink.
+    pub fn new(
+        config: HubConfig,
+        make_broker: impl FnOnce(Arc<dyn Deliver>) -> Arc<dyn Broker>,
+    ) -> Self {
+        let fanout = Arc::new(Fanout::new(config.max_pending));
+        let broker = make_broker(fanout.clone());
+        Hub { fanout, broker }
+    }
+
+    /// A hub with the in-memory broker.
+    pub fn in_memory(config: HubConfig) -> Self {
+        Hub::new(config, |sink| Arc::new(MemoryBroker::new(config.history, sink)))
+    }
+
+    /// The local fan-out (for statistics).
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.broker
+    }
+
+    /// Subscribes a session to a channel. Queues, in this order, the `subscribed` reply, the
+    /// replayed messages after `since` (when recovery is complete), and from then on every
+    /// live message, with no gap and no duplicate between replay and live.
+    ///
+    /// # Errors
+    /// [`HubError::AlreadySubscribed`], or a broker failure (the subscription is undone).
+    pub async fn subscribe(
+        &self,
+        session: &SessionRef,
+        channel: &str,
+        id: Option<u64>,
+        since: Option<StreamPosition>,
+    ) -> Result<Subscribed, HubError> {
+        match self.fanout.add_pending(channel, session) {
+            Added::Duplicate => return Err(HubError::AlreadySubscribed),
+            Added::First => {
+                if let Err(err) = self.broker.watch(channel).await {
+                    self.fanout.remove(channel, session.id);
+                    return Err(err.into());
+                }
+            }
+            Added::More => {}
+        }
+        let query = HistoryQuery {
+            since: since.clone(),
+            limit: None,
+        };
+        let page = match self.broker.history(channel, query).await {
+            Ok(page) => page,
+            Err(err) => {
+                let _ = self.unsubscribe(channel, session.id).await;
+                return Err(err.into());
+            }
+        };
+        let HistoryPage {
+            epoch,
+            top,
+            publications,
+            complete,
+        } = page;
+        let start = match &since {
+            Some(since) if complete => since.offset,
+            _ => top,
+        };
+        let result = Subscribed {
+            epoch: epoch.clone(),
+            offset: start,
+            recovered: since.as_ref().map(|_| complete),
+            replayed: if complete { publications.len() } else { 0 },
+        };
+        self.fanout.activate(channel, session.id, |outbox| {
+            let reply = ServerMessage::Subscribed {
+                id,
+                channel: channel.to_owned(),
+                epoch: epoch.to_string(),
+                offset: start,
+                recovered: result.recovered,
+            };
+            let _ = outbox.push(text_frame(&encode_server_message(&reply)));
+            let mut last = start;
+            if complete {
+                for publication in publications {
+                    last = publication.offset;
+                    if outbox.push(publication.frame).is_err() {
+                        break;
+                    }
+                }
+            }
+            (epoch.clone(), last.max(top))
+        });
+        Ok(result)
+    }
+
+    /// Ends a session's subscription to a channel.
+    ///
+    /// # Errors
+    /// [`HubError::NotSubscribed`], or a broker failure while releasing the channel.
+    pub async fn unsubscribe(&self, channel: &str, session: u64) -> Result<(), HubError> {
+        match self.fanout.remove(channel, session) {
+            None => Err(HubError::NotSubscribed),
+            Some(true) => Ok(self.broker.unwatch(channel).await?),
+            Some(false) => Ok(()),
+        }
+    }
+
+    /// Publishes JSON `data` to a channel; returns its offset.
+    ///
+    /// # Errors
+    /// A broker failure.
+    pub async fn publish(&self, channel: &str, data: &[u8]) -> Result<u64, HubError> {
+        Ok(self.broker.publish(channel, data).await?)
+    }
+
+    /// Reads a channel's position and history.
+    ///
+    /// # Errors
+    /// A broker failure.
+    pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryPage, HubError> {
+        Ok(self.broker.history(channel, query).await?)
+    }
+}
+
+/// A server message as a complete WebSocket text frame.
+pub fn text_frame(json: &str) -> Bytes {
+    wirehub_ws::encode_frame(wirehub_ws::OpCode::Text, json.as_bytes())
+}

@@ -1,0 +1,29 @@
+//! The core of wirehub: channels, history and fan-out, independent of any transport.
+//!
+//! - [`Hub`] (`hub`): what sessions call: subscribe (with recovery), unsubscribe, publish,
+//!   history.
+//! - [`Fanout`] (`channel`): the node's local subscribers per channel.
+//! - [`Outbox`] (`outbox`): a connection's bounded queue of ready-made frames.
+//! - [`Broker`] (`broker`): the seam to whatever assigns offsets and keeps history;
+//!   [`MemoryBroker`] (`memory`) is the in-process one, with its `history` ring.
+//!
+//! This crate knows nothing about sockets, HTTP or Redis. It builds WebSocket frames (with
+//! `wirehub-ws`) and JSON (with `wirehub-protocol`) once per message, so that every
+//! subscriber shares the same bytes.
+
+mod broker;
+mod channel;
+mod history;
+mod hub;
+mod memory;
+mod outbox;
+
+pub use broker::{
+    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Publication,
+    encode_publication,
+};
+pub use channel::{Fanout, SessionRef};
+pub use history::HistoryLimits;
+pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
+pub use memory::{MemoryBroker, new_epoch};
+pub use outbox::{Outbox, OutboxLimits, PushError};

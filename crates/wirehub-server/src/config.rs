@@ -1,0 +1,188 @@
+//! The server's settings, as one typed struct passed down explicitly.
+//!
+//! The binary layers flags, `WIREHUB_*` environment variables and a TOML file into a
+//! [`ServerConfig`]; this crate only consumes it. [`ServerConfig::new`] gives the documented
+//! defaults and the builder-style setters change one knob each (tests use them for short
+//! heartbeats and small queues).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which origins may open a WebSocket from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Only an `Origin` whose host (and port) matches the request's `Host` (the default).
+    SameHost,
+    /// Any origin.
+    Any,
+    /// These origins exactly (scheme://host[:port]).
+    List(Vec<String>),
+}
+
+/// Which broker orders messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerConfig {
+    /// In this process only.
+    Memory,
+    /// Through Redis at this URL (several nodes act as one).
+    Redis(String),
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The address the binary binds (informational inside the library: `run` takes a bound
+    /// listener).
+    pub listen: SocketAddr,
+    /// How often each connection is pinged; a pong missing at the next tick ends it.
+    pub heartbeat_interval: Duration,
+    /// On shutdown, closes (1001) are spread over this window.
+    pub shutdown_drain: Duration,
+    /// Largest accepted frame or message, in bytes (larger: close 1009).
+    pub max_message_size: usize,
+    /// Messages kept per channel for recovery.
+    pub history_size: usize,
+    /// How long history is kept (`None`: until pushed out).
+    pub history_ttl: Option<Duration>,
+    /// Bytes of history kept across all channels.
+    pub history_max_bytes: usize,
+    /// The broker.
+    pub broker: BrokerConfig,
+    /// An extra route that echoes every frame (protocol-conformance testing only).
+    pub echo_path: Option<String>,
+    /// When set, `POST /api/publish` needs `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Origins allowed at the upgrade.
+    pub allowed_origins: AllowedOrigins,
+    /// Publishes per second per connection (burst of the same size) before `rate_limited`.
+    pub publish_rate: u32,
+    /// Frames queued for one connection before it is cut off as a slow consumer.
+    pub max_queued_frames: usize,
+    /// Bytes queued for one connection before it is cut off as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// How long a client may take to send its HTTP request headers.
+    pub header_read_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The documented defaults.
+    pub fn new() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            heartbeat_interval: Duration::from_secs(30),
+            shutdown_drain: Duration::from_secs(5),
+            max_message_size: 65_536,
+            history_size: 100,
+            history_ttl: Some(Duration::from_secs(300)),
+            history_max_bytes: 64 << 20,
+            broker: BrokerConfig::Memory,
+            echo_path: None,
+            api_key: None,
+            allowed_origins: AllowedOrigins::SameHost,
+            publish_rate: 100,
+            max_queued_frames: 4096,
+            max_queued_bytes: 4 << 20,
+            max_subscriptions: 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets [`ServerConfig::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, value: Duration) -> Self {
+        self.heartbeat_interval = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::shutdown_drain`].
+    pub fn shutdown_drain(mut self, value: Duration) -> Self {
+        self.shutdown_drain = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_message_size`].
+    pub fn max_message_size(mut self, value: usize) -> Self {
+        self.max_message_size = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::history_size`].
+    pub fn history_size(mut self, value: usize) -> Self {
+        self.history_size = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::history_ttl`].
+    pub fn history_ttl(mut self, value: Option<Duration>) -> Self {
+        self.history_ttl = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::history_max_bytes`].
+    pub fn history_max_bytes(mut self, value: usize) -> Self {
+        self.history_max_bytes = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::broker`].
+    pub fn broker(mut self, value: BrokerConfig) -> Self {
+        self.broker = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::echo_path`].
+    pub fn echo_path(mut self, value: Option<String>) -> Self {
+        self.echo_path = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::api_key`].
+    pub fn api_key(mut self, value: Option<String>) -> Self {
+        self.api_key = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::allowed_origins`].
+    pub fn allowed_origins(mut self, value: AllowedOrigins) -> Self {
+        self.allowed_origins = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::publish_rate`].
+    pub fn publish_rate(mut self, value: u32) -> Self {
+        self.publish_rate = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_queued_frames`].
+    pub fn max_queued_frames(mut self, value: usize) -> Self {
+        self.max_queued_frames = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, value: usize) -> Self {
+        self.max_queued_bytes = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_subscriptions`].
+    pub fn max_subscriptions(mut self, value: usize) -> Self {
+        self.max_subscriptions = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::header_read_timeout`].
+    pub fn header_read_timeout(mut self, value: Duration) -> Self {
+        self.header_read_timeout = value;
+        self
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig::new()
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP side of the one port: health, metrics, the publish and history API, the protocol
+//! schema, the demo page, and the WebSocket routes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wirehub_core::HistoryQuery;
+use wirehub_protocol::{ErrorCode, StreamPosition, validate_channel};
+
+use crate::metrics::Metrics;
+use crate::session::Mode;
+use crate::state::AppState;
+use crate::upgrade::upgrade;
+
+/// Builds the router for one server's state (every route on one port).
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/schema/protocol.json", get(schema))
+        .route("/api/publish", post(publish))
+        .route("/api/history", get(history))
+        .route("/ws", any(ws));
+    if let Some(path) = state.config.echo_path.as_deref() {
+        router = router.route(path, any(echo));
+    }
+    router.with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(&state.hub),
+    )
+        .into_response()
+}
+
+async fn schema() -> Response {
+    axum::Json(wirehub_protocol::protocol_schema()).into_response()
+}
+
+async fn ws(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    upgrade(&state, request, Mode::PubSub)
+}
+
+async fn echo(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    upgrade(&state, request, Mode::Echo)
+}
+
+/// An HTTP API error: `{"error": {"code": …, "message": …}}`.
+fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(key) = state.config.api_key.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "this API needs Authorization: Bearer <api key>",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    channel: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(response) = authorized(&state, &headers) {
+        return response;
+    }
+    let limit = state.config.max_message_size;
+    let body: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                format!("the body is larger than {limit} bytes"),
+            );
+        }
+    };
+    let request: PublishBody<'_> = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) if err.is_data() => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                format!("expected {{\"channel\": string, \"data\": any}}: {err}"),
+            );
+        }
+        Err(err) => {
+            return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, err.to_string());
+        }
+    };
+    if let Err(err) = validate_channel(&request.channel) {
+        return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidChannel, err.to_string());
+    }
+    match state
+        .hub
+        .publish(&request.channel, request.data.get().as_bytes())
+        .await
+    {
+        Ok(offset) => {
+            Metrics::add(&state.metrics.published_total, 1);
+            axum::Json(serde_json::json!({"offset": offset})).into_response()
+        }
+        Err(err) => api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    channel: String,
+    since: Option<u64>,
+    epoch: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/history?channel=C[&since=N][&epoch=E][&limit=M]`: the channel's position and the
+/// kept messages after offset `since` (default 0: everything kept), oldest first.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(response) = authorized(&state, &headers) {
+        return response;
+    }
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(err) => {
+            return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, err.body_text());
+        }
+    };
+    if let Err(err) = validate_channel(&params.channel) {
+        return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidChannel, err.to_string());
+    }
+    // Without an epoch the offset is taken in the current epoch.
+    let epoch = match params.epoch {
+        Some(epoch) => epoch,
+        None => match state.hub.history(&params.channel, HistoryQuery::default()).await {
+            Ok(page) => page.epoch.to_string(),
+            Err(err) => {
+                return api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string());
+            }
+        },
+    };
+    let query = HistoryQuery {
+        since: Some(StreamPosition {
+            epoch,
+            offset: params.since.unwrap_or(0),
+        }),
+        limit: Some(params.limit.unwrap_or(100).min(10_000)),
+    };
+    let page = match state.hub.history(&params.channel, query).await {
+        Ok(page) => page,
+        Err(err) => return api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
+    };
+    let mut body = Vec::with_capacity(128 + page.publications.iter().map(|p| p.json().len() + 1).sum::<usize>());
+    body.extend_from_slice(b"{\"channel\":");
+    let _ = serde_json::to_writer(&mut body, &params.channel);
+    body.extend_from_slice(b",\"epoch\":");
+    let _ = serde_json::to_writer(&mut body, &*page.epoch);
+    body.extend_from_slice(format!(",\"offset\":{},\"complete\":{},\"messages\":[", page.top, page.complete).as_bytes());
+    for (index, publication) in page.publications.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(publication.json());
+    }
+    body.extend_from_slice(b"]}");
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

@@ -1,0 +1,161 @@
+//! The wirehub server as a library: HTTP and WebSocket on one port.
+//!
+//! [`run`] serves a bound listener until its shutdown token is cancelled; [`router`] builds
+//! the HTTP routes for tests that drive them without a socket. The `wirehub` binary only
+//! parses settings, binds, installs signal handlers and calls [`run`].
+//!
+//! # Layout
+//! - `config`: [`ServerConfig`], the typed settings.
+//! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
+//!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
+//! - `upgrade`: the WebSocket handshake on hyper's upgrade.
+//! - `session`: one connection's loop (reads, writes, heartbeat, shutdown).
+//! - `heartbeat`: ping scheduling and pong deadlines.
+//! - `metrics`: counters and the Prometheus page.
+//! - `state`: what every connection shares.
+//! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
+
+mod config;
+mod heartbeat;
+mod http;
+mod metrics;
+mod session;
+mod state;
+mod upgrade;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+use wirehub_core::{HistoryLimits, Hub, HubConfig};
+
+pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
+pub use http::router;
+pub use metrics::Metrics;
+pub use state::AppState;
+
+use crate::upgrade::PeerAddr;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configured broker is not available in this build.
+    #[error("broker {0:?} is not supported by this build")]
+    UnsupportedBroker(String),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A convenient result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Builds the hub (and its broker) for a config.
+///
+/// # Errors
+/// [`Error::UnsupportedBroker`] when the config names a broker this build lacks.
+pub fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
+    let hub_config = HubConfig {
+        history: HistoryLimits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            max_total_bytes: config.history_max_bytes,
+        },
+        max_pending: config.max_queued_frames,
+    };
+    match &config.broker {
+        BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
+        BrokerConfig::Redis(url) => Err(Error::UnsupportedBroker(url.clone())),
+    }
+}
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` is cancelled, then closes every
+/// WebSocket with 1001 (spread over `config.shutdown_drain`) and returns once all
+/// connections are gone (or the drain window and a grace period have passed).
+///
+/// # Errors
+/// When the broker cannot be built.
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+    let hub = build_hub(&config)?;
+    let state = Arc::new(AppState::new(config, hub, shutdown.clone()));
+    serve(listener, state).await;
+    Ok(())
+}
+
+/// Serves with a prepared state (see [`run`]).
+pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+    let app = router(state.clone());
+    let shutdown = state.shutdown.clone();
+    {
+        let state = state.clone();
+        state.tracker.clone().spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = state.shutdown.cancelled() => break,
+                    _ = tick.tick() => state.hub.broker().sweep(),
+                }
+            }
+        });
+    }
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, broker = state.hub.broker().name(), "listening (HTTP and WebSocket)");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Typically out of file descriptors: wait a moment instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(%peer, error = %err, "could not set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        let header_timeout = state.config.header_read_timeout;
+        state.tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                debug!(%peer, error = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!("shutting down: closing connections");
+    state.tracker.close();
+    let grace = state.config.shutdown_drain + Duration::from_secs(3);
+    if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+        warn!(remaining = state.tracker.len(), "connections still open after the drain window");
+    }
+    info!("stopped");
+}

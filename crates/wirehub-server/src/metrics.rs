@@ -1,0 +1,94 @@
+//! Counters and gauges, rendered in the Prometheus text format at `GET /metrics`.
+//!
+//! Plain atomics, bumped on the paths they count; nothing here allocates per message.
+//! Figures that the hub already keeps (subscriptions, channels, deliveries) are read from it
+//! when the page is rendered.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wirehub_core::Hub;
+use wirehub_protocol::{CloseCode, ErrorCode};
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: AtomicU64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Upgrades refused (bad handshake, origin, auth).
+    pub upgrades_refused_total: AtomicU64,
+    /// Client messages (text frames) received.
+    pub messages_in_total: AtomicU64,
+    /// Frames written to clients.
+    pub frames_out_total: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out_total: AtomicU64,
+    /// Messages published (WebSocket and HTTP).
+    pub published_total: AtomicU64,
+    /// Messages replayed from history on recovery.
+    pub replayed_total: AtomicU64,
+    /// Connections ended by a missing pong.
+    pub heartbeat_terminations_total: AtomicU64,
+    /// Connections cut off as slow consumers.
+    pub slow_consumers_total: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    closes: [AtomicU64; CloseCode::ALL.len()],
+    /// Connections that ended without a close handshake (reset, EOF, timeout).
+    pub abrupt_disconnects_total: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one `error` reply.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(index) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one connection closed by the server (or the client) with a close code.
+    pub fn close(&self, code: CloseCode) {
+        if let Some(index) = CloseCode::ALL.iter().position(|c| *c == code) {
+            self.closes[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render(&self, hub: &Hub) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let fanout = hub.fanout();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("wirehub_connections", "gauge", "Open WebSocket connections.", get(&self.connections));
+        metric("wirehub_connections_total", "counter", "WebSocket connections accepted.", get(&self.connections_total));
+        metric("wirehub_upgrades_refused_total", "counter", "WebSocket upgrades refused.", get(&self.upgrades_refused_total));
+        metric("wirehub_subscriptions", "gauge", "Subscriptions held on this node.", fanout.subscription_count() as u64);
+        metric("wirehub_channels", "gauge", "Channels with local subscribers.", fanout.channel_count() as u64);
+        metric("wirehub_messages_in_total", "counter", "Client messages received.", get(&self.messages_in_total));
+        metric("wirehub_messages_published_total", "counter", "Messages published.", get(&self.published_total));
+        metric("wirehub_messages_delivered_total", "counter", "Message deliveries queued for subscribers.", fanout.delivery_count() as u64);
+        metric("wirehub_messages_replayed_total", "counter", "Messages replayed from history.", get(&self.replayed_total));
+        metric("wirehub_frames_out_total", "counter", "Frames written to clients.", get(&self.frames_out_total));
+        metric("wirehub_bytes_out_total", "counter", "Bytes written to clients.", get(&self.bytes_out_total));
+        metric("wirehub_heartbeat_terminations_total", "counter", "Connections ended because a pong did not arrive.", get(&self.heartbeat_terminations_total));
+        metric("wirehub_slow_consumers_total", "counter", "Connections cut off as slow consumers.", get(&self.slow_consumers_total));
+        metric("wirehub_abrupt_disconnects_total", "counter", "Connections that ended without a close handshake.", get(&self.abrupt_disconnects_total));
+        let _ = writeln!(out, "# HELP wirehub_errors_total Error replies sent, by code.\n# TYPE wirehub_errors_total counter");
+        for (code, counter) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(out, "wirehub_errors_total{{code=\"{code}\"}} {}", get(counter));
+        }
+        let _ = writeln!(out, "# HELP wirehub_closes_total Connections closed, by close code.\n# TYPE wirehub_closes_total counter");
+        for (code, counter) in CloseCode::ALL.iter().zip(&self.closes) {
+            let _ = writeln!(out, "wirehub_closes_total{{code=\"{}\",reason=\"{}\"}} {}", code.code(), code.reason(), get(counter));
+        }
+        out
+    }
+}

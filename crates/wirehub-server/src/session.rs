@@ -1,0 +1,563 @@
+//! One WebSocket connection: a single task running one `select!` loop.
+//!
+//! The loop owns the socket and waits on: the socket becoming readable, the socket becoming
+//! writable (only while frames are waiting), the connection's [`Outbox`] (frames queued by the
+//! hub or by replies), the next heartbeat, and shutdown. Reads and writes use readiness and
+//! `try_read`/`try_write_vectored` on the `TcpStream` itself, so one task drives both
+//! directions and an idle connection holds no read or write buffer at all: the read buffer
+//! exists only while bytes are being decoded, and frames are written straight from the shared
+//! `Bytes` that the hub built once for every subscriber.
+//!
+//! Bad input is answered with an `error` and the loop goes on. Only the causes in the close
+//! code table end a connection; whichever way it ends, its subscriptions are released.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+use wirehub_core::{Outbox, OutboxLimits, SessionRef, text_frame};
+use wirehub_protocol::{
+    ClientMessage, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMessage, encode_server_message,
+    parse_client_message,
+};
+use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
+
+use crate::heartbeat::Heartbeat;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// What the connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The wirehub protocol.
+    PubSub,
+    /// Echo every data frame back (protocol-conformance testing).
+    Echo,
+}
+
+/// Bytes read from the socket per readiness event at most, so that a client that floods the
+/// server cannot starve its own writes and heartbeat.
+const READ_BUDGET: usize = 256 * 1024;
+/// Size of each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Frames handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// How long the server waits for the client's close frame after sending its own.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the loop ended.
+#[derive(Debug)]
+enum End {
+    /// The close handshake completed (or we sent our close frame and the client went away).
+    Closed(CloseCode),
+    /// The peer vanished: EOF or a socket error without a close handshake.
+    Abrupt(String),
+    /// No pong arrived before the next heartbeat tick.
+    HeartbeatTimeout,
+    /// Our close frame was sent but the client never answered it.
+    CloseTimeout(CloseCode),
+}
+
+/// Runs a connection until it ends. `leftover` holds bytes that arrived with the upgrade
+/// request.
+pub(crate) async fn run(
+    stream: TcpStream,
+    leftover: Bytes,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    mode: Mode,
+    shutdown: CancellationToken,
+) {
+    let id = state.next_session_id();
+    let span = tracing::info_span!("session", id, %peer);
+    let mut session = Session::new(id, stream, leftover, state, mode);
+    let end = session.run(shutdown).instrument(span.clone()).await;
+    session.finish(end).instrument(span).await;
+}
+
+struct Session {
+    id: u64,
+    name: String,
+    stream: TcpStream,
+    state: Arc<AppState>,
+    mode: Mode,
+    outbox: Arc<Outbox>,
+    decoder: Decoder,
+    read_buf: BytesMut,
+    /// Frames taken from the outbox and not yet fully written; the first one is written from
+    /// `write_offset` on.
+    writing: VecDeque<Bytes>,
+    write_offset: usize,
+    subscriptions: HashSet<String>,
+    heartbeat: Heartbeat,
+    publish_tokens: f64,
+    publish_refilled: Instant,
+    /// Set once our close frame is queued: the code and the deadline for the client's reply.
+    closing: Option<(CloseCode, Instant)>,
+    /// Set once the client's close frame arrived (and ours answering it is queued).
+    close_received: bool,
+}
+
+impl Session {
+    fn new(
+        id: u64,
+        stream: TcpStream,
+        leftover: Bytes,
+        state: Arc<AppState>,
+        mode: Mode,
+    ) -> Self {
+        let config = &state.config;
+        let limits = match mode {
+            Mode::PubSub => OutboxLimits {
+                max_frames: config.max_queued_frames,
+                max_bytes: config.max_queued_bytes,
+            },
+            Mode::Echo => OutboxLimits {
+                max_frames: 1 << 16,
+                max_bytes: config.max_message_size.saturating_mul(4).max(1 << 20),
+            },
+        };
+        let heartbeat = match mode {
+            Mode::PubSub => Heartbeat::new(config.heartbeat_interval),
+            Mode::Echo => Heartbeat::disabled(),
+        };
+        Session {
+            id,
+            name: format!("{:016x}", rand::random::<u64>()),
+
+            stream,
+            decoder: Decoder::new(config.max_message_size),
+            read_buf: BytesMut::from(&leftover[..]),
+            publish_tokens: f64::from(config.publish_rate),
+            publish_refilled: Instant::now(),
+            state,
+            mode,
+            outbox: Arc::new(Outbox::new(limits)),
+            writing: VecDeque::new(),
+            write_offset: 0,
+            subscriptions: HashSet::new(),
+            heartbeat,
+            closing: None,
+            close_received: false,
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    async fn run(&mut self, shutdown: CancellationToken) -> End {
+        if self.mode == Mode::PubSub {
+            let welcome = ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                session: self.name.clone(),
+                heartbeat: self.state.config.heartbeat_interval.as_secs_f64(),
+            };
+            self.send(&welcome);
+        }
+        debug!(session = %self.name, "connection opened");
+        // Leftover bytes from the upgrade request are decoded before waiting for more.
+        if !self.read_buf.is_empty() {
+            if let Err(end) = self.decode_all().await {
+                return end;
+            }
+        }
+        let mut shutdown_at: Option<Instant> = None;
+        loop {
+            if let Err(err) = self.flush() {
+                return End::Abrupt(err.to_string());
+            }
+            if let Some((code, _)) = self.closing {
+                if self.close_received && self.writing.is_empty() {
+                    return End::Closed(code);
+                }
+            } else if let Some(code) = self.outbox.closed() {
+                self.start_close(code);
+                continue;
+            }
+            let want_write = !self.writing.is_empty();
+            let close_deadline = self.closing.map(|(_, deadline)| deadline);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if shutdown_at.is_none() && self.closing.is_none() => {
+                    shutdown_at = Some(Instant::now() + spread(self.state.config.shutdown_drain));
+                }
+                () = sleep_until(shutdown_at.unwrap_or_else(Instant::now)), if shutdown_at.is_some() && self.closing.is_none() => {
+                    self.start_close(CloseCode::GoingAway);
+                }
+                () = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
+                    let code = self.closing.map_or(CloseCode::Normal, |(code, _)| code);
+                    return End::CloseTimeout(code);
+                }
+                ready = self.stream.readable() => {
+                    if let Err(err) = ready {
+                        return End::Abrupt(err.to_string());
+                    }
+                    if let Err(end) = self.read().await {
+                        return end;
+                    }
+                }
+                ready = self.stream.writable(), if want_write => {
+                    if let Err(err) = ready {
+                        return End::Abrupt(err.to_string());
+                    }
+                }
+                () = self.outbox.ready() => {}
+                () = self.heartbeat.tick(), if self.closing.is_none() => {
+                    if self.heartbeat.awaiting_pong() {
+                        return End::HeartbeatTimeout;
+                    }
+                    self.heartbeat.sent_ping();
+                    self.queue(wirehub_ws::encode_frame(OpCode::Ping, b""));
+                }
+            }
+        }
+    }
+
+    /// Writes queued frames until the socket would block or nothing is left.
+    fn flush(&mut self) -> io::Result<()> {
+        loop {
+            if self.writing.is_empty() {
+                // Frames are taken from the outbox only once the previous batch is written,
+                // so that a stalled socket fills the (bounded) outbox and not this queue.
+                if self.closing.is_some() {
+                    return Ok(());
+                }
+                self.outbox.drain_into(&mut self.writing);
+                if self.writing.is_empty() {
+                    return Ok(());
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (index, frame) in self.writing.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = if index == 0 {
+                    &frame[self.write_offset..]
+                } else {
+                    &frame[..]
+                };
+                slices[index] = IoSlice::new(bytes);
+                count += 1;
+            }
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(mut written) => {
+                    Metrics::add(&self.metrics().bytes_out_total, written as u64);
+                    while written > 0 {
+                        let Some(front) = self.writing.front() else {
+                            break;
+                        };
+                        let remaining = front.len() - self.write_offset;
+                        if written >= remaining {
+                            written -= remaining;
+                            self.write_offset = 0;
+                            self.writing.pop_front();
+                            Metrics::add(&self.metrics().frames_out_total, 1);
+                        } else {
+                            self.write_offset += written;
+                            written = 0;
+                        }
+                    }
+                    if self.writing.capacity() > 256 && self.writing.is_empty() {
+                        self.writing = VecDeque::new();
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Reads what the socket has (up to a budget) and handles every complete message.
+    async fn read(&mut self) -> Result<(), End> {
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => {
+                    return Err(if self.closing.is_some() {
+                        End::Closed(self.closing.map_or(CloseCode::Normal, |(code, _)| code))
+                    } else {
+                        End::Abrupt("connection reset or EOF without a close frame".into())
+                    });
+                }
+                Ok(read) => {
+                    budget = budget.saturating_sub(read);
+                    self.decode_all().await?;
+                    if self.close_received {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(End::Abrupt(err.to_string())),
+            }
+        }
+        if self.read_buf.is_empty() {
+            // An idle connection keeps no read buffer.
+            self.read_buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn decode_all(&mut self) -> Result<(), End> {
+        loop {
+            if self.close_received {
+                self.read_buf.clear();
+                return Ok(());
+            }
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(message)) => self.on_message(message).await,
+                Ok(None) => return Ok(()),
+                Err(err) => {
+                    self.on_protocol_error(&err);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_protocol_error(&mut self, err: &ProtocolError) {
+        let code = match err.close_code() {
+            1007 => CloseCode::InvalidPayload,
+            1009 => CloseCode::MessageTooBig,
+            _ => CloseCode::ProtocolError,
+        };
+        info!(error = %err, close_code = code.code(), "protocol error; closing");
+        self.read_buf.clear();
+        if self.closing.is_none() {
+            self.start_close(code);
+        }
+        // Nothing more from this client can be trusted: stop reading it.
+        self.close_received = true;
+    }
+
+    async fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Ping(payload) => {
+                if self.closing.is_none() {
+                    self.queue(wirehub_ws::encode_frame(OpCode::Pong, &payload));
+                }
+            }
+            Message::Pong(_) => self.heartbeat.pong_received(),
+            Message::Close(frame) => {
+                self.close_received = true;
+                if self.closing.is_none() {
+                    let code = frame.as_ref().map_or(1000, |f| f.code);
+                    debug!(code, "client closed the connection");
+                    self.metrics().close(CloseCode::Normal);
+                    self.closing = Some((CloseCode::Normal, Instant::now() + CLOSE_TIMEOUT));
+                    self.outbox.close(CloseCode::Normal);
+                    self.writing.truncate(usize::from(self.write_offset > 0));
+                    self.writing.push_back(wirehub_ws::encode_close(code, ""));
+                }
+            }
+            _ if self.closing.is_some() => {}
+            Message::Text(text) => match self.mode {
+                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Text, &text)),
+                Mode::PubSub => self.on_text(&text).await,
+            },
+            Message::Binary(data) => match self.mode {
+                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Binary, &data)),
+                Mode::PubSub => self.send_error(
+                    None,
+                    ErrorCode::BinaryNotSupported,
+                    "binary frames are not part of protocol v1; send JSON in text frames",
+                ),
+            },
+        }
+    }
+
+    async fn on_text(&mut self, text: &[u8]) {
+        Metrics::add(&self.metrics().messages_in_total, 1);
+        let Ok(text) = std::str::from_utf8(text) else {
+            // The decoder validated UTF-8 already; this cannot happen.
+            return self.send_error(None, ErrorCode::InvalidJson, "text frame is not UTF-8");
+        };
+        let request = match parse_client_message(text) {
+            Ok(request) => request,
+            Err(err) => return self.send_error(err.id, err.code, &err.message),
+        };
+        match request {
+            ClientMessage::Subscribe { id, channel, since } => {
+                if self.subscriptions.contains(&*channel) {
+                    return self.send_error(
+                        id,
+                        ErrorCode::AlreadySubscribed,
+                        &format!("already subscribed to {channel:?}"),
+                    );
+                }
+                if self.subscriptions.len() >= self.state.config.max_subscriptions {
+                    return self.send_error(
+                        id,
+                        ErrorCode::TooManySubscriptions,
+                        &format!(
+                            "a connection may hold {} subscriptions",
+                            self.state.config.max_subscriptions
+                        ),
+                    );
+                }
+                let session = SessionRef {
+                    id: self.id,
+                    outbox: self.outbox.clone(),
+                };
+                match self.state.hub.subscribe(&session, &channel, id, since).await {
+                    Ok(subscribed) => {
+                        Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
+                        self.subscriptions.insert(channel.into_owned());
+                    }
+                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
+                }
+            }
+            ClientMessage::Unsubscribe { id, channel } => {
+                if !self.subscriptions.remove(&*channel) {
+                    return self.send_error(
+                        id,
+                        ErrorCode::NotSubscribed,
+                        &format!("not subscribed to {channel:?}"),
+                    );
+                }
+                match self.state.hub.unsubscribe(&channel, self.id).await {
+                    Ok(()) => self.send(&ServerMessage::Unsubscribed {
+                        id,
+                        channel: channel.into_owned(),
+                    }),
+                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
+                }
+            }
+            ClientMessage::Publish { id, channel, data } => {
+                if !self.take_publish_token() {
+                    return self.send_error(
+                        id,
+                        ErrorCode::RateLimited,
+                        &format!(
+                            "more than {} publishes per second on this connection",
+                            self.state.config.publish_rate
+                        ),
+                    );
+                }
+                match self.state.hub.publish(&channel, data.get().as_bytes()).await {
+                    Ok(offset) => {
+                        Metrics::add(&self.metrics().published_total, 1);
+                        self.send(&ServerMessage::Ack { id, offset });
+                    }
+                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
+                }
+            }
+            ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }),
+            ClientMessage::Refresh { id, .. } => self.send_error(
+                id,
+                ErrorCode::Unauthorized,
+                "this server does not use tokens (no --jwt-secret or --jwt-public-key)",
+            ),
+        }
+    }
+
+    fn take_publish_token(&mut self) -> bool {
+        let rate = f64::from(self.state.config.publish_rate);
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.publish_refilled).as_secs_f64();
+        self.publish_refilled = now;
+        self.publish_tokens = (self.publish_tokens + elapsed * rate).min(rate);
+        if self.publish_tokens >= 1.0 {
+            self.publish_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn send(&mut self, message: &ServerMessage) {
+        self.queue(text_frame(&encode_server_message(message)));
+    }
+
+    fn send_error(&mut self, id: Option<u64>, code: ErrorCode, message: &str) {
+        self.metrics().error(code);
+        debug!(%code, message, "error reply");
+        self.send(&ServerMessage::Error {
+            id,
+            code,
+            message: message.to_owned(),
+        });
+    }
+
+    /// Queues a frame behind everything queued before it. A full outbox closes the
+    /// connection as a slow consumer (seen by the loop).
+    fn queue(&mut self, frame: Bytes) {
+        let _ = self.outbox.push(frame);
+    }
+
+    /// Sends our close frame after what is queued (or, for a slow consumer, instead of it)
+    /// and waits a bounded time for the client's.
+    fn start_close(&mut self, code: CloseCode) {
+        self.outbox.close(code);
+        if code == CloseCode::SlowConsumer {
+            Metrics::add(&self.metrics().slow_consumers_total, 1);
+            warn!(queued = self.outbox.len() + self.writing.len(), "slow consumer; closing");
+            // Keep only a partly written frame: the close frame must follow whole frames.
+            self.writing.truncate(usize::from(self.write_offset > 0));
+        } else {
+            self.outbox.drain_into(&mut self.writing);
+        }
+        self.metrics().close(code);
+        self.writing
+            .push_back(wirehub_ws::encode_close(code.code(), code.reason()));
+        self.closing = Some((code, Instant::now() + CLOSE_TIMEOUT));
+    }
+
+    /// Releases everything the connection held and logs how it ended.
+    async fn finish(&mut self, end: End) {
+        for channel in std::mem::take(&mut self.subscriptions) {
+            if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
+                warn!(%channel, error = %err, "releasing subscription failed");
+            }
+        }
+        self.outbox.close(CloseCode::Normal);
+        match &end {
+            End::Closed(code) => {
+                info!(close_code = code.code(), reason = code.reason(), "connection closed");
+            }
+            End::CloseTimeout(code) => {
+                info!(close_code = code.code(), reason = code.reason(), "connection closed (no close reply)");
+            }
+            End::HeartbeatTimeout => {
+                Metrics::add(&self.metrics().heartbeat_terminations_total, 1);
+                self.metrics().close(CloseCode::HeartbeatTimeout);
+                warn!("no pong before the next heartbeat; terminating connection");
+                // Best effort: a dead peer will not read it.
+                let frame = wirehub_ws::encode_close(
+                    CloseCode::HeartbeatTimeout.code(),
+                    CloseCode::HeartbeatTimeout.reason(),
+                );
+                if self.write_offset == 0 {
+                    let _ = self.stream.try_write(&frame);
+                }
+            }
+            End::Abrupt(reason) => {
+                Metrics::add(&self.metrics().abrupt_disconnects_total, 1);
+                info!(reason = %reason, "connection lost");
+            }
+        }
+        self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A random point in `[0, window)`: spreads closes (and first heartbeats) over a window.
+pub(crate) fn spread(window: Duration) -> Duration {
+    if window.is_zero() {
+        return Duration::ZERO;
+    }
+    window.mul_f64(rand::random::<f64>())
+}

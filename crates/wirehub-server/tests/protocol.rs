@@ -1,0 +1,197 @@
+//! Protocol v1 over a real socket: every request, every reply, every error code, and the
+//! schema of everything the server sends.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use wirehub_server::ServerConfig;
+use wirehub_testkit::{TestServer, WsClient};
+
+fn config() -> ServerConfig {
+    ServerConfig::new().heartbeat_interval(Duration::from_secs(60))
+}
+
+/// Checks a server message against the published JSON Schema.
+#[track_caller]
+fn assert_schema(value: &Value) {
+    let schema = wirehub_protocol::server_schema();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{value} does not match the schema: {errors:?}");
+}
+
+#[tokio::test]
+async fn welcome_comes_first_and_matches_the_schema() {
+    let server = TestServer::start(config()).await;
+    let (_client, welcome) = WsClient::connect(&server.ws_url()).await;
+    assert_schema(&welcome);
+    assert_eq!(welcome["version"], 1);
+    assert!(welcome["session"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(welcome["heartbeat"], 60.0);
+}
+
+#[tokio::test]
+async fn subscribe_publish_unsubscribe_round_trip() {
+    let server = TestServer::start(config()).await;
+    let (mut sub, _) = WsClient::connect(&server.ws_url()).await;
+    let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
+
+    sub.send(&json!({"type": "subscribe", "channel": "chat", "id": 1})).await;
+    let subscribed = sub.expect("subscribed").await;
+    assert_schema(&subscribed);
+    assert_eq!(subscribed["id"], 1);
+    assert_eq!(subscribed["channel"], "chat");
+    assert_eq!(subscribed["offset"], 0);
+    assert!(subscribed["epoch"].is_string());
+    assert!(subscribed.get("recovered").is_none(), "no since, no recovered");
+
+    publisher
+        .send(&json!({"type": "publish", "channel": "chat", "data": {"text": "hi"}, "id": 7}))
+        .await;
+    let ack = publisher.expect("ack").await;
+    assert_schema(&ack);
+    assert_eq!(ack["id"], 7);
+    assert_eq!(ack["offset"], 1);
+
+    let message = sub.expect("message").await;
+    assert_schema(&message);
+    assert_eq!(message, json!({"type": "message", "channel": "chat", "data": {"text": "hi"}, "offset": 1}));
+
+    sub.send(&json!({"type": "unsubscribe", "channel": "chat", "id": 2})).await;
+    let unsubscribed = sub.expect("unsubscribed").await;
+    assert_schema(&unsubscribed);
+    assert_eq!(unsubscribed, json!({"type": "unsubscribed", "id": 2, "channel": "chat"}));
+
+    // After unsubscribing nothing more arrives: a ping's pong is the very next message.
+    publisher.publish("chat", json!(2)).await;
+    sub.send(&json!({"type": "ping", "id": 3})).await;
+    let pong = sub.expect("pong").await;
+    assert_schema(&pong);
+    assert_eq!(pong["id"], 3);
+}
+
+#[tokio::test]
+async fn publisher_subscribed_to_its_own_channel_gets_the_message_and_the_ack() {
+    let server = TestServer::start(config()).await;
+    let (mut client, _) = WsClient::connect(&server.ws_url()).await;
+    client.subscribe("echo").await;
+    client
+        .send(&json!({"type": "publish", "channel": "echo", "data": [1, "two", null], "id": 5}))
+        .await;
+    let mut seen = vec![client.recv().await, client.recv().await];
+    seen.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
+    assert_eq!(seen[0], json!({"type": "ack", "id": 5, "offset": 1}));
+    assert_eq!(seen[1]["data"], json!([1, "two", null]));
+}
+
+/// Sends `request` and expects an `error` with `code` (and the request's id, when given);
+/// then proves the connection is still open.
+async fn expect_error(client: &mut WsClient, request: &str, code: &str, id: Option<u64>) {
+    client.send_text(request).await;
+    let error = client.expect("error").await;
+    assert_schema(&error);
+    assert_eq!(error["code"], code, "request {request} → {error}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    match id {
+        Some(id) => assert_eq!(error["id"], id, "{error}"),
+        None => assert!(error.get("id").is_none(), "{error}"),
+    }
+    client.send(&json!({"type": "ping", "id": 99})).await;
+    assert_eq!(client.expect("pong").await["id"], 99, "connection still works after {code}");
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_error_code_and_the_connection_stays_open() {
+    let server = TestServer::start(config().max_subscriptions(2)).await;
+    let (mut c, _) = WsClient::connect(&server.ws_url()).await;
+    expect_error(&mut c, "{not json", "invalid_json", None).await;
+    expect_error(&mut c, "", "invalid_json", None).await;
+    expect_error(&mut c, r#"{"type":"teleport","id":4}"#, "unknown_type", Some(4)).await;
+    expect_error(&mut c, r#"["subscribe"]"#, "invalid_message", None).await;
+    expect_error(&mut c, r#"{"channel":"x","id":5}"#, "invalid_message", Some(5)).await;
+    expect_error(&mut c, r#"{"type":"subscribe","id":6}"#, "invalid_message", Some(6)).await;
+    expect_error(&mut c, r#"{"type":"subscribe","channel":42}"#, "invalid_message", None).await;
+    expect_error(&mut c, r#"{"type":"publish","channel":"c"}"#, "invalid_message", None).await;
+    expect_error(&mut c, r#"{"type":"ping","id":"seven"}"#, "invalid_message", None).await;
+    expect_error(&mut c, r#"{"type":"subscribe","channel":"bad name","id":8}"#, "invalid_channel", Some(8)).await;
+    expect_error(&mut c, r#"{"type":"subscribe","channel":""}"#, "invalid_channel", None).await;
+    let long = "x".repeat(wirehub_protocol::MAX_CHANNEL_LEN + 1);
+    expect_error(&mut c, &json!({"type": "publish", "channel": long, "data": 1}).to_string(), "invalid_channel", None).await;
+    expect_error(&mut c, r#"{"type":"unsubscribe","channel":"never","id":9}"#, "not_subscribed", Some(9)).await;
+    c.subscribe("a").await;
+    expect_error(&mut c, r#"{"type":"subscribe","channel":"a","id":10}"#, "already_subscribed", Some(10)).await;
+    c.subscribe("b").await;
+    expect_error(&mut c, r#"{"type":"subscribe","channel":"c"}"#, "too_many_subscriptions", None).await;
+
+    c.stream
+        .send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .expect("send binary");
+    let error = c.expect("error").await;
+    assert_eq!(error["code"], "binary_not_supported");
+    c.send(&json!({"type": "ping"})).await;
+    c.expect("pong").await;
+
+    let metrics = reqwest::get(server.http_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(metrics.contains("wirehub_errors_total{code=\"invalid_json\"} 2"), "{metrics}");
+    assert!(metrics.contains("wirehub_errors_total{code=\"binary_not_supported\"} 1"), "{metrics}");
+}
+
+use futures_util::SinkExt;
+
+#[tokio::test]
+async fn publish_rate_limit_answers_rate_limited() {
+    let server = TestServer::start(config().publish_rate(5)).await;
+    let (mut c, _) = WsClient::connect(&server.ws_url()).await;
+    let mut acks = 0;
+    let mut limited = 0;
+    for id in 0..20u64 {
+        c.send(&json!({"type": "publish", "channel": "r", "data": id, "id": id})).await;
+    }
+    for _ in 0..20 {
+        let reply = c.recv().await;
+        match reply["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") => {
+                assert_eq!(reply["code"], "rate_limited");
+                limited += 1;
+            }
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    assert!(acks >= 5, "the burst is allowed ({acks} acks)");
+    assert!(limited >= 10, "the excess is refused ({limited} refused)");
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009() {
+    let server = TestServer::start(config().max_message_size(1024)).await;
+    let (mut c, _) = WsClient::connect(&server.ws_url()).await;
+    // Just under the limit is fine.
+    let data = "y".repeat(900);
+    c.send(&json!({"type": "publish", "channel": "big", "data": data})).await;
+    c.expect("ack").await;
+    c.send_text(&"z".repeat(2000)).await;
+    let frame = c.expect_close().await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1009);
+}
+
+#[tokio::test]
+async fn the_schema_is_served() {
+    let server = TestServer::start(config()).await;
+    let schema: Value = reqwest::get(server.http_url("/schema/protocol.json"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(schema["version"], 1);
+    assert_eq!(schema["server"], wirehub_protocol::server_schema());
+    assert_eq!(schema["client"], wirehub_protocol::client_schema());
+}

@@ -1,0 +1,11 @@
+//! Test support for wirehub: real servers on `127.0.0.1:0`, WebSocket test clients whose
+//! every wait has a timeout, and scripted fake servers that misbehave on purpose.
+//!
+//! Nothing here stands in for the real server: [`TestServer`] runs `wirehub_server::run` on a
+//! real socket. No fixed ports anywhere.
+
+mod server;
+mod ws;
+
+pub use server::TestServer;
+pub use ws::{TIMEOUT, WsClient};

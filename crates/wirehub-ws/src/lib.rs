@@ -1,0 +1,42 @@
+//! A sans-IO, server-side WebSocket (RFC 6455) framing codec.
+//!
+//! The server's session loop owns the socket and the read buffer; this crate only turns bytes
+//! into messages and messages into bytes, so every protocol rule is unit-tested without a
+//! network and the same code serves the server, the tests and the `echo` example.
+//!
+//! - [`Decoder`] parses masked client frames from the front of a `BytesMut`, reassembles
+//!   fragmented messages, validates text incrementally (invalid UTF-8 fails at the first bad
+//!   byte, even inside a frame that has not fully arrived) and enforces a message size limit
+//!   from the frame header alone, before any payload is buffered. Every violation is a
+//!   [`ProtocolError`] that names the close code to send.
+//! - [`encode_frame`], [`write_frame`], [`write_header`] and [`encode_close`] build unmasked
+//!   server frames; [`header_len`] tells the header size for a payload length.
+//! - [`accept_key`] computes the `Sec-WebSocket-Accept` value for the opening handshake.
+//!
+//! No extension is supported (RSV bits must be zero), so the HTTP upgrade must not accept
+//! `permessage-deflate`.
+//!
+//! # Layout
+//! - `decode`: the [`Decoder`] and the [`Message`] / [`CloseFrame`] types.
+//! - `encode`: [`OpCode`], server frame encoding and the handshake accept key.
+//! - `error`: [`ProtocolError`] and its close codes.
+//! - `mask`: word-at-a-time (un)masking.
+//! - `utf8`: the incremental UTF-8 validator used across fragments.
+
+mod decode;
+mod encode;
+mod error;
+mod mask;
+mod utf8;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::{CloseFrame, Decoder, Message};
+pub use encode::{
+    OpCode, accept_key, encode_close, encode_frame, header_len, write_frame, write_header,
+};
+pub use error::ProtocolError;
+
+/// Largest payload of a control frame (Close, Ping, Pong), RFC 6455 §5.5.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
