@@ -74,8 +74,11 @@ impl Outbox {
         if state.closed.is_some() {
             return Err(PushError::Closed);
         }
-        if state.frames.len() >= self.limits.max_frames
-            || state.bytes + frame.len() > self.limits.max_bytes
+        // A frame larger than the byte limit still goes through an empty queue, so that one
+        // message of up to --max-message-size always fits.
+        if !state.frames.is_empty()
+            && (state.frames.len() >= self.limits.max_frames
+                || state.bytes + frame.len() > self.limits.max_bytes)
         {
             state.closed = Some(CloseCode::SlowConsumer);
             drop(state);
@@ -195,6 +198,11 @@ mod tests {
     #[test]
     fn byte_limit() {
         let outbox = outbox(100, 5);
+        outbox
+            .push(Bytes::from_static(b"larger than the limit"))
+            .expect("an empty queue takes any frame");
+        let mut out = VecDeque::new();
+        outbox.drain_into(&mut out);
         outbox.push(Bytes::from_static(b"abc")).expect("room");
         assert_eq!(
             outbox.push(Bytes::from_static(b"def")),

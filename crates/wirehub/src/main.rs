@@ -1,0 +1,76 @@
+//! `wirehub`: the real-time WebSocket pub/sub server, its command-line client and its load
+//! generator, in one binary.
+//!
+//! This is the only crate that uses `anyhow`, reads the environment and installs signal
+//! handlers; everything else lives in the library crates.
+
+mod duration;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Real-time WebSocket pub/sub: server, client and load generator.
+#[derive(Parser, Debug)]
+#[command(name = "wirehub", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: HTTP and WebSocket on one port.
+    Serve(serve::ServeArgs),
+    /// Print the embedded default settings (a starting point for --config).
+    Config,
+}
+
+fn init_tracing(format: serve::LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        serve::LogFormat::Json => builder.json().init(),
+        serve::LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("wirehub: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let resolved = match serve::resolve(&args) {
+                Ok(resolved) => resolved,
+                Err(err) => {
+                    eprintln!("wirehub: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(resolved.log_format);
+            match runtime.block_on(serve::run(resolved.server)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("wirehub: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config => {
+            print!("{}", serve::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
+    }
+}
