@@ -62,7 +62,8 @@ pub struct HistoryPage {
     pub epoch: Arc<str>,
     /// The offset of the stream's latest message (0 when none yet).
     pub top: u64,
-    /// The messages after `since`, oldest first.
+    /// The messages after `since` that are still kept, oldest first (none when `since` is of
+    /// another epoch).
     pub publications: Vec<Publication>,
     /// Whether `publications` holds every message after `since` (same epoch, and nothing
     /// after `since` has left the history yet). False when no `since` was given.
@@ -109,7 +110,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 }
 
 /// Builds the `message` frame for a publication: JSON encoded once, WebSocket header in front.
-pub fn encode_publication(channel: Arc<str>, epoch: Arc<str>, offset: u64, data: &[u8]) -> Publication {
+pub fn encode_publication(
+    channel: Arc<str>,
+    epoch: Arc<str>,
+    offset: u64,
+    data: &[u8],
+) -> Publication {
     let mut json = Vec::with_capacity(64 + channel.len() + data.len());
     wirehub_protocol::encode_message(&mut json, &channel, offset, data);
     let json_start = wirehub_ws::header_len(json.len());

@@ -81,7 +81,9 @@ impl Hub {
 
     /// A hub with the in-memory broker.
     pub fn in_memory(config: HubConfig) -> Self {
-        Hub::new(config, |sink| Arc::new(MemoryBroker::new(config.history, sink)))
+        Hub::new(config, |sink| {
+            Arc::new(MemoryBroker::new(config.history, sink))
+        })
     }
 
     /// The local fan-out (for statistics).
@@ -191,7 +193,11 @@ impl Hub {
     ///
     /// # Errors
     /// A broker failure.
-    pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryPage, HubError> {
+    pub async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, HubError> {
         Ok(self.broker.history(channel, query).await?)
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::broker::{
-    Broker, BoxFuture, BrokerError, Deliver, HistoryPage, HistoryQuery, encode_publication,
+    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, encode_publication,
 };
 use crate::history::{History, HistoryBudget, HistoryLimits};
 use crate::outbox::lock;
@@ -138,24 +138,23 @@ impl MemoryBroker {
     fn history_now(&self, channel: &str, query: HistoryQuery) -> HistoryPage {
         let (_, stream) = self.stream(channel);
         let mut state = lock(&stream);
-        state.history.expire(&self.limits, &self.budget, Instant::now());
+        state
+            .history
+            .expire(&self.limits, &self.budget, Instant::now());
         let epoch = state.epoch.clone();
         let top = state.top;
         let (publications, complete) = match &query.since {
             Some(since) if *since.epoch == *epoch && since.offset <= top => {
-                let first_needed = since.offset + 1;
+                let limit = query.limit.unwrap_or(usize::MAX);
+                let publications = state.history.after(since.offset, limit);
+                // Complete when nothing after `since` has left the history and the limit did
+                // not cut the page short.
                 let kept_from = state.history.first_offset().unwrap_or(top + 1);
-                if first_needed >= kept_from || first_needed > top {
-                    let limit = query.limit.unwrap_or(usize::MAX);
-                    let publications = state.history.after(since.offset, limit);
-                    let complete = publications.last().map_or(since.offset, |p| p.offset) == top;
-                    (publications, complete)
-                } else {
-                    (Vec::new(), false)
-                }
+                let nothing_lost = since.offset + 1 >= kept_from;
+                let reaches_top = publications.last().map_or(since.offset, |p| p.offset) == top;
+                (publications, nothing_lost && reaches_top)
             }
-            Some(_) => (Vec::new(), false),
-            None => (Vec::new(), false),
+            _ => (Vec::new(), false),
         };
         let unused = state.watchers == 0 && state.history.is_empty();
         drop(state);

@@ -172,7 +172,10 @@ mod tests {
         }
         let mut out = VecDeque::new();
         assert_eq!(outbox.drain_into(&mut out), None);
-        assert_eq!(out.iter().map(|b| b[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            out.iter().map(|b| b[0]).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         assert!(outbox.is_empty());
     }
 

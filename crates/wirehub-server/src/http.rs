@@ -49,7 +49,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&state.hub),
     )
         .into_response()
@@ -129,11 +132,19 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             );
         }
         Err(err) => {
-            return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, err.to_string());
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidJson,
+                err.to_string(),
+            );
         }
     };
     if let Err(err) = validate_channel(&request.channel) {
-        return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidChannel, err.to_string());
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidChannel,
+            err.to_string(),
+        );
     }
     match state
         .hub
@@ -169,16 +180,28 @@ async fn history(
     let Query(params) = match params {
         Ok(params) => params,
         Err(err) => {
-            return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, err.body_text());
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                err.body_text(),
+            );
         }
     };
     if let Err(err) = validate_channel(&params.channel) {
-        return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidChannel, err.to_string());
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidChannel,
+            err.to_string(),
+        );
     }
     // Without an epoch the offset is taken in the current epoch.
     let epoch = match params.epoch {
         Some(epoch) => epoch,
-        None => match state.hub.history(&params.channel, HistoryQuery::default()).await {
+        None => match state
+            .hub
+            .history(&params.channel, HistoryQuery::default())
+            .await
+        {
             Ok(page) => page.epoch.to_string(),
             Err(err) => {
                 return api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string());
@@ -196,12 +219,24 @@ async fn history(
         Ok(page) => page,
         Err(err) => return api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
     };
-    let mut body = Vec::with_capacity(128 + page.publications.iter().map(|p| p.json().len() + 1).sum::<usize>());
+    let mut body = Vec::with_capacity(
+        128 + page
+            .publications
+            .iter()
+            .map(|p| p.json().len() + 1)
+            .sum::<usize>(),
+    );
     body.extend_from_slice(b"{\"channel\":");
     let _ = serde_json::to_writer(&mut body, &params.channel);
     body.extend_from_slice(b",\"epoch\":");
     let _ = serde_json::to_writer(&mut body, &*page.epoch);
-    body.extend_from_slice(format!(",\"offset\":{},\"complete\":{},\"messages\":[", page.top, page.complete).as_bytes());
+    body.extend_from_slice(
+        format!(
+            ",\"offset\":{},\"complete\":{},\"messages\":[",
+            page.top, page.complete
+        )
+        .as_bytes(),
+    );
     for (index, publication) in page.publications.iter().enumerate() {
         if index > 0 {
             body.push(b',');

@@ -81,7 +81,11 @@ pub fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
 ///
 /// # Errors
 /// When the broker cannot be built.
-pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let hub = build_hub(&config)?;
     let state = Arc::new(AppState::new(config, hub, shutdown.clone()));
     serve(listener, state).await;
@@ -128,12 +132,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let shutdown = shutdown.clone();
         let header_timeout = state.config.header_read_timeout;
         state.tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(PeerAddr(peer));
-                app.clone().oneshot(request.map(axum::body::Body::new))
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -154,8 +161,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     info!("shutting down: closing connections");
     state.tracker.close();
     let grace = state.config.shutdown_drain + Duration::from_secs(3);
-    if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
-        warn!(remaining = state.tracker.len(), "connections still open after the drain window");
+    if tokio::time::timeout(grace, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            remaining = state.tracker.len(),
+            "connections still open after the drain window"
+        );
     }
     info!("stopped");
 }

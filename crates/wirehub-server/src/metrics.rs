@@ -65,29 +65,118 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let fanout = hub.fanout();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("wirehub_connections", "gauge", "Open WebSocket connections.", get(&self.connections));
-        metric("wirehub_connections_total", "counter", "WebSocket connections accepted.", get(&self.connections_total));
-        metric("wirehub_upgrades_refused_total", "counter", "WebSocket upgrades refused.", get(&self.upgrades_refused_total));
-        metric("wirehub_subscriptions", "gauge", "Subscriptions held on this node.", fanout.subscription_count() as u64);
-        metric("wirehub_channels", "gauge", "Channels with local subscribers.", fanout.channel_count() as u64);
-        metric("wirehub_messages_in_total", "counter", "Client messages received.", get(&self.messages_in_total));
-        metric("wirehub_messages_published_total", "counter", "Messages published.", get(&self.published_total));
-        metric("wirehub_messages_delivered_total", "counter", "Message deliveries queued for subscribers.", fanout.delivery_count() as u64);
-        metric("wirehub_messages_replayed_total", "counter", "Messages replayed from history.", get(&self.replayed_total));
-        metric("wirehub_frames_out_total", "counter", "Frames written to clients.", get(&self.frames_out_total));
-        metric("wirehub_bytes_out_total", "counter", "Bytes written to clients.", get(&self.bytes_out_total));
-        metric("wirehub_heartbeat_terminations_total", "counter", "Connections ended because a pong did not arrive.", get(&self.heartbeat_terminations_total));
-        metric("wirehub_slow_consumers_total", "counter", "Connections cut off as slow consumers.", get(&self.slow_consumers_total));
-        metric("wirehub_abrupt_disconnects_total", "counter", "Connections that ended without a close handshake.", get(&self.abrupt_disconnects_total));
-        let _ = writeln!(out, "# HELP wirehub_errors_total Error replies sent, by code.\n# TYPE wirehub_errors_total counter");
+        metric(
+            "wirehub_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            get(&self.connections),
+        );
+        metric(
+            "wirehub_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            get(&self.connections_total),
+        );
+        metric(
+            "wirehub_upgrades_refused_total",
+            "counter",
+            "WebSocket upgrades refused.",
+            get(&self.upgrades_refused_total),
+        );
+        metric(
+            "wirehub_subscriptions",
+            "gauge",
+            "Subscriptions held on this node.",
+            fanout.subscription_count() as u64,
+        );
+        metric(
+            "wirehub_channels",
+            "gauge",
+            "Channels with local subscribers.",
+            fanout.channel_count() as u64,
+        );
+        metric(
+            "wirehub_messages_in_total",
+            "counter",
+            "Client messages received.",
+            get(&self.messages_in_total),
+        );
+        metric(
+            "wirehub_messages_published_total",
+            "counter",
+            "Messages published.",
+            get(&self.published_total),
+        );
+        metric(
+            "wirehub_messages_delivered_total",
+            "counter",
+            "Message deliveries queued for subscribers.",
+            fanout.delivery_count() as u64,
+        );
+        metric(
+            "wirehub_messages_replayed_total",
+            "counter",
+            "Messages replayed from history.",
+            get(&self.replayed_total),
+        );
+        metric(
+            "wirehub_frames_out_total",
+            "counter",
+            "Frames written to clients.",
+            get(&self.frames_out_total),
+        );
+        metric(
+            "wirehub_bytes_out_total",
+            "counter",
+            "Bytes written to clients.",
+            get(&self.bytes_out_total),
+        );
+        metric(
+            "wirehub_heartbeat_terminations_total",
+            "counter",
+            "Connections ended because a pong did not arrive.",
+            get(&self.heartbeat_terminations_total),
+        );
+        metric(
+            "wirehub_slow_consumers_total",
+            "counter",
+            "Connections cut off as slow consumers.",
+            get(&self.slow_consumers_total),
+        );
+        metric(
+            "wirehub_abrupt_disconnects_total",
+            "counter",
+            "Connections that ended without a close handshake.",
+            get(&self.abrupt_disconnects_total),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wirehub_errors_total Error replies sent, by code.\n# TYPE wirehub_errors_total counter"
+        );
         for (code, counter) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(out, "wirehub_errors_total{{code=\"{code}\"}} {}", get(counter));
+            let _ = writeln!(
+                out,
+                "wirehub_errors_total{{code=\"{code}\"}} {}",
+                get(counter)
+            );
         }
-        let _ = writeln!(out, "# HELP wirehub_closes_total Connections closed, by close code.\n# TYPE wirehub_closes_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP wirehub_closes_total Connections closed, by close code.\n# TYPE wirehub_closes_total counter"
+        );
         for (code, counter) in CloseCode::ALL.iter().zip(&self.closes) {
-            let _ = writeln!(out, "wirehub_closes_total{{code=\"{}\",reason=\"{}\"}} {}", code.code(), code.reason(), get(counter));
+            let _ = writeln!(
+                out,
+                "wirehub_closes_total{{code=\"{}\",reason=\"{}\"}} {}",
+                code.code(),
+                code.reason(),
+                get(counter)
+            );
         }
         out
     }

@@ -107,13 +107,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(
-        id: u64,
-        stream: TcpStream,
-        leftover: Bytes,
-        state: Arc<AppState>,
-        mode: Mode,
-    ) -> Self {
+    fn new(id: u64, stream: TcpStream, leftover: Bytes, state: Arc<AppState>, mode: Mode) -> Self {
         let config = &state.config;
         let limits = match mode {
             Mode::PubSub => OutboxLimits {
@@ -410,7 +404,12 @@ impl Session {
                     id: self.id,
                     outbox: self.outbox.clone(),
                 };
-                match self.state.hub.subscribe(&session, &channel, id, since).await {
+                match self
+                    .state
+                    .hub
+                    .subscribe(&session, &channel, id, since)
+                    .await
+                {
                     Ok(subscribed) => {
                         Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
                         self.subscriptions.insert(channel.into_owned());
@@ -445,7 +444,12 @@ impl Session {
                         ),
                     );
                 }
-                match self.state.hub.publish(&channel, data.get().as_bytes()).await {
+                match self
+                    .state
+                    .hub
+                    .publish(&channel, data.get().as_bytes())
+                    .await
+                {
                     Ok(offset) => {
                         Metrics::add(&self.metrics().published_total, 1);
                         self.send(&ServerMessage::Ack { id, offset });
@@ -468,7 +472,9 @@ impl Session {
             return true;
         }
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.publish_refilled).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.publish_refilled)
+            .as_secs_f64();
         self.publish_refilled = now;
         self.publish_tokens = (self.publish_tokens + elapsed * rate).min(rate);
         if self.publish_tokens >= 1.0 {
@@ -505,7 +511,10 @@ impl Session {
         self.outbox.close(code);
         if code == CloseCode::SlowConsumer {
             Metrics::add(&self.metrics().slow_consumers_total, 1);
-            warn!(queued = self.outbox.len() + self.writing.len(), "slow consumer; closing");
+            warn!(
+                queued = self.outbox.len() + self.writing.len(),
+                "slow consumer; closing"
+            );
             // Keep only a partly written frame: the close frame must follow whole frames.
             self.writing.truncate(usize::from(self.write_offset > 0));
         } else {
@@ -527,10 +536,18 @@ impl Session {
         self.outbox.close(CloseCode::Normal);
         match &end {
             End::Closed(code) => {
-                info!(close_code = code.code(), reason = code.reason(), "connection closed");
+                info!(
+                    close_code = code.code(),
+                    reason = code.reason(),
+                    "connection closed"
+                );
             }
             End::CloseTimeout(code) => {
-                info!(close_code = code.code(), reason = code.reason(), "connection closed (no close reply)");
+                info!(
+                    close_code = code.code(),
+                    reason = code.reason(),
+                    "connection closed (no close reply)"
+                );
             }
             End::HeartbeatTimeout => {
                 Metrics::add(&self.metrics().heartbeat_terminations_total, 1);

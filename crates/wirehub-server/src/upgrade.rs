@@ -50,7 +50,11 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
     };
     let accept = wirehub_ws::accept_key(key.as_bytes());
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded",
+        )
+            .into_response();
     };
     let task_state = state.clone();
     state.tracker.spawn(async move {
@@ -107,7 +111,10 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 
 fn check_handshake(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
     if method != Method::GET {
-        return Err((StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET"));
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET",
+        ));
     }
     if !header_has_token(headers, header::UPGRADE, "websocket") {
         return Err((
@@ -122,7 +129,10 @@ fn check_handshake(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> 
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err((StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version; use 13"));
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version; use 13",
+        ));
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if !key.is_empty() => Ok(()),
@@ -173,24 +183,40 @@ mod tests {
         let same = AllowedOrigins::SameHost;
         assert!(check_origin(&same, &headers(&[("host", "a.com:8080")])).is_ok());
         assert!(
-            check_origin(&same, &headers(&[("host", "a.com:8080"), ("origin", "https://a.com:8080")]))
-                .is_ok()
+            check_origin(
+                &same,
+                &headers(&[("host", "a.com:8080"), ("origin", "https://a.com:8080")])
+            )
+            .is_ok()
         );
         assert!(
-            check_origin(&same, &headers(&[("host", "a.com:8080"), ("origin", "https://evil.com")]))
-                .is_err()
+            check_origin(
+                &same,
+                &headers(&[("host", "a.com:8080"), ("origin", "https://evil.com")])
+            )
+            .is_err()
         );
         let list = AllowedOrigins::List(vec!["https://app.example".into()]);
         assert!(
-            check_origin(&list, &headers(&[("host", "x"), ("origin", "https://app.example")]))
-                .is_ok()
+            check_origin(
+                &list,
+                &headers(&[("host", "x"), ("origin", "https://app.example")])
+            )
+            .is_ok()
         );
         assert!(
-            check_origin(&list, &headers(&[("host", "x"), ("origin", "https://other")])).is_err()
+            check_origin(
+                &list,
+                &headers(&[("host", "x"), ("origin", "https://other")])
+            )
+            .is_err()
         );
         assert!(
-            check_origin(&AllowedOrigins::Any, &headers(&[("host", "x"), ("origin", "https://o")]))
-                .is_ok()
+            check_origin(
+                &AllowedOrigins::Any,
+                &headers(&[("host", "x"), ("origin", "https://o")])
+            )
+            .is_ok()
         );
     }
 }

@@ -36,7 +36,10 @@ async fn wait_for_metric(server: &TestServer, name: &str, want: u64) {
         if value == want {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{name} stayed {value}, wanted {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed {value}, wanted {want}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -46,7 +49,10 @@ async fn collect(client: &mut WsClient, count: usize) -> Vec<(u64, Value)> {
     let mut seen = Vec::with_capacity(count);
     while seen.len() < count {
         let message = client.expect("message").await;
-        seen.push((message["offset"].as_u64().expect("offset"), message["data"].clone()));
+        seen.push((
+            message["offset"].as_u64().expect("offset"),
+            message["data"].clone(),
+        ));
     }
     seen
 }
@@ -59,7 +65,9 @@ async fn ten_thousand_publishes_arrive_once_in_order() {
     for _ in 0..3 {
         let (mut client, _) = WsClient::connect(&server.ws_url()).await;
         client.subscribe("orders").await;
-        readers.push(tokio::spawn(async move { collect(&mut client, N as usize).await }));
+        readers.push(tokio::spawn(async move {
+            collect(&mut client, N as usize).await
+        }));
     }
     let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
     for i in 1..=N {
@@ -75,7 +83,10 @@ async fn ten_thousand_publishes_arrive_once_in_order() {
     for reader in readers {
         let seen = reader.await.expect("reader");
         let expected: Vec<(u64, Value)> = (1..=N).map(|i| (i, json!(i))).collect();
-        assert!(seen == expected, "a subscriber saw a gap, a duplicate or a reordering");
+        assert!(
+            seen == expected,
+            "a subscriber saw a gap, a duplicate or a reordering"
+        );
     }
 }
 
@@ -169,7 +180,10 @@ async fn slow_consumer_is_cut_off_and_the_fast_one_keeps_receiving() {
     // (a 4100 close frame when there was room for it).
     let mut received = 0u64;
     loop {
-        match tokio::time::timeout(TIMEOUT, slow.stream.next()).await.expect("slow stream ends") {
+        match tokio::time::timeout(TIMEOUT, slow.stream.next())
+            .await
+            .expect("slow stream ends")
+        {
             Some(Ok(Message::Text(_))) => received += 1,
             Some(Ok(Message::Close(Some(frame)))) => {
                 assert_eq!(u16::from(frame.code), 4100);
@@ -179,6 +193,9 @@ async fn slow_consumer_is_cut_off_and_the_fast_one_keeps_receiving() {
             Some(Err(_)) | None => break,
         }
     }
-    assert!(received < N, "the slow consumer was cut off before the end ({received})");
+    assert!(
+        received < N,
+        "the slow consumer was cut off before the end ({received})"
+    );
     wait_for_metric(&server, "wirehub_subscriptions", 1).await;
 }

@@ -17,8 +17,14 @@ fn config() -> ServerConfig {
 fn assert_schema(value: &Value) {
     let schema = wirehub_protocol::server_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{value} does not match the schema: {errors:?}");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} does not match the schema: {errors:?}"
+    );
 }
 
 #[tokio::test]
@@ -37,14 +43,18 @@ async fn subscribe_publish_unsubscribe_round_trip() {
     let (mut sub, _) = WsClient::connect(&server.ws_url()).await;
     let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
 
-    sub.send(&json!({"type": "subscribe", "channel": "chat", "id": 1})).await;
+    sub.send(&json!({"type": "subscribe", "channel": "chat", "id": 1}))
+        .await;
     let subscribed = sub.expect("subscribed").await;
     assert_schema(&subscribed);
     assert_eq!(subscribed["id"], 1);
     assert_eq!(subscribed["channel"], "chat");
     assert_eq!(subscribed["offset"], 0);
     assert!(subscribed["epoch"].is_string());
-    assert!(subscribed.get("recovered").is_none(), "no since, no recovered");
+    assert!(
+        subscribed.get("recovered").is_none(),
+        "no since, no recovered"
+    );
 
     publisher
         .send(&json!({"type": "publish", "channel": "chat", "data": {"text": "hi"}, "id": 7}))
@@ -56,12 +66,19 @@ async fn subscribe_publish_unsubscribe_round_trip() {
 
     let message = sub.expect("message").await;
     assert_schema(&message);
-    assert_eq!(message, json!({"type": "message", "channel": "chat", "data": {"text": "hi"}, "offset": 1}));
+    assert_eq!(
+        message,
+        json!({"type": "message", "channel": "chat", "data": {"text": "hi"}, "offset": 1})
+    );
 
-    sub.send(&json!({"type": "unsubscribe", "channel": "chat", "id": 2})).await;
+    sub.send(&json!({"type": "unsubscribe", "channel": "chat", "id": 2}))
+        .await;
     let unsubscribed = sub.expect("unsubscribed").await;
     assert_schema(&unsubscribed);
-    assert_eq!(unsubscribed, json!({"type": "unsubscribed", "id": 2, "channel": "chat"}));
+    assert_eq!(
+        unsubscribed,
+        json!({"type": "unsubscribed", "id": 2, "channel": "chat"})
+    );
 
     // After unsubscribing nothing more arrives: a ping's pong is the very next message.
     publisher.publish("chat", json!(2)).await;
@@ -98,7 +115,11 @@ async fn expect_error(client: &mut WsClient, request: &str, code: &str, id: Opti
         None => assert!(error.get("id").is_none(), "{error}"),
     }
     client.send(&json!({"type": "ping", "id": 99})).await;
-    assert_eq!(client.expect("pong").await["id"], 99, "connection still works after {code}");
+    assert_eq!(
+        client.expect("pong").await["id"],
+        99,
+        "connection still works after {code}"
+    );
 }
 
 #[tokio::test]
@@ -107,22 +128,94 @@ async fn every_bad_input_gets_its_error_code_and_the_connection_stays_open() {
     let (mut c, _) = WsClient::connect(&server.ws_url()).await;
     expect_error(&mut c, "{not json", "invalid_json", None).await;
     expect_error(&mut c, "", "invalid_json", None).await;
-    expect_error(&mut c, r#"{"type":"teleport","id":4}"#, "unknown_type", Some(4)).await;
+    expect_error(
+        &mut c,
+        r#"{"type":"teleport","id":4}"#,
+        "unknown_type",
+        Some(4),
+    )
+    .await;
     expect_error(&mut c, r#"["subscribe"]"#, "invalid_message", None).await;
-    expect_error(&mut c, r#"{"channel":"x","id":5}"#, "invalid_message", Some(5)).await;
-    expect_error(&mut c, r#"{"type":"subscribe","id":6}"#, "invalid_message", Some(6)).await;
-    expect_error(&mut c, r#"{"type":"subscribe","channel":42}"#, "invalid_message", None).await;
-    expect_error(&mut c, r#"{"type":"publish","channel":"c"}"#, "invalid_message", None).await;
-    expect_error(&mut c, r#"{"type":"ping","id":"seven"}"#, "invalid_message", None).await;
-    expect_error(&mut c, r#"{"type":"subscribe","channel":"bad name","id":8}"#, "invalid_channel", Some(8)).await;
-    expect_error(&mut c, r#"{"type":"subscribe","channel":""}"#, "invalid_channel", None).await;
+    expect_error(
+        &mut c,
+        r#"{"channel":"x","id":5}"#,
+        "invalid_message",
+        Some(5),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","id":6}"#,
+        "invalid_message",
+        Some(6),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","channel":42}"#,
+        "invalid_message",
+        None,
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"publish","channel":"c"}"#,
+        "invalid_message",
+        None,
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"ping","id":"seven"}"#,
+        "invalid_message",
+        None,
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","channel":"bad name","id":8}"#,
+        "invalid_channel",
+        Some(8),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","channel":""}"#,
+        "invalid_channel",
+        None,
+    )
+    .await;
     let long = "x".repeat(wirehub_protocol::MAX_CHANNEL_LEN + 1);
-    expect_error(&mut c, &json!({"type": "publish", "channel": long, "data": 1}).to_string(), "invalid_channel", None).await;
-    expect_error(&mut c, r#"{"type":"unsubscribe","channel":"never","id":9}"#, "not_subscribed", Some(9)).await;
+    expect_error(
+        &mut c,
+        &json!({"type": "publish", "channel": long, "data": 1}).to_string(),
+        "invalid_channel",
+        None,
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"type":"unsubscribe","channel":"never","id":9}"#,
+        "not_subscribed",
+        Some(9),
+    )
+    .await;
     c.subscribe("a").await;
-    expect_error(&mut c, r#"{"type":"subscribe","channel":"a","id":10}"#, "already_subscribed", Some(10)).await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","channel":"a","id":10}"#,
+        "already_subscribed",
+        Some(10),
+    )
+    .await;
     c.subscribe("b").await;
-    expect_error(&mut c, r#"{"type":"subscribe","channel":"c"}"#, "too_many_subscriptions", None).await;
+    expect_error(
+        &mut c,
+        r#"{"type":"subscribe","channel":"c"}"#,
+        "too_many_subscriptions",
+        None,
+    )
+    .await;
 
     c.stream
         .send(Message::Binary(vec![1u8, 2, 3].into()))
@@ -139,8 +232,14 @@ async fn every_bad_input_gets_its_error_code_and_the_connection_stays_open() {
         .text()
         .await
         .expect("body");
-    assert!(metrics.contains("wirehub_errors_total{code=\"invalid_json\"} 2"), "{metrics}");
-    assert!(metrics.contains("wirehub_errors_total{code=\"binary_not_supported\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("wirehub_errors_total{code=\"invalid_json\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wirehub_errors_total{code=\"binary_not_supported\"} 1"),
+        "{metrics}"
+    );
 }
 
 use futures_util::SinkExt;
@@ -152,7 +251,8 @@ async fn publish_rate_limit_answers_rate_limited() {
     let mut acks = 0;
     let mut limited = 0;
     for id in 0..20u64 {
-        c.send(&json!({"type": "publish", "channel": "r", "data": id, "id": id})).await;
+        c.send(&json!({"type": "publish", "channel": "r", "data": id, "id": id}))
+            .await;
     }
     for _ in 0..20 {
         let reply = c.recv().await;
@@ -175,7 +275,8 @@ async fn oversized_frames_close_with_1009() {
     let (mut c, _) = WsClient::connect(&server.ws_url()).await;
     // Just under the limit is fine.
     let data = "y".repeat(900);
-    c.send(&json!({"type": "publish", "channel": "big", "data": data})).await;
+    c.send(&json!({"type": "publish", "channel": "big", "data": data}))
+        .await;
     c.expect("ack").await;
     c.send_text(&"z".repeat(2000)).await;
     let frame = c.expect_close().await.expect("close frame");
