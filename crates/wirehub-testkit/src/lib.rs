@@ -4,8 +4,11 @@
 //! Nothing here stands in for the real server: [`TestServer`] runs `wirehub_server::run` on a
 //! real socket. No fixed ports anywhere.
 
+pub mod fake;
+mod proxy;
 mod server;
 mod ws;
 
+pub use proxy::TcpProxy;
 pub use server::TestServer;
 pub use ws::{TIMEOUT, WsClient};
