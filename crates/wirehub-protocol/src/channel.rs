@@ -50,7 +50,10 @@ pub fn validate_channel(name: &str) -> Result<(), ChannelError> {
     if name.len() > MAX_CHANNEL_LEN {
         return Err(ChannelError::TooLong { len: name.len() });
     }
-    match name.chars().find(|&c| !c.is_ascii() || !is_channel_byte(c as u8)) {
+    match name
+        .chars()
+        .find(|&c| !c.is_ascii() || !is_channel_byte(c as u8))
+    {
         Some(found) => Err(ChannelError::InvalidCharacter { found }),
         None => Ok(()),
     }

@@ -95,7 +95,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
         ));
     };
     let kind: Cow<'_, str> = serde_json::from_str(kind.get()).map_err(|_| {
-        ParseError::new(id, ErrorCode::InvalidMessage, "field `type` must be a string")
+        ParseError::new(
+            id,
+            ErrorCode::InvalidMessage,
+            "field `type` must be a string",
+        )
     })?;
     match &*kind {
         "subscribe" => {
@@ -250,9 +254,18 @@ mod tests {
         check("null", "error invalid_message id=None");
         check(r#"{"id":3}"#, "error invalid_message id=Some(3)");
         check(r#"{"type":7,"id":3}"#, "error invalid_message id=Some(3)");
-        check(r#"{"type":"ping","id":-1}"#, "error invalid_message id=None");
-        check(r#"{"type":"ping","id":1.5}"#, "error invalid_message id=None");
-        check(r#"{"type":"ping","id":"1"}"#, "error invalid_message id=None");
+        check(
+            r#"{"type":"ping","id":-1}"#,
+            "error invalid_message id=None",
+        );
+        check(
+            r#"{"type":"ping","id":1.5}"#,
+            "error invalid_message id=None",
+        );
+        check(
+            r#"{"type":"ping","id":"1"}"#,
+            "error invalid_message id=None",
+        );
         check(
             r#"{"type":"subscribe","id":4}"#,
             "error invalid_message id=Some(4)",

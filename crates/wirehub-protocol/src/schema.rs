@@ -35,7 +35,10 @@ mod tests {
     fn schemas_name_every_message_type() {
         let client = client_schema().to_string();
         for kind in ["subscribe", "unsubscribe", "publish", "ping", "refresh"] {
-            assert!(client.contains(&format!("\"{kind}\"")), "client schema lacks {kind}");
+            assert!(
+                client.contains(&format!("\"{kind}\"")),
+                "client schema lacks {kind}"
+            );
         }
         let server = server_schema().to_string();
         for kind in [
@@ -47,7 +50,10 @@ mod tests {
             "pong",
             "error",
         ] {
-            assert!(server.contains(&format!("\"{kind}\"")), "server schema lacks {kind}");
+            assert!(
+                server.contains(&format!("\"{kind}\"")),
+                "server schema lacks {kind}"
+            );
         }
     }
 }

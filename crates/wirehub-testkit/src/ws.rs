@@ -131,8 +131,10 @@ impl WsClient {
     /// # Panics
     /// When the reply is not an `ack`.
     pub async fn publish(&mut self, channel: &str, data: Value) -> u64 {
-        self.send(&serde_json::json!({"type": "publish", "channel": channel, "data": data, "id": 1}))
-            .await;
+        self.send(
+            &serde_json::json!({"type": "publish", "channel": channel, "data": data, "id": 1}),
+        )
+        .await;
         let ack = self.expect("ack").await;
         ack["offset"].as_u64().expect("offset")
     }
