@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: installs and starts what the tests need.
+#   ./scripts/test.sh            unit, integration and end-to-end tests, then RFC 6455 conformance
+#   SKIP_AUTOBAHN=1 ./scripts/test.sh   without the conformance run
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+SHARED="${WIREHUB_SHARED:-$ROOT/../shared}"
+WORK="${TMPDIR:-/tmp}/wirehub-test.$$"
+mkdir -p "$WORK"
+cleanup() {
+  if [[ -n "${SERVER_PID:-}" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "build (release binary for end-to-end and conformance tests)"
+cargo build --release --locked -p wirehub
+
+step "cargo test --workspace"
+cargo test --workspace --locked 2>&1 | tee "$WORK/cargo-test.log"
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$WORK/cargo-test.log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$WORK/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+
+if [[ "${SKIP_AUTOBAHN:-0}" != "1" ]]; then
+  step "Autobahn|Testsuite (RFC 6455) against --echo-path, cases 1.* to 11.*"
+  if [[ ! -x "$SHARED/autobahn/run.sh" ]]; then
+    echo "autobahn: $SHARED/autobahn/run.sh not found; set WIREHUB_SHARED" >&2
+    exit 1
+  fi
+  RUST_LOG=warn,wirehub_server=info ./target/release/wirehub serve \
+    --listen 127.0.0.1:0 --echo-path /echo --max-message-size 16777216 \
+    >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  addr=""
+  for _ in $(seq 1 100); do
+    addr=$(grep -Eo 'addr=127\.0\.0\.1:[0-9]+' "$WORK/server.log" | head -n1 | cut -d= -f2 || true)
+    [[ -n "$addr" ]] && break
+    sleep 0.1
+  done
+  if [[ -z "$addr" ]]; then echo "server did not start:"; cat "$WORK/server.log"; exit 1; fi
+  "$SHARED/autobahn/run.sh" --cases "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,11.*" \
+    "ws://$addr/echo" "$WORK/autobahn" | tee "$WORK/autobahn.log"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+fi
+
+echo
+echo "tests: $passed passed, $failed failed"
