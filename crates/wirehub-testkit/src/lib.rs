@@ -5,10 +5,12 @@
 //! real socket. No fixed ports anywhere.
 
 pub mod fake;
+mod process;
 mod proxy;
 mod server;
 mod ws;
 
+pub use process::ServerProcess;
 pub use proxy::TcpProxy;
 pub use server::TestServer;
 pub use ws::{TIMEOUT, WsClient};

@@ -1,0 +1,116 @@
+//! `wirehub serve` as a process: embedded defaults, settings layering, exit codes, and a
+//! graceful shutdown on SIGTERM/SIGINT that closes clients with 1001 and exits 0.
+
+use std::process::Command;
+
+use serde_json::json;
+use wirehub_testkit::{ServerProcess, WsClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wirehub");
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut server = ServerProcess::serve(BIN, &["--shutdown-drain", "200ms"]);
+    let (mut client, welcome) = WsClient::connect(&server.ws_url()).await;
+    assert_eq!(welcome["heartbeat"], 30.0, "default heartbeat");
+    client.subscribe("bye").await;
+    server.signal("TERM");
+    let frame = client.expect_close().await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigint_also_shuts_down_cleanly() {
+    let mut server = ServerProcess::serve(BIN, &["--shutdown-drain", "0s"]);
+    let health = reqwest::get(server.http_url("/healthz")).await.expect("get");
+    assert_eq!(health.status(), 200);
+    server.signal("INT");
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_file() {
+    let dir = std::env::temp_dir().join(format!("wirehub-serve-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("wirehub.toml");
+    std::fs::write(&file, "heartbeat_interval = \"7s\"\nmax_subscriptions = 1\n").expect("write");
+
+    // File only.
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&file);
+    let server = ServerProcess::spawn(command);
+    let (mut client, welcome) = WsClient::connect(&server.ws_url()).await;
+    assert_eq!(welcome["heartbeat"], 7.0, "from the file");
+    client.subscribe("one").await;
+    client.send(&json!({"type": "subscribe", "channel": "two"})).await;
+    assert_eq!(client.expect("error").await["code"], "too_many_subscriptions", "from the file");
+    drop(server);
+
+    // Environment over file.
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .env("WIREHUB_HEARTBEAT_INTERVAL", "9s");
+    let server = ServerProcess::spawn(command);
+    let (_client, welcome) = WsClient::connect(&server.ws_url()).await;
+    assert_eq!(welcome["heartbeat"], 9.0, "env beats file");
+    drop(server);
+
+    // Flag over environment.
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-interval", "11s", "--config"])
+        .arg(&file)
+        .env("WIREHUB_HEARTBEAT_INTERVAL", "9s");
+    let server = ServerProcess::spawn(command);
+    let (_client, welcome) = WsClient::connect(&server.ws_url()).await;
+    assert_eq!(welcome["heartbeat"], 11.0, "flag beats env");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_field() {
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (&["--heartbeat-interval", "soon"], &[], "heartbeat-interval"),
+        (&["--broker", "carrier-pigeon"], &[], "broker"),
+        (&[], &[("WIREHUB_MAX_MESSAGE_SIZE", "lots")], "max-message-size"),
+        (&["--jwt-secret", "x"], &[], "jwt_secret"),
+    ];
+    for (args, env, field) in cases {
+        let output = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(field), "{args:?}: {stderr}");
+    }
+    let dir = std::env::temp_dir().join(format!("wirehub-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "history_size = \"many\"\n").expect("write");
+    let output = Command::new(BIN).arg("serve").arg("--config").arg(&file).output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("history_size"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn config_prints_the_embedded_defaults() {
+    let output = Command::new(BIN).arg("config").output().expect("run");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("listen = \"127.0.0.1:8080\""));
+    assert!(text.contains("heartbeat_interval = \"30s\""));
+}
