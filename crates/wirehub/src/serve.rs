@@ -215,7 +215,11 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
             ));
         }
     };
-    let echo_path = args.echo_path.clone().or(pick!(echo_path)).unwrap_or_default();
+    let echo_path = args
+        .echo_path
+        .clone()
+        .or(pick!(echo_path))
+        .unwrap_or_default();
     config.echo_path = match echo_path.as_str() {
         "" => None,
         path if path.starts_with('/') && !matches!(path, "/ws" | "/" | "/healthz" | "/metrics") => {
@@ -276,7 +280,11 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     if args.jwt_public_key.is_some() || file.jwt_public_key.is_some() {
         return Err(not_yet("jwt_public_key"));
     }
-    if args.tls_cert.is_some() || file.tls_cert.is_some() || args.tls_key.is_some() || file.tls_key.is_some() {
+    if args.tls_cert.is_some()
+        || file.tls_cert.is_some()
+        || args.tls_key.is_some()
+        || file.tls_key.is_some()
+    {
         return Err(not_yet("tls_cert"));
     }
     let log_format = match args
@@ -368,7 +376,11 @@ mod tests {
             ..ServeArgs::default()
         };
         let config = resolve(&args).expect("resolves").server;
-        assert_eq!(config.heartbeat_interval, Duration::from_secs(3), "flag wins");
+        assert_eq!(
+            config.heartbeat_interval,
+            Duration::from_secs(3),
+            "flag wins"
+        );
         assert_eq!(config.history_size, 7, "file beats default");
         std::fs::write(&path, "heartbeat_intervall = \"10s\"\n").expect("write");
         let err = resolve(&args).expect_err("unknown key");
