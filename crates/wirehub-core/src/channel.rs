@@ -36,10 +36,13 @@ struct Subscriber {
     pending: Option<Vec<Publication>>,
 }
 
+/// One shard of the registry: channel name → its local subscribers.
+type Shard = Mutex<HashMap<Arc<str>, Vec<Subscriber>>>;
+
 /// Local subscribers per channel.
 #[derive(Debug)]
 pub struct Fanout {
-    shards: Box<[Mutex<HashMap<Arc<str>, Vec<Subscriber>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
@@ -72,7 +75,7 @@ impl Fanout {
         }
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<Arc<str>, Vec<Subscriber>>> {
+    fn shard(&self, channel: &str) -> &Shard {
         let index = (self.hasher.hash_one(channel) as usize) % self.shards.len();
         &self.shards[index]
     }

@@ -19,9 +19,12 @@ use crate::outbox::lock;
 
 const SHARDS: usize = 64;
 
+/// One shard of the stream map.
+type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<Stream>>>>;
+
 /// The in-memory [`Broker`].
 pub struct MemoryBroker {
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<Mutex<Stream>>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     limits: HistoryLimits,
     budget: HistoryBudget,
@@ -74,7 +77,7 @@ impl MemoryBroker {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<Arc<str>, Arc<Mutex<Stream>>>> {
+    fn shard(&self, channel: &str) -> &Shard {
         let index = (self.hasher.hash_one(channel) as usize) % self.shards.len();
         &self.shards[index]
     }

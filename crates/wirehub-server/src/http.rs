@@ -76,7 +76,7 @@ fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) ->
     (status, axum::Json(body)).into_response()
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(key) = state.config.api_key.as_deref() else {
         return Ok(());
     };
@@ -87,11 +87,11 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     if given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
         Ok(())
     } else {
-        Err(api_error(
+        Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "this API needs Authorization: Bearer <api key>",
-        ))
+        )))
     }
 }
 
@@ -109,7 +109,7 @@ struct PublishBody<'a> {
 
 async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(response) = authorized(&state, &headers) {
-        return response;
+        return *response;
     }
     let limit = state.config.max_message_size;
     let body: Bytes = match axum::body::to_bytes(body, limit).await {
@@ -175,7 +175,7 @@ async fn history(
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(response) = authorized(&state, &headers) {
-        return response;
+        return *response;
     }
     let Query(params) = match params {
         Ok(params) => params,

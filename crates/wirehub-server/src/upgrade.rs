@@ -65,12 +65,9 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                warn!(%peer, "upgraded connection is not a TCP stream");
-                return;
-            }
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            warn!(%peer, "upgraded connection is not a TCP stream");
+            return;
         };
         let metrics = &task_state.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);

@@ -96,7 +96,7 @@ async fn publisher_subscribed_to_its_own_channel_gets_the_message_and_the_ack() 
     client
         .send(&json!({"type": "publish", "channel": "echo", "data": [1, "two", null], "id": 5}))
         .await;
-    let mut seen = vec![client.recv().await, client.recv().await];
+    let mut seen = [client.recv().await, client.recv().await];
     seen.sort_by_key(|v| v["type"].as_str().map(str::to_owned));
     assert_eq!(seen[0], json!({"type": "ack", "id": 5, "offset": 1}));
     assert_eq!(seen[1]["data"], json!([1, "two", null]));
