@@ -158,6 +158,14 @@ pub enum ServerMessage {
         /// The offset assigned to the published message.
         offset: u64,
     },
+    /// The reply to `refresh`: the new token is in force.
+    Refreshed {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// When the new token expires, in seconds since the Unix epoch.
+        expires: u64,
+    },
     /// The reply to `ping`.
     Pong {
         /// The request's id.

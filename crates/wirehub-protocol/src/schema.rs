@@ -48,6 +48,7 @@ mod tests {
             "message",
             "ack",
             "pong",
+            "refreshed",
             "error",
         ] {
             assert!(

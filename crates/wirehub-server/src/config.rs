@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// Which origins may open a WebSocket from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
@@ -65,6 +67,8 @@ pub struct ServerConfig {
     pub max_subscriptions: usize,
     /// How long a client may take to send its HTTP request headers.
     pub header_read_timeout: Duration,
+    /// Token authentication: when set, every WebSocket connection needs a valid token.
+    pub auth: Option<AuthConfig>,
 }
 
 impl ServerConfig {
@@ -87,6 +91,7 @@ impl ServerConfig {
             max_queued_bytes: 4 << 20,
             max_subscriptions: 1024,
             header_read_timeout: Duration::from_secs(10),
+            auth: None,
         }
     }
 
@@ -171,6 +176,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::max_subscriptions`].
     pub fn max_subscriptions(mut self, value: usize) -> Self {
         self.max_subscriptions = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::auth`].
+    pub fn auth(mut self, value: Option<AuthConfig>) -> Self {
+        self.auth = value;
         self
     }
 

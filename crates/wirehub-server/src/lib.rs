@@ -10,11 +10,13 @@
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
 //! - `session`: one connection's loop (reads, writes, heartbeat, shutdown).
+//! - `auth`: tokens at the upgrade, channel permissions, refresh.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `state`: what every connection shares.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
+mod auth;
 mod config;
 mod heartbeat;
 mod http;
@@ -34,6 +36,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
+pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
 pub use http::router;
 pub use metrics::Metrics;
@@ -48,6 +51,9 @@ pub enum Error {
     /// The configured broker is not available in this build.
     #[error("broker {0:?} is not supported by this build")]
     UnsupportedBroker(String),
+    /// The token key cannot be used.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -87,7 +93,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let hub = build_hub(&config)?;
-    let state = Arc::new(AppState::new(config, hub, shutdown.clone()));
+    let state = Arc::new(AppState::new(config, hub, shutdown.clone())?);
     serve(listener, state).await;
     Ok(())
 }

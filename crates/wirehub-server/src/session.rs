@@ -30,6 +30,7 @@ use wirehub_protocol::{
 };
 use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
 
+use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -74,11 +75,14 @@ pub(crate) async fn run(
     peer: SocketAddr,
     state: Arc<AppState>,
     mode: Mode,
+    claims: Option<Claims>,
     shutdown: CancellationToken,
 ) {
     let id = state.next_session_id();
-    let span = tracing::info_span!("session", id, %peer);
+    let user = claims.as_ref().map(|c| c.sub.clone());
+    let span = tracing::info_span!("session", id, %peer, user);
     let mut session = Session::new(id, stream, leftover, state, mode);
+    session.set_claims(claims);
     let end = session.run(shutdown).instrument(span.clone()).await;
     session.finish(end).instrument(span).await;
 }
@@ -104,6 +108,10 @@ struct Session {
     closing: Option<(CloseCode, Instant)>,
     /// Set once the client's close frame arrived (and ours answering it is queued).
     close_received: bool,
+    /// The connection's token claims, when authentication is on.
+    claims: Option<Claims>,
+    /// When the token expires: the connection is closed with 4001 unless it is refreshed.
+    token_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -141,7 +149,16 @@ impl Session {
             heartbeat,
             closing: None,
             close_received: false,
+            claims: None,
+            token_deadline: None,
         }
+    }
+
+    fn set_claims(&mut self, claims: Option<Claims>) {
+        self.token_deadline = claims
+            .as_ref()
+            .map(|claims| Instant::now() + claims.expires_in());
+        self.claims = claims;
     }
 
     fn metrics(&self) -> &Metrics {
@@ -205,6 +222,11 @@ impl Session {
                     }
                 }
                 () = self.outbox.ready() => {}
+                () = sleep_until(self.token_deadline.unwrap_or_else(Instant::now)), if self.token_deadline.is_some() && self.closing.is_none() => {
+                    info!("token expired; closing");
+                    self.token_deadline = None;
+                    self.start_close(CloseCode::Unauthorized);
+                }
                 () = self.heartbeat.tick(), if self.closing.is_none() => {
                     if self.heartbeat.awaiting_pong() {
                         return End::HeartbeatTimeout;
@@ -400,6 +422,17 @@ impl Session {
                         ),
                     );
                 }
+                if self
+                    .claims
+                    .as_ref()
+                    .is_some_and(|c| !c.may_subscribe(&channel))
+                {
+                    return self.send_error(
+                        id,
+                        ErrorCode::Forbidden,
+                        &format!("the token does not allow subscribing to {channel:?}"),
+                    );
+                }
                 let session = SessionRef {
                     id: self.id,
                     outbox: self.outbox.clone(),
@@ -434,6 +467,17 @@ impl Session {
                 }
             }
             ClientMessage::Publish { id, channel, data } => {
+                if self
+                    .claims
+                    .as_ref()
+                    .is_some_and(|c| !c.may_publish(&channel))
+                {
+                    return self.send_error(
+                        id,
+                        ErrorCode::Forbidden,
+                        &format!("the token does not allow publishing to {channel:?}"),
+                    );
+                }
                 if !self.take_publish_token() {
                     return self.send_error(
                         id,
@@ -458,12 +502,48 @@ impl Session {
                 }
             }
             ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }),
-            ClientMessage::Refresh { id, .. } => self.send_error(
+            ClientMessage::Refresh { id, token } => self.refresh(id, &token).await,
+        }
+    }
+
+    /// Replaces the connection's token; subscriptions the new token no longer allows end.
+    async fn refresh(&mut self, id: Option<u64>, token: &str) {
+        let Some(authenticator) = &self.state.authenticator else {
+            return self.send_error(
                 id,
                 ErrorCode::Unauthorized,
                 "this server does not use tokens (no --jwt-secret or --jwt-public-key)",
-            ),
+            );
+        };
+        let claims = match authenticator.verify(token) {
+            Ok(claims) => claims,
+            Err(err) => return self.send_error(id, ErrorCode::Unauthorized, &err.to_string()),
+        };
+        if let Some(old) = &self.claims {
+            if old.sub != claims.sub {
+                return self.send_error(
+                    id,
+                    ErrorCode::Forbidden,
+                    "a refreshed token must be for the same user (sub)",
+                );
+            }
         }
+        let revoked: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|channel| !claims.may_subscribe(channel))
+            .cloned()
+            .collect();
+        for channel in revoked {
+            self.subscriptions.remove(&channel);
+            if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
+                warn!(%channel, error = %err, "releasing subscription failed");
+            }
+            self.send(&ServerMessage::Unsubscribed { id: None, channel });
+        }
+        let expires = claims.exp;
+        self.set_claims(Some(claims));
+        self.send(&ServerMessage::Refreshed { id, expires });
     }
 
     fn take_publish_token(&mut self) -> bool {

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirehub_core::Hub;
 
+use crate::auth::{AuthError, Authenticator};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
@@ -23,20 +24,31 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Verifies tokens when authentication is on.
+    pub authenticator: Option<Authenticator>,
     sessions: AtomicU64,
 }
 
 impl AppState {
     /// State for a server with this config and hub.
-    pub fn new(config: ServerConfig, hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
-        AppState {
+    ///
+    /// # Errors
+    /// When the configured token key cannot be used.
+    pub fn new(
+        config: ServerConfig,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AuthError> {
+        let authenticator = config.auth.as_ref().map(Authenticator::new).transpose()?;
+        Ok(AppState {
+            authenticator,
             config,
             hub,
             metrics: Metrics::default(),
             tracker: TaskTracker::new(),
             shutdown,
             sessions: AtomicU64::new(0),
-        }
+        })
     }
 
     pub(crate) fn next_session_id(&self) -> u64 {

@@ -16,8 +16,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::auth::{AuthError, token_from_request};
 use crate::config::AllowedOrigins;
 use crate::metrics::Metrics;
 use crate::session::{self, Mode};
@@ -45,6 +46,23 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             return refusal.into_response();
         }
     }
+    let claims = match &state.authenticator {
+        None => None,
+        Some(authenticator) => {
+            let token = token_from_request(request.headers(), request.uri().query());
+            let verified = token
+                .ok_or(AuthError::Missing)
+                .and_then(|token| authenticator.verify(&token));
+            match verified {
+                Ok(claims) => Some(claims),
+                Err(err) => {
+                    Metrics::add(&state.metrics.upgrades_refused_total, 1);
+                    info!(%peer, error = %err, "upgrade refused: authentication failed");
+                    return (StatusCode::UNAUTHORIZED, err.to_string()).into_response();
+                }
+            }
+        }
+    };
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
@@ -79,6 +97,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             peer,
             task_state,
             mode,
+            claims,
             shutdown,
         )
         .await;

@@ -24,7 +24,11 @@ impl ServerProcess {
     /// When the process does not start or does not log its address in time.
     pub fn serve(bin: &str, args: &[&str]) -> ServerProcess {
         let mut command = Command::new(bin);
-        command.arg("serve").arg("--listen").arg("127.0.0.1:0").args(args);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args);
         Self::spawn(command)
     }
 
@@ -105,7 +109,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "the server did not exit");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -6,6 +6,7 @@
 
 mod duration;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the embedded default settings (a starting point for --config).
     Config,
+    /// Print an HS256 token for development (verified by `serve --jwt-secret`).
+    Token(token::TokenArgs),
 }
 
 fn init_tracing(format: serve::LogFormat) {
@@ -68,6 +71,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token(args) => match token::token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("wirehub: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Config => {
             print!("{}", serve::DEFAULT_CONFIG);
             ExitCode::SUCCESS

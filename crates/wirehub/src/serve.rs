@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wirehub_server::{AllowedOrigins, BrokerConfig, ServerConfig};
+use wirehub_server::{AllowedOrigins, AuthConfig, BrokerConfig, ServerConfig};
 
 use crate::duration::parse_duration;
 
@@ -268,18 +268,44 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
         .max_subscriptions
         .or(pick!(max_subscriptions))
         .unwrap_or(1024);
-    let not_yet = |field: &'static str| {
-        bad(
-            field,
-            "token authentication and TLS are not available in this version yet",
-        )
+    let jwt_secret = args
+        .jwt_secret
+        .clone()
+        .or(file.jwt_secret.clone())
+        .filter(|secret| !secret.is_empty());
+    let jwt_public_key = args
+        .jwt_public_key
+        .clone()
+        .or(file.jwt_public_key.clone())
+        .filter(|path| !path.as_os_str().is_empty());
+    config.auth = match (jwt_secret, jwt_public_key) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "jwt_secret",
+                "give either jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both",
+            ));
+        }
+        (Some(secret), None) => {
+            if secret.len() < 16 {
+                return Err(bad("jwt_secret", "use at least 16 characters"));
+            }
+            Some(AuthConfig::Secret(secret))
+        }
+        (None, Some(path)) => {
+            let pem = std::fs::read(&path).map_err(|err| {
+                bad(
+                    "jwt_public_key",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            let auth = AuthConfig::PublicKeyPem(pem);
+            wirehub_server::Authenticator::new(&auth)
+                .map_err(|err| bad("jwt_public_key", format!("{}: {err}", path.display())))?;
+            Some(auth)
+        }
+        (None, None) => None,
     };
-    if args.jwt_secret.is_some() || file.jwt_secret.is_some() {
-        return Err(not_yet("jwt_secret"));
-    }
-    if args.jwt_public_key.is_some() || file.jwt_public_key.is_some() {
-        return Err(not_yet("jwt_public_key"));
-    }
+    let not_yet = |field: &'static str| bad(field, "TLS is not available in this version yet");
     if args.tls_cert.is_some()
         || file.tls_cert.is_some()
         || args.tls_key.is_some()

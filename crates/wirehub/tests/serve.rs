@@ -26,7 +26,9 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
 #[tokio::test]
 async fn sigint_also_shuts_down_cleanly() {
     let mut server = ServerProcess::serve(BIN, &["--shutdown-drain", "0s"]);
-    let health = reqwest::get(server.http_url("/healthz")).await.expect("get");
+    let health = reqwest::get(server.http_url("/healthz"))
+        .await
+        .expect("get");
     assert_eq!(health.status(), 200);
     server.signal("INT");
     let status = tokio::task::spawn_blocking(move || server.wait())
@@ -40,17 +42,29 @@ async fn flags_beat_environment_beat_file() {
     let dir = std::env::temp_dir().join(format!("wirehub-serve-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("wirehub.toml");
-    std::fs::write(&file, "heartbeat_interval = \"7s\"\nmax_subscriptions = 1\n").expect("write");
+    std::fs::write(
+        &file,
+        "heartbeat_interval = \"7s\"\nmax_subscriptions = 1\n",
+    )
+    .expect("write");
 
     // File only.
     let mut command = Command::new(BIN);
-    command.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&file);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file);
     let server = ServerProcess::spawn(command);
     let (mut client, welcome) = WsClient::connect(&server.ws_url()).await;
     assert_eq!(welcome["heartbeat"], 7.0, "from the file");
     client.subscribe("one").await;
-    client.send(&json!({"type": "subscribe", "channel": "two"})).await;
-    assert_eq!(client.expect("error").await["code"], "too_many_subscriptions", "from the file");
+    client
+        .send(&json!({"type": "subscribe", "channel": "two"}))
+        .await;
+    assert_eq!(
+        client.expect("error").await["code"],
+        "too_many_subscriptions",
+        "from the file"
+    );
     drop(server);
 
     // Environment over file.
@@ -67,7 +81,14 @@ async fn flags_beat_environment_beat_file() {
     // Flag over environment.
     let mut command = Command::new(BIN);
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-interval", "11s", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "11s",
+            "--config",
+        ])
         .arg(&file)
         .env("WIREHUB_HEARTBEAT_INTERVAL", "9s");
     let server = ServerProcess::spawn(command);
@@ -82,7 +103,11 @@ fn bad_settings_exit_2_naming_the_field() {
     let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
         (&["--heartbeat-interval", "soon"], &[], "heartbeat-interval"),
         (&["--broker", "carrier-pigeon"], &[], "broker"),
-        (&[], &[("WIREHUB_MAX_MESSAGE_SIZE", "lots")], "max-message-size"),
+        (
+            &[],
+            &[("WIREHUB_MAX_MESSAGE_SIZE", "lots")],
+            "max-message-size",
+        ),
         (&["--jwt-secret", "x"], &[], "jwt_secret"),
     ];
     for (args, env, field) in cases {
@@ -100,7 +125,12 @@ fn bad_settings_exit_2_naming_the_field() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("bad.toml");
     std::fs::write(&file, "history_size = \"many\"\n").expect("write");
-    let output = Command::new(BIN).arg("serve").arg("--config").arg(&file).output().expect("run");
+    let output = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("history_size"));
     let _ = std::fs::remove_dir_all(dir);
@@ -113,4 +143,30 @@ fn config_prints_the_embedded_defaults() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("listen = \"127.0.0.1:8080\""));
     assert!(text.contains("heartbeat_interval = \"30s\""));
+}
+
+#[tokio::test]
+async fn token_command_makes_tokens_that_serve_accepts() {
+    let secret = "development-secret-0123456789";
+    let output = Command::new(BIN)
+        .args(["token", "--secret", secret, "--sub", "ann", "--subscribe", "room:*", "--ttl", "5m"])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).expect("utf-8").trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+
+    let server = ServerProcess::serve(BIN, &["--jwt-secret", secret]);
+    let (mut client, _) = WsClient::connect(&format!("{}?token={token}", server.ws_url())).await;
+    client.subscribe("room:1").await;
+    client.send(&json!({"type": "subscribe", "channel": "hall"})).await;
+    assert_eq!(client.expect("error").await["code"], "forbidden");
+    let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
+    assert!(refused.is_err(), "no token, no connection");
+
+    let bad = Command::new(BIN)
+        .args(["token", "--secret", secret, "--sub", "x", "--publish", "a b"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
 }
