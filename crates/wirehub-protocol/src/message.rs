@@ -113,7 +113,8 @@ pub enum ServerMessage {
         /// The connection's session id (also in the server's logs).
         session: String,
         /// The heartbeat interval in seconds: a client that saw nothing for about twice this
-        /// long may assume the server is gone.
+        /// long may assume the server is gone. Whole seconds are written as an integer.
+        #[serde(serialize_with = "seconds")]
         heartbeat: f64,
     },
     /// The reply to `subscribe`.
@@ -182,4 +183,13 @@ pub enum ServerMessage {
         /// An explanation for people.
         message: String,
     },
+}
+
+/// Writes whole seconds as an integer (`30`, not `30.0`), for clients that parse integers.
+fn seconds<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && *value >= 0.0 && *value <= u64::MAX as f64 {
+        serializer.serialize_u64(*value as u64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
 }
