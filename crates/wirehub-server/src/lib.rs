@@ -98,6 +98,17 @@ pub async fn run(
     Ok(())
 }
 
+/// Socket options for every accepted connection: `TCP_NODELAY`, so that small pushes leave at
+/// once instead of waiting for Nagle's algorithm and the peer's delayed ACK (tens of ms).
+fn configure_accepted(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    if stream.nodelay()? {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("TCP_NODELAY did not stick"))
+    }
+}
+
 /// Serves with a prepared state (see [`run`]).
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     let app = router(state.clone());
@@ -131,8 +142,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             },
         };
-        if let Err(err) = stream.set_nodelay(true) {
-            debug!(%peer, error = %err, "could not set TCP_NODELAY");
+        if let Err(err) = configure_accepted(&stream) {
+            warn!(%peer, error = %err, "could not set TCP_NODELAY");
         }
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -177,4 +188,21 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         );
     }
     info!("stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(!accepted.nodelay().expect("read option"), "off by default");
+        configure_accepted(&accepted).expect("configure");
+        assert!(accepted.nodelay().expect("read option"));
+        drop(client);
+    }
 }

@@ -174,7 +174,12 @@ impl Session {
             };
             self.send(&welcome);
         }
-        debug!(session = %self.name, "connection opened");
+        // The accept loop set TCP_NODELAY; the upgraded stream must still have it.
+        let nodelay = self.stream.nodelay().unwrap_or(false);
+        if !nodelay {
+            warn!("TCP_NODELAY is off on this connection");
+        }
+        debug!(session = %self.name, nodelay, "connection opened");
         // Leftover bytes from the upgrade request are decoded before waiting for more.
         if !self.read_buf.is_empty() {
             if let Err(end) = self.decode_all().await {
