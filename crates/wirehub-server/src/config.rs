@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::tls::TlsConfig;
 
 /// Which origins may open a WebSocket from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Token authentication: when set, every WebSocket connection needs a valid token.
     pub auth: Option<AuthConfig>,
+    /// TLS: when set, the port serves HTTPS and `wss://` only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServerConfig {
@@ -92,6 +95,7 @@ impl ServerConfig {
             max_subscriptions: 1024,
             header_read_timeout: Duration::from_secs(10),
             auth: None,
+            tls: None,
         }
     }
 
@@ -182,6 +186,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::auth`].
     pub fn auth(mut self, value: Option<AuthConfig>) -> Self {
         self.auth = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::tls`].
+    pub fn tls(mut self, value: Option<TlsConfig>) -> Self {
+        self.tls = value;
         self
     }
 

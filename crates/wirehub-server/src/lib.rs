@@ -11,6 +11,7 @@
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
 //! - `session`: one connection's loop (reads, writes, heartbeat, shutdown).
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
+//! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `state`: what every connection shares.
@@ -23,6 +24,8 @@ mod http;
 mod metrics;
 mod session;
 mod state;
+mod tls;
+mod transport;
 mod upgrade;
 
 use std::sync::Arc;
@@ -41,6 +44,7 @@ pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
 pub use http::router;
 pub use metrics::Metrics;
 pub use state::AppState;
+pub use tls::{TlsConfig, TlsError};
 
 use crate::upgrade::PeerAddr;
 
@@ -54,6 +58,9 @@ pub enum Error {
     /// The token key cannot be used.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -109,6 +116,38 @@ fn configure_accepted(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection until it ends or shutdown.
+async fn serve_http<I>(
+    io: I,
+    app: axum::Router,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(%peer, error = %err, "HTTP connection ended with an error");
+    }
+}
+
 /// Serves with a prepared state (see [`run`]).
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     let app = router(state.clone());
@@ -148,29 +187,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let app = app.clone();
         let shutdown = shutdown.clone();
         let header_timeout = state.config.header_read_timeout;
+        let tls = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         state.tracker.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(PeerAddr(peer));
-                    app.clone().oneshot(request.map(axum::body::Body::new))
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => serve_http(TokioIo::new(stream), app, peer, shutdown, header_timeout).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_http(TokioIo::new(stream), app, peer, shutdown, header_timeout)
+                                .await;
+                        }
+                        Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(err) = result {
-                debug!(%peer, error = %err, "HTTP connection ended with an error");
             }
         });
     }

@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -34,6 +33,7 @@ use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::transport::Transport;
 
 /// What the connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ enum End {
 /// Runs a connection until it ends. `leftover` holds bytes that arrived with the upgrade
 /// request.
 pub(crate) async fn run(
-    stream: TcpStream,
+    transport: Transport,
     leftover: Bytes,
     peer: SocketAddr,
     state: Arc<AppState>,
@@ -81,7 +81,7 @@ pub(crate) async fn run(
     let id = state.next_session_id();
     let user = claims.as_ref().map(|c| c.sub.clone());
     let span = tracing::info_span!("session", id, %peer, user);
-    let mut session = Session::new(id, stream, leftover, state, mode);
+    let mut session = Session::new(id, transport, leftover, state, mode);
     session.set_claims(claims);
     let end = session.run(shutdown).instrument(span.clone()).await;
     session.finish(end).instrument(span).await;
@@ -90,7 +90,7 @@ pub(crate) async fn run(
 struct Session {
     id: u64,
     name: String,
-    stream: TcpStream,
+    transport: Transport,
     state: Arc<AppState>,
     mode: Mode,
     outbox: Arc<Outbox>,
@@ -115,7 +115,13 @@ struct Session {
 }
 
 impl Session {
-    fn new(id: u64, stream: TcpStream, leftover: Bytes, state: Arc<AppState>, mode: Mode) -> Self {
+    fn new(
+        id: u64,
+        transport: Transport,
+        leftover: Bytes,
+        state: Arc<AppState>,
+        mode: Mode,
+    ) -> Self {
         let config = &state.config;
         let limits = match mode {
             Mode::PubSub => OutboxLimits {
@@ -135,7 +141,7 @@ impl Session {
             id,
             name: format!("{:016x}", rand::random::<u64>()),
 
-            stream,
+            transport,
             decoder: Decoder::new(config.max_message_size),
             read_buf: BytesMut::from(&leftover[..]),
             publish_tokens: f64::from(config.publish_rate),
@@ -175,16 +181,23 @@ impl Session {
             self.send(&welcome);
         }
         // The accept loop set TCP_NODELAY; the upgraded stream must still have it.
-        let nodelay = self.stream.nodelay().unwrap_or(false);
+        let nodelay = self.transport.tcp().nodelay().unwrap_or(false);
         if !nodelay {
             warn!("TCP_NODELAY is off on this connection");
         }
         debug!(session = %self.name, nodelay, "connection opened");
+        // With TLS, rustls may hold decrypted bytes already: read them before waiting for
+        // the socket.
+        if self.transport.is_tls()
+            && let Err(end) = self.read().await
+        {
+            return end;
+        }
         // Leftover bytes from the upgrade request are decoded before waiting for more.
-        if !self.read_buf.is_empty() {
-            if let Err(end) = self.decode_all().await {
-                return end;
-            }
+        if !self.read_buf.is_empty()
+            && let Err(end) = self.decode_all().await
+        {
+            return end;
         }
         let mut shutdown_at: Option<Instant> = None;
         loop {
@@ -199,7 +212,7 @@ impl Session {
                 self.start_close(code);
                 continue;
             }
-            let want_write = !self.writing.is_empty();
+            let want_write = !self.writing.is_empty() || self.transport.wants_write();
             let close_deadline = self.closing.map(|(_, deadline)| deadline);
             tokio::select! {
                 biased;
@@ -213,7 +226,7 @@ impl Session {
                     let code = self.closing.map_or(CloseCode::Normal, |(code, _)| code);
                     return End::CloseTimeout(code);
                 }
-                ready = self.stream.readable() => {
+                ready = self.transport.tcp().readable() => {
                     if let Err(err) = ready {
                         return End::Abrupt(err.to_string());
                     }
@@ -221,7 +234,7 @@ impl Session {
                         return end;
                     }
                 }
-                ready = self.stream.writable(), if want_write => {
+                ready = self.transport.tcp().writable(), if want_write => {
                     if let Err(err) = ready {
                         return End::Abrupt(err.to_string());
                     }
@@ -245,6 +258,12 @@ impl Session {
 
     /// Writes queued frames until the socket would block or nothing is left.
     fn flush(&mut self) -> io::Result<()> {
+        // Encrypted bytes from an earlier write go first (TLS only).
+        match self.transport.flush_pending() {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) => return Err(err),
+        }
         loop {
             if self.writing.is_empty() {
                 // Frames are taken from the outbox only once the previous batch is written,
@@ -268,7 +287,7 @@ impl Session {
                 slices[index] = IoSlice::new(bytes);
                 count += 1;
             }
-            match self.stream.try_write_vectored(&slices[..count]) {
+            match self.transport.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(mut written) => {
                     Metrics::add(&self.metrics().bytes_out_total, written as u64);
@@ -304,7 +323,7 @@ impl Session {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut self.read_buf) {
+            match self.transport.try_read_buf(&mut self.read_buf) {
                 Ok(0) => {
                     return Err(if self.closing.is_some() {
                         End::Closed(self.closing.map_or(CloseCode::Normal, |(code, _)| code))
@@ -524,14 +543,14 @@ impl Session {
             Ok(claims) => claims,
             Err(err) => return self.send_error(id, ErrorCode::Unauthorized, &err.to_string()),
         };
-        if let Some(old) = &self.claims {
-            if old.sub != claims.sub {
-                return self.send_error(
-                    id,
-                    ErrorCode::Forbidden,
-                    "a refreshed token must be for the same user (sub)",
-                );
-            }
+        if let Some(old) = &self.claims
+            && old.sub != claims.sub
+        {
+            return self.send_error(
+                id,
+                ErrorCode::Forbidden,
+                "a refreshed token must be for the same user (sub)",
+            );
         }
         let revoked: Vec<String> = self
             .subscriptions
@@ -644,7 +663,8 @@ impl Session {
                     CloseCode::HeartbeatTimeout.reason(),
                 );
                 if self.write_offset == 0 {
-                    let _ = self.stream.try_write(&frame);
+                    let _ = self.transport.try_write_vectored(&[IoSlice::new(&frame)]);
+                    let _ = self.transport.flush_pending();
                 }
             }
             End::Abrupt(reason) => {

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirehub_core::Hub;
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
@@ -26,6 +26,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies tokens when authentication is on.
     pub authenticator: Option<Authenticator>,
+    /// The TLS settings when TLS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     sessions: AtomicU64,
 }
 
@@ -33,15 +35,21 @@ impl AppState {
     /// State for a server with this config and hub.
     ///
     /// # Errors
-    /// When the configured token key cannot be used.
+    /// When the configured token key or TLS certificate cannot be used.
     pub fn new(
         config: ServerConfig,
         hub: Arc<Hub>,
         shutdown: CancellationToken,
-    ) -> Result<Self, AuthError> {
+    ) -> Result<Self, crate::Error> {
         let authenticator = config.auth.as_ref().map(Authenticator::new).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         Ok(AppState {
             authenticator,
+            tls,
             config,
             hub,
             metrics: Metrics::default(),

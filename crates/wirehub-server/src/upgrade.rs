@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, token_from_request};
@@ -23,6 +24,7 @@ use crate::config::AllowedOrigins;
 use crate::metrics::Metrics;
 use crate::session::{self, Mode};
 use crate::state::AppState;
+use crate::transport::Transport;
 
 /// The peer address of the TCP connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -39,12 +41,12 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
         debug!(%peer, reason = refusal.1, "upgrade refused");
         return refusal.into_response();
     }
-    if mode == Mode::PubSub {
-        if let Err(refusal) = check_origin(&state.config.allowed_origins, request.headers()) {
-            Metrics::add(&state.metrics.upgrades_refused_total, 1);
-            debug!(%peer, reason = refusal.1, "upgrade refused");
-            return refusal.into_response();
-        }
+    if mode == Mode::PubSub
+        && let Err(refusal) = check_origin(&state.config.allowed_origins, request.headers())
+    {
+        Metrics::add(&state.metrics.upgrades_refused_total, 1);
+        debug!(%peer, reason = refusal.1, "upgrade refused");
+        return refusal.into_response();
     }
     let claims = match &state.authenticator {
         None => None,
@@ -83,22 +85,25 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
                 return;
             }
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            warn!(%peer, "upgraded connection is not a TCP stream");
-            return;
+        let (transport, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Transport::Plain(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (tcp, conn) = parts.io.into_inner().into_inner();
+                    (Transport::tls(tcp, conn), parts.read_buf)
+                }
+                Err(_) => {
+                    warn!(%peer, "upgraded connection is neither TCP nor TLS over TCP");
+                    return;
+                }
+            },
         };
         let metrics = &task_state.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         Metrics::add(&metrics.connections_total, 1);
         let shutdown = task_state.shutdown.clone();
         session::run(
-            parts.io.into_inner(),
-            parts.read_buf,
-            peer,
-            task_state,
-            mode,
-            claims,
-            shutdown,
+            transport, leftover, peer, task_state, mode, claims, shutdown,
         )
         .await;
     });

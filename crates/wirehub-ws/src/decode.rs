@@ -179,15 +179,15 @@ impl Decoder {
                         return Err(ProtocolError::UnexpectedContinuation);
                     };
                     partial.data.extend_from_slice(&payload);
-                    if header.fin {
-                        if let Some(done) = self.partial.take() {
-                            let data = done.data.freeze();
-                            return Ok(Some(if done.text {
-                                Message::Text(data)
-                            } else {
-                                Message::Binary(data)
-                            }));
-                        }
+                    if header.fin
+                        && let Some(done) = self.partial.take()
+                    {
+                        let data = done.data.freeze();
+                        return Ok(Some(if done.text {
+                            Message::Text(data)
+                        } else {
+                            Message::Binary(data)
+                        }));
                     }
                 }
             }

@@ -839,11 +839,11 @@ fn encode_items(items: &[Item], key_seed: u32) -> (Vec<u8>, Vec<Message>) {
                     let fin = if i + 1 == count { FIN } else { 0 };
                     let piece = &payload[bounds[i]..bounds[i + 1]];
                     bytes.extend(raw_frame(fin | op, piece, Some(next_key())));
-                    if i + 1 < count {
-                        if let Some(p) = pings.get(i) {
-                            bytes.extend(raw_frame(FIN | PING, p, Some(next_key())));
-                            expected.push(ping(p));
-                        }
+                    if i + 1 < count
+                        && let Some(p) = pings.get(i)
+                    {
+                        bytes.extend(raw_frame(FIN | PING, p, Some(next_key())));
+                        expected.push(ping(p));
                     }
                 }
                 let data = Bytes::copy_from_slice(payload);

@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wirehub_server::{AllowedOrigins, AuthConfig, BrokerConfig, ServerConfig};
+use wirehub_server::{AllowedOrigins, AuthConfig, BrokerConfig, ServerConfig, TlsConfig};
 
 use crate::duration::parse_duration;
 
@@ -305,14 +305,25 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
         }
         (None, None) => None,
     };
-    let not_yet = |field: &'static str| bad(field, "TLS is not available in this version yet");
-    if args.tls_cert.is_some()
-        || file.tls_cert.is_some()
-        || args.tls_key.is_some()
-        || file.tls_key.is_some()
-    {
-        return Err(not_yet("tls_cert"));
-    }
+    let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let tls_key = args.tls_key.clone().or(file.tls_key.clone());
+    config.tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("tls_key", "--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(bad("tls_cert", "--tls-key needs --tls-cert")),
+        (Some(cert), Some(key)) => {
+            let read = |field: &'static str, path: &PathBuf| {
+                std::fs::read(path)
+                    .map_err(|err| bad(field, format!("cannot read {}: {err}", path.display())))
+            };
+            let tls = TlsConfig {
+                cert_pem: read("tls_cert", &cert)?,
+                key_pem: read("tls_key", &key)?,
+            };
+            tls.check().map_err(|err| bad("tls_cert", err.to_string()))?;
+            Some(tls)
+        }
+    };
     let log_format = match args
         .log_format
         .clone()

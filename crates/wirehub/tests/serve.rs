@@ -149,23 +149,50 @@ fn config_prints_the_embedded_defaults() {
 async fn token_command_makes_tokens_that_serve_accepts() {
     let secret = "development-secret-0123456789";
     let output = Command::new(BIN)
-        .args(["token", "--secret", secret, "--sub", "ann", "--subscribe", "room:*", "--ttl", "5m"])
+        .args([
+            "token",
+            "--secret",
+            secret,
+            "--sub",
+            "ann",
+            "--subscribe",
+            "room:*",
+            "--ttl",
+            "5m",
+        ])
         .output()
         .expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8(output.stdout).expect("utf-8").trim().to_owned();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
     assert_eq!(token.split('.').count(), 3, "a JWT");
 
     let server = ServerProcess::serve(BIN, &["--jwt-secret", secret]);
     let (mut client, _) = WsClient::connect(&format!("{}?token={token}", server.ws_url())).await;
     client.subscribe("room:1").await;
-    client.send(&json!({"type": "subscribe", "channel": "hall"})).await;
+    client
+        .send(&json!({"type": "subscribe", "channel": "hall"}))
+        .await;
     assert_eq!(client.expect("error").await["code"], "forbidden");
     let refused = tokio_tungstenite::connect_async(server.ws_url()).await;
     assert!(refused.is_err(), "no token, no connection");
 
     let bad = Command::new(BIN)
-        .args(["token", "--secret", secret, "--sub", "x", "--publish", "a b"])
+        .args([
+            "token",
+            "--secret",
+            secret,
+            "--sub",
+            "x",
+            "--publish",
+            "a b",
+        ])
         .output()
         .expect("run");
     assert_eq!(bad.status.code(), Some(2));
