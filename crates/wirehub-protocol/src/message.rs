@@ -102,7 +102,11 @@ impl ClientMessage<'_> {
 }
 
 /// A message from the server.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+///
+/// Deserializing works with `serde_json` (a `message`'s `data` is kept as raw JSON, which serde
+/// cannot buffer inside a tagged enum, so the type is read first and the message parsed
+/// once more as the matching variant).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[schemars(title = "ServerMessage")]
 pub enum ServerMessage {
@@ -191,5 +195,145 @@ fn seconds<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S:
         serializer.serialize_u64(*value as u64)
     } else {
         serializer.serialize_f64(*value)
+    }
+}
+
+/// The variants of [`ServerMessage`] that serde can derive, for deserializing.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Derived {
+    Welcome {
+        version: u32,
+        session: String,
+        heartbeat: f64,
+    },
+    Subscribed {
+        #[serde(default)]
+        id: Option<u64>,
+        channel: String,
+        epoch: String,
+        offset: u64,
+        #[serde(default)]
+        recovered: Option<bool>,
+    },
+    Unsubscribed {
+        #[serde(default)]
+        id: Option<u64>,
+        channel: String,
+    },
+    Ack {
+        #[serde(default)]
+        id: Option<u64>,
+        offset: u64,
+    },
+    Refreshed {
+        #[serde(default)]
+        id: Option<u64>,
+        expires: u64,
+    },
+    Pong {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    Error {
+        #[serde(default)]
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Delivery {
+    channel: String,
+    data: Box<RawValue>,
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
+        let kind: Kind<'_> = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        if kind.kind == "message" {
+            let Delivery {
+                channel,
+                data,
+                offset,
+            } = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+            return Ok(ServerMessage::Message {
+                channel,
+                data,
+                offset,
+            });
+        }
+        let derived: Derived = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        Ok(match derived {
+            Derived::Welcome {
+                version,
+                session,
+                heartbeat,
+            } => ServerMessage::Welcome {
+                version,
+                session,
+                heartbeat,
+            },
+            Derived::Subscribed {
+                id,
+                channel,
+                epoch,
+                offset,
+                recovered,
+            } => ServerMessage::Subscribed {
+                id,
+                channel,
+                epoch,
+                offset,
+                recovered,
+            },
+            Derived::Unsubscribed { id, channel } => ServerMessage::Unsubscribed { id, channel },
+            Derived::Ack { id, offset } => ServerMessage::Ack { id, offset },
+            Derived::Refreshed { id, expires } => ServerMessage::Refreshed { id, expires },
+            Derived::Pong { id } => ServerMessage::Pong { id },
+            Derived::Error { id, code, message } => ServerMessage::Error { id, code, message },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_message_round_trips() {
+        for text in [
+            r#"{"type":"welcome","version":1,"session":"s","heartbeat":30}"#,
+            r#"{"type":"subscribed","id":1,"channel":"c","epoch":"e","offset":0,"recovered":true}"#,
+            r#"{"type":"subscribed","channel":"c","epoch":"e","offset":5}"#,
+            r#"{"type":"unsubscribed","channel":"c"}"#,
+            r#"{"type":"message","channel":"c","data":{"a":[1,2,{"b":null}]},"offset":3}"#,
+            r#"{"type":"ack","id":2,"offset":3}"#,
+            r#"{"type":"refreshed","expires":99}"#,
+            r#"{"type":"pong"}"#,
+            r#"{"type":"error","id":4,"code":"forbidden","message":"no"}"#,
+        ] {
+            let parsed: ServerMessage = serde_json::from_str(text).expect(text);
+            let back = serde_json::to_value(&parsed).expect("serializes");
+            let original: serde_json::Value = serde_json::from_str(text).expect("json");
+            assert_eq!(back, original, "{text}");
+        }
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"bogus"}"#).is_err());
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"channel":"c"}"#).is_err());
+        let message: ServerMessage = serde_json::from_str(
+            r#"{"offset":1,"data":"x","type":"message","channel":"c","extra":1}"#,
+        )
+        .expect("field order and extra fields do not matter");
+        assert!(matches!(message, ServerMessage::Message { offset: 1, .. }));
     }
 }

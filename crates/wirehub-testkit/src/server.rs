@@ -3,16 +3,18 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::ServerConfig;
 
-/// A running server. Dropping it cancels the server; [`TestServer::stop`] also waits for it.
+/// A running server, on a runtime of its own (in its own thread) so that [`TestServer::kill`]
+/// can drop it whole, like a killed process. Dropping it shuts the server down gracefully.
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    kill: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
 }
 
 impl TestServer {
@@ -21,9 +23,7 @@ impl TestServer {
     /// # Panics
     /// When the loopback listener cannot be bound (the test cannot run at all then).
     pub async fn start(config: ServerConfig) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         Self::with_listener(listener, config)
     }
 
@@ -36,22 +36,42 @@ impl TestServer {
         socket.set_reuseaddr(true).expect("SO_REUSEADDR");
         socket.bind(addr).expect("bind the previous address");
         let listener = socket.listen(1024).expect("listen");
-        Self::with_listener(listener, config)
+        Self::with_listener(listener.into_std().expect("std listener"), config)
     }
 
-    fn with_listener(listener: TcpListener, config: ServerConfig) -> TestServer {
+    fn with_listener(listener: std::net::TcpListener, config: ServerConfig) -> TestServer {
         let addr = listener.local_addr().expect("local address");
+        listener.set_nonblocking(true).expect("non-blocking");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            if let Err(err) = wirehub_server::run(listener, config, token).await {
-                panic!("server failed: {err}");
-            }
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("tokio listener");
+                tokio::select! {
+                    result = wirehub_server::run(listener, config, token) => {
+                        if let Err(err) = result {
+                            panic!("server failed: {err}");
+                        }
+                    }
+                    _ = kill_rx => {}
+                }
+            });
+            // Dropping the runtime drops every task: sockets close without a close handshake.
+            runtime.shutdown_background();
+            let _ = done_tx.send(());
         });
         TestServer {
             addr,
             shutdown,
-            task: Some(task),
+            kill: Some(kill_tx),
+            done: Some(done_rx),
         }
     }
 
@@ -78,18 +98,19 @@ impl TestServer {
     /// Shuts the server down gracefully and waits until it has stopped.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
         }
     }
 
-    /// Stops the server at once: the task is aborted, every socket it held is dropped
-    /// without a close handshake (as when a process is killed).
+    /// Stops the server at once, as when its process is killed: every task is dropped and
+    /// every socket closed without a close handshake.
     pub async fn kill(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
         }
     }
 }

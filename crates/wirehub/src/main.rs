@@ -5,7 +5,9 @@
 //! handlers; everything else lives in the library crates.
 
 mod duration;
+mod publish;
 mod serve;
+mod sub;
 mod token;
 
 use std::process::ExitCode;
@@ -24,7 +26,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server: HTTP and WebSocket on one port.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
+    /// Subscribe to channels and print each message's data as one JSON line (reconnects by itself).
+    Sub(sub::SubArgs),
+    /// Publish one message and exit 0 once the server acknowledged it.
+    #[command(name = "pub")]
+    Pub(publish::PubArgs),
     /// Print the embedded default settings (a starting point for --config).
     Config,
     /// Print an HS256 token for development (verified by `serve --jwt-secret`).
@@ -71,6 +78,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sub(args) => exit_with(runtime.block_on(sub::run(args))),
+        Command::Pub(args) => exit_with(runtime.block_on(publish::run(args))),
         Command::Token(args) => match token::token(&args) {
             Ok(token) => {
                 println!("{token}");
@@ -84,6 +93,17 @@ fn main() -> ExitCode {
         Command::Config => {
             print!("{}", serve::DEFAULT_CONFIG);
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Exit 0 on success; print the error and exit 1 otherwise.
+fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wirehub: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,157 @@
+//! [`ClientConfig`]: every knob of the client, with builder-style setters.
+
+use std::time::Duration;
+
+use crate::Backoff;
+
+/// How a [`Client`](crate::Client) connects, reconnects and detects a dead server.
+///
+/// Build it with [`ClientConfig::new`] and the setters; every field has a documented default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wirehub_client::{Backoff, ClientConfig};
+///
+/// let config = ClientConfig::new("ws://127.0.0.1:8080/ws")
+///     .token("eyJ...")
+///     .backoff(Backoff::default().initial(Duration::from_millis(500)))
+///     .publish_buffer(128);
+/// assert_eq!(config.publish_buffer, 128);
+/// ```
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`.
+    pub url: String,
+    /// A token sent as `Authorization: Bearer TOKEN` on every upgrade request. Default none.
+    pub token: Option<String>,
+    /// The reconnect schedule. Default: 1 s doubling to a 30 s cap with full jitter.
+    pub backoff: Backoff,
+    /// How many consecutive reconnects are tried before the client stops with the last
+    /// error. `None` (the default) retries forever; `Some(0)` makes exactly one connection
+    /// attempt and stops when it fails or the connection ends.
+    pub max_reconnects: Option<u32>,
+    /// How long a connection must stay up to count as healthy even if it never finished
+    /// resubscribing. A connection is also healthy once `welcome` arrived and every
+    /// resubscription was acknowledged. Only a healthy connection resets the backoff.
+    /// Default 10 s.
+    pub healthy_after: Duration,
+    /// How long the TCP connect plus WebSocket handshake may take. Default 10 s.
+    pub connect_timeout: Duration,
+    /// When nothing at all (message, reply, WebSocket ping or pong) arrived for this long,
+    /// the client sends an app-level `ping`. Default 45 s: longer than the server's default
+    /// 30 s heartbeat, so a healthy idle connection never needs an app-level ping.
+    pub idle_timeout: Duration,
+    /// When nothing arrived within this long after the app-level `ping` (or a write was
+    /// blocked this long), the server is presumed dead: the client drops the connection and
+    /// reconnects. Default 10 s.
+    pub pong_timeout: Duration,
+    /// How many publishes are held while disconnected, to be sent in order after the next
+    /// connection resubscribed. A publish beyond this fails at once with
+    /// [`Error::BufferFull`](crate::Error::BufferFull). Default 64.
+    pub publish_buffer: usize,
+    /// How many deliveries each [`Subscription`](crate::Subscription) queues before the
+    /// client drops new ones and reports
+    /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged). Default 1024.
+    pub subscription_capacity: usize,
+    /// How long `subscribe`, `unsubscribe` and `publish` wait for the server's answer,
+    /// including any time spent waiting for a connection. Default 10 s.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("backoff", &self.backoff)
+            .field("max_reconnects", &self.max_reconnects)
+            .field("healthy_after", &self.healthy_after)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("pong_timeout", &self.pong_timeout)
+            .field("publish_buffer", &self.publish_buffer)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// The defaults, connecting to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientConfig {
+            url: url.into(),
+            token: None,
+            backoff: Backoff::default(),
+            max_reconnects: None,
+            healthy_after: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(45),
+            pong_timeout: Duration::from_secs(10),
+            publish_buffer: 64,
+            subscription_capacity: 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the bearer token sent on the upgrade request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the reconnect schedule.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how many consecutive reconnects are tried (`None`: forever).
+    pub fn max_reconnects(mut self, max_reconnects: Option<u32>) -> Self {
+        self.max_reconnects = max_reconnects;
+        self
+    }
+
+    /// Sets the uptime after which a connection counts as healthy.
+    pub fn healthy_after(mut self, healthy_after: Duration) -> Self {
+        self.healthy_after = healthy_after;
+        self
+    }
+
+    /// Sets the time allowed for the TCP connect and WebSocket handshake.
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets the silence after which an app-level `ping` is sent.
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets how long to wait for any answer after the app-level `ping`.
+    pub fn pong_timeout(mut self, pong_timeout: Duration) -> Self {
+        self.pong_timeout = pong_timeout;
+        self
+    }
+
+    /// Sets how many publishes are held while disconnected.
+    pub fn publish_buffer(mut self, publish_buffer: usize) -> Self {
+        self.publish_buffer = publish_buffer;
+        self
+    }
+
+    /// Sets how many deliveries each subscription queues (at least 1).
+    pub fn subscription_capacity(mut self, subscription_capacity: usize) -> Self {
+        self.subscription_capacity = subscription_capacity;
+        self
+    }
+
+    /// Sets how long requests wait for the server's answer.
+    pub fn request_timeout(mut self, request_timeout: Duration) -> Self {
+        self.request_timeout = request_timeout;
+        self
+    }
+}

@@ -1,0 +1,1240 @@
+//! The connection task: the one owner of the socket, driven by [`Command`]s.
+//!
+//! [`Actor::run`] loops over connection attempts. Each attempt connects (with a timeout),
+//! then [`Actor::serve`] runs one `select!` loop over the socket, the command queue, the
+//! idle/pong deadline and the health deadline until the connection ends. The outcome and
+//! its close code decide between reconnecting after a backoff delay and stopping.
+//!
+//! State that outlives a connection lives in the actor: the registered subscriptions with
+//! the last position seen on each, the buffer of publishes made while disconnected, and the
+//! reconnect schedule. State of one connection lives in [`Conn`]: requests awaiting an
+//! answer, whether `welcome` arrived, whether the connection proved healthy.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, header};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosition};
+
+use crate::backoff::ReconnectSchedule;
+use crate::client::{Command, StopState};
+use crate::{ClientConfig, Error, Event, Message, Result, Subscription, SubscriptionEvent};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Checks what can be checked before the first attempt: the URL and the token header.
+pub(crate) fn validate(config: &ClientConfig) -> Result<()> {
+    build_request(config).map(drop)
+}
+
+/// Checks that a token can be sent in the `Authorization` header.
+pub(crate) fn check_token(token: &str) -> Result<()> {
+    bearer(token).map(drop)
+}
+
+fn bearer(token: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::InvalidToken)
+}
+
+fn build_request(config: &ClientConfig) -> Result<Request<()>> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: config.url.clone(),
+        reason,
+    };
+    let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some(scheme) if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss"))
+    {
+        return Err(invalid("the scheme must be ws:// or wss://".into()));
+    }
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|err| invalid(err.to_string()))?;
+    if let Some(token) = &config.token {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, bearer(token)?);
+    }
+    Ok(request)
+}
+
+/// The connection task.
+pub(crate) struct Actor {
+    config: ClientConfig,
+    commands: mpsc::Receiver<Command>,
+    /// Given to each [`Subscription`] so that dropping it can unsubscribe; weak so that the
+    /// task does not keep itself alive.
+    command_sender: mpsc::WeakSender<Command>,
+    events: broadcast::Sender<Event>,
+    stopped: StopState,
+    schedule: ReconnectSchedule<StdRng>,
+    /// Connection attempts since the last healthy connection.
+    attempts: u32,
+    subscriptions: BTreeMap<String, Registration>,
+    buffer: VecDeque<BufferedPublish>,
+    next_id: u64,
+    next_key: u64,
+    close_reply: Option<oneshot::Sender<()>>,
+}
+
+/// A channel the application subscribed to; kept across reconnects.
+struct Registration {
+    key: u64,
+    sender: mpsc::Sender<SubscriptionEvent>,
+    /// The last position seen (from `subscribed` and every `message`).
+    position: Option<StreamPosition>,
+    /// The caller of `subscribe` still waiting for the first `subscribed`, with the
+    /// subscription it will get.
+    waiting: Option<(oneshot::Sender<Result<Subscription>>, Subscription)>,
+    /// Whether `subscribe` was sent on the current connection.
+    sent: bool,
+    /// The id of the `subscribe` awaiting its answer, so that a late answer to an earlier
+    /// request (before an unsubscribe) is not taken for this one.
+    in_flight: Option<u64>,
+    /// Deliveries dropped because the subscription's queue was full, not yet reported.
+    missed: u64,
+}
+
+struct BufferedPublish {
+    channel: String,
+    data: Box<RawValue>,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// A request sent on the current connection, awaiting its answer.
+enum Pending {
+    Subscribe {
+        channel: String,
+        /// Sent when `welcome` arrived (a resubscription): counts towards health.
+        restoring: bool,
+    },
+    Unsubscribe {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    Publish {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Refresh {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Ping,
+}
+
+/// The state of one established connection.
+struct Conn {
+    socket: Socket,
+    /// Whether `welcome` arrived.
+    ready: bool,
+    healthy: bool,
+    pending: HashMap<u64, Pending>,
+    /// Resubscriptions sent at `welcome` and not answered yet.
+    restoring: usize,
+    last_received: Instant,
+    /// Set when an app-level ping was sent: the connection is dead if nothing arrives by then.
+    ping_deadline: Option<Instant>,
+}
+
+/// How a connection (or the whole task) ended.
+enum Ended {
+    /// [`Client::close`](crate::Client::close) or every handle dropped.
+    Closed,
+    /// A fatal error: do not reconnect.
+    Stop(Error),
+    /// The connection was lost; reconnect as `advice` says.
+    Lost {
+        code: Option<u16>,
+        reason: String,
+        advice: ReconnectAdvice,
+    },
+}
+
+/// What the loop does next after handling one frame or command.
+type Flow = std::result::Result<(), Ended>;
+
+enum Attempt {
+    Open(Box<Socket>),
+    Failed(Error),
+    Closed,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        config: ClientConfig,
+        commands: mpsc::Receiver<Command>,
+        command_sender: mpsc::WeakSender<Command>,
+        events: broadcast::Sender<Event>,
+        stopped: StopState,
+    ) -> Self {
+        let schedule = ReconnectSchedule::new(config.backoff, StdRng::from_os_rng());
+        Actor {
+            config,
+            commands,
+            command_sender,
+            events,
+            stopped,
+            schedule,
+            attempts: 0,
+            subscriptions: BTreeMap::new(),
+            buffer: VecDeque::new(),
+            next_id: 1,
+            next_key: 1,
+            close_reply: None,
+        }
+    }
+
+    /// Connects, serves and reconnects until told to stop.
+    pub(crate) async fn run(mut self) {
+        loop {
+            self.attempts = self.attempts.saturating_add(1);
+            self.emit(Event::Connecting {
+                attempt: self.attempts,
+            });
+            let (last_error, advice) = match self.attempt().await {
+                Attempt::Closed => return self.stop(None),
+                Attempt::Failed(error) if is_fatal_connect_error(&error) => {
+                    return self.stop(Some(error));
+                }
+                Attempt::Failed(error) => {
+                    tracing::debug!(%error, "connection attempt failed");
+                    self.emit(Event::ConnectFailed {
+                        error: error.clone(),
+                    });
+                    (error, ReconnectAdvice::Backoff)
+                }
+                Attempt::Open(socket) => match self.serve(*socket).await {
+                    Ended::Closed => return self.stop(None),
+                    Ended::Stop(error) => return self.stop(Some(error)),
+                    Ended::Lost {
+                        code,
+                        reason,
+                        advice,
+                    } => {
+                        tracing::debug!(?code, %reason, "disconnected");
+                        self.emit(Event::Disconnected { code, reason });
+                        (Error::Disconnected, advice)
+                    }
+                },
+            };
+            if let Some(max) = self.config.max_reconnects
+                && self.schedule.retries() >= max
+            {
+                return self.stop(Some(last_error));
+            }
+            let delay = self.schedule.next_delay(advice);
+            self.emit(Event::Reconnecting {
+                attempt: self.attempts.saturating_add(1),
+                delay,
+            });
+            let wait = tokio::time::sleep(delay);
+            if self.offline_until(wait).await.is_none() {
+                return self.stop(None);
+            }
+        }
+    }
+
+    /// One connection attempt, handling commands while it is under way.
+    async fn attempt(&mut self) -> Attempt {
+        let request = match build_request(&self.config) {
+            Ok(request) => request,
+            Err(error) => return Attempt::Failed(error),
+        };
+        let connect_timeout = self.config.connect_timeout;
+        let url = self.config.url.clone();
+        let connect = async move {
+            match timeout(connect_timeout, tokio_tungstenite::connect_async(request)).await {
+                Ok(Ok((socket, _response))) => Attempt::Open(Box::new(socket)),
+                Ok(Err(error)) => Attempt::Failed(classify_connect_error(error, &url)),
+                Err(_) => Attempt::Failed(Error::connect(format!(
+                    "no WebSocket handshake within {connect_timeout:?}"
+                ))),
+            }
+        };
+        self.offline_until(connect).await.unwrap_or(Attempt::Closed)
+    }
+
+    /// Runs `future` while handling commands as a disconnected client would. `None` when
+    /// the client was closed meanwhile.
+    async fn offline_until<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        tokio::pin!(future);
+        loop {
+            tokio::select! {
+                output = &mut future => return Some(output),
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        if self.handle_offline(command).is_err() {
+                            return None;
+                        }
+                    }
+                    None => return None,
+                },
+            }
+        }
+    }
+
+    /// Handles a command while no session is ready (disconnected, connecting, or waiting
+    /// for `welcome`). `Err` when the client must close.
+    fn handle_offline(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Subscribe { channel, reply } => {
+                self.register(channel, reply);
+            }
+            Command::Unsubscribe {
+                channel,
+                key,
+                reply,
+            } => {
+                self.unregister(&channel, key);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Publish {
+                channel,
+                data,
+                reply,
+            } => self.hold(channel, data, reply),
+            Command::Refresh { token, reply } => {
+                // Used at the next upgrade.
+                self.config.token = Some(token);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Close { reply } => {
+                self.close_reply = Some(reply);
+                return Err(Ended::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a subscription. Returns the channel when `subscribe` must be sent for it.
+    fn register(
+        &mut self,
+        channel: String,
+        reply: oneshot::Sender<Result<Subscription>>,
+    ) -> Option<String> {
+        let Some(commands) = self.command_sender.upgrade() else {
+            // Every handle is gone; nobody will read the answer.
+            return None;
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let (sender, receiver) = mpsc::channel(self.config.subscription_capacity.max(1));
+        let subscription = Subscription::new(
+            channel.clone(),
+            key,
+            receiver,
+            commands,
+            self.config.request_timeout,
+        );
+        match self.subscriptions.get_mut(&channel) {
+            Some(waiting)
+                if waiting
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|(old, _)| old.is_closed()) =>
+            {
+                // An earlier `subscribe` for this channel timed out before the server
+                // answered: this caller takes its place.
+                if let Some((_, abandoned)) = waiting.waiting.take() {
+                    abandoned.disarm();
+                }
+                waiting.key = key;
+                waiting.sender = sender;
+                waiting.missed = 0;
+                waiting.waiting = Some((reply, subscription));
+                None
+            }
+            Some(existing) if !existing.sender.is_closed() || existing.waiting.is_some() => {
+                let _ = reply.send(Err(Error::AlreadySubscribed { channel }));
+                None
+            }
+            Some(stale) => {
+                // The old Subscription was dropped but the server-side subscription is
+                // still in place: hand the channel to the new one. (The old one's
+                // unsubscribe, if still queued, carries the old key and is ignored.)
+                stale.key = key;
+                stale.sender = sender;
+                stale.missed = 0;
+                // If the caller is gone, dropping the subscription unsubscribes again.
+                let _ = reply.send(Ok(subscription));
+                None
+            }
+            None => {
+                self.subscriptions.insert(
+                    channel.clone(),
+                    Registration {
+                        key,
+                        sender,
+                        position: None,
+                        waiting: Some((reply, subscription)),
+                        sent: false,
+                        in_flight: None,
+                        missed: 0,
+                    },
+                );
+                Some(channel)
+            }
+        }
+    }
+
+    /// Removes a registration; returns whether `unsubscribe` must be sent to the server.
+    fn unregister(&mut self, channel: &str, key: Option<u64>) -> bool {
+        match self.subscriptions.get(channel) {
+            Some(registration) if key.is_none_or(|key| key == registration.key) => {
+                let sent = registration.sent;
+                if let Some(mut registration) = self.subscriptions.remove(channel)
+                    && let Some((reply, subscription)) = registration.waiting.take()
+                {
+                    let _ = reply.send(Err(Error::Closed));
+                    subscription.disarm();
+                }
+                sent
+            }
+            _ => false,
+        }
+    }
+
+    /// Holds a publish until the next session, or refuses it when the buffer is full.
+    fn hold(&mut self, channel: String, data: Box<RawValue>, reply: oneshot::Sender<Result<u64>>) {
+        if reply.is_closed() {
+            return;
+        }
+        if self.buffer.len() >= self.config.publish_buffer {
+            let _ = reply.send(Err(Error::BufferFull {
+                capacity: self.config.publish_buffer,
+            }));
+            return;
+        }
+        self.buffer.push_back(BufferedPublish {
+            channel,
+            data,
+            reply,
+        });
+    }
+
+    /// Serves one established connection until it ends; fails what was in flight.
+    async fn serve(&mut self, socket: Socket) -> Ended {
+        let now = Instant::now();
+        let mut conn = Conn {
+            socket,
+            ready: false,
+            healthy: false,
+            pending: HashMap::new(),
+            restoring: 0,
+            last_received: now,
+            ping_deadline: None,
+        };
+        let healthy_at = now + self.config.healthy_after;
+        let ended = match self.serve_loop(&mut conn, healthy_at).await {
+            Ok(()) => Ended::Closed,
+            Err(ended) => ended,
+        };
+        if matches!(ended, Ended::Closed) {
+            let close = conn.socket.close(Some(CloseFrame {
+                code: WsCloseCode::Normal,
+                reason: "client closed".into(),
+            }));
+            let _ = timeout(self.config.pong_timeout, close).await;
+        }
+        let error = match &ended {
+            Ended::Closed => Error::Closed,
+            Ended::Stop(error) => error.clone(),
+            Ended::Lost { .. } => Error::Disconnected,
+        };
+        for (_, pending) in conn.pending.drain() {
+            match pending {
+                Pending::Publish { reply } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Pending::Unsubscribe { reply: Some(reply) } => {
+                    // The server forgets every subscription of a closed connection.
+                    let _ = reply.send(Ok(()));
+                }
+                Pending::Refresh { reply } => {
+                    // The next connection presents the new token at the upgrade.
+                    let _ = reply.send(Ok(()));
+                }
+                // Subscriptions stay registered and are restored by the next connection.
+                Pending::Subscribe { .. }
+                | Pending::Unsubscribe { reply: None }
+                | Pending::Ping => {}
+            }
+        }
+        for registration in self.subscriptions.values_mut() {
+            registration.sent = false;
+            registration.in_flight = None;
+        }
+        ended
+    }
+
+    async fn serve_loop(&mut self, conn: &mut Conn, healthy_at: Instant) -> Flow {
+        // Timers are reset only when they fire, not on every frame: when the idle timer
+        // fires early (something arrived meanwhile) it is moved to the real deadline.
+        let idle = sleep_until(conn.last_received + self.config.idle_timeout);
+        let health = sleep_until(healthy_at);
+        tokio::pin!(idle, health);
+        loop {
+            tokio::select! {
+                frame = conn.socket.next() => {
+                    conn.last_received = Instant::now();
+                    conn.ping_deadline = None;
+                    match frame {
+                        Some(Ok(WsMessage::Text(text))) => self.on_text(conn, text.as_str()).await?,
+                        Some(Ok(WsMessage::Close(frame))) => return Err(closed_by_server(frame)),
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => {
+                            return Err(Ended::Lost {
+                                code: None,
+                                reason: error.to_string(),
+                                advice: ReconnectAdvice::Backoff,
+                            });
+                        }
+                        None => {
+                            return Err(Ended::Lost {
+                                code: None,
+                                reason: "connection closed without a close frame".into(),
+                                advice: ReconnectAdvice::Backoff,
+                            });
+                        }
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(conn, command).await?,
+                    None => return Ok(()),
+                },
+                () = &mut idle => {
+                    let now = Instant::now();
+                    if let Some(deadline) = conn.ping_deadline {
+                        if now >= deadline {
+                            return Err(Ended::Lost {
+                                code: None,
+                                reason: format!(
+                                    "nothing arrived within {:?} of a ping: presumed dead",
+                                    self.config.pong_timeout
+                                ),
+                                advice: ReconnectAdvice::Backoff,
+                            });
+                        }
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    let due = conn.last_received + self.config.idle_timeout;
+                    if now < due {
+                        idle.as_mut().reset(due);
+                        continue;
+                    }
+                    let id = self.next_id();
+                    conn.pending.insert(id, Pending::Ping);
+                    self.send(conn, &ClientMessage::Ping { id: Some(id) }).await?;
+                    let deadline = Instant::now() + self.config.pong_timeout;
+                    conn.ping_deadline = Some(deadline);
+                    idle.as_mut().reset(deadline);
+                }
+                () = &mut health, if !conn.healthy => self.mark_healthy(conn),
+            }
+        }
+    }
+
+    async fn on_command(&mut self, conn: &mut Conn, command: Command) -> Flow {
+        if !conn.ready {
+            return self.handle_offline(command);
+        }
+        match command {
+            Command::Subscribe { channel, reply } => {
+                if let Some(channel) = self.register(channel, reply) {
+                    self.send_subscribe(conn, &channel, false).await?;
+                }
+            }
+            Command::Unsubscribe {
+                channel,
+                key,
+                reply,
+            } => {
+                if self.unregister(&channel, key) {
+                    let id = self.next_id();
+                    let message = ClientMessage::Unsubscribe {
+                        id: Some(id),
+                        channel: channel.as_str().into(),
+                    };
+                    conn.pending.insert(id, Pending::Unsubscribe { reply });
+                    self.send(conn, &message).await?;
+                } else if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Publish {
+                channel,
+                data,
+                reply,
+            } => {
+                if !reply.is_closed() {
+                    self.send_publish(conn, &channel, &data, reply).await?;
+                }
+            }
+            Command::Refresh { token, reply } => {
+                let id = self.next_id();
+                // Stored first: even if this connection drops, the next upgrade uses it.
+                self.config.token = Some(token.clone());
+                let message = ClientMessage::Refresh {
+                    id: Some(id),
+                    token: token.into(),
+                };
+                conn.pending.insert(id, Pending::Refresh { reply });
+                self.send(conn, &message).await?;
+            }
+            Command::Close { reply } => {
+                self.close_reply = Some(reply);
+                return Err(Ended::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, conn: &mut Conn, text: &str) -> Flow {
+        let message = match parse_server_message(text) {
+            Ok(message) => message,
+            Err(error) => {
+                // A newer server may send message types this version does not know.
+                tracing::debug!(%error, "ignoring a message that could not be parsed");
+                return Ok(());
+            }
+        };
+        match message {
+            ServerMessage::Welcome { session, .. } => {
+                if conn.ready {
+                    return Ok(());
+                }
+                conn.ready = true;
+                self.emit(Event::Connected { session });
+                let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
+                for channel in channels {
+                    self.send_subscribe(conn, &channel, true).await?;
+                }
+                while let Some(publish) = self.buffer.pop_front() {
+                    if publish.reply.is_closed() {
+                        continue;
+                    }
+                    self.send_publish(conn, &publish.channel, &publish.data, publish.reply)
+                        .await?;
+                }
+                self.check_health(conn);
+            }
+            ServerMessage::Subscribed {
+                id,
+                channel,
+                epoch,
+                offset,
+                recovered,
+            } => {
+                if let Some(id) = id
+                    && let Some(Pending::Subscribe { restoring, .. }) = conn.pending.remove(&id)
+                {
+                    if restoring {
+                        conn.restoring = conn.restoring.saturating_sub(1);
+                    }
+                    self.on_subscribed(&channel, id, StreamPosition { epoch, offset }, recovered);
+                    self.check_health(conn);
+                }
+            }
+            ServerMessage::Unsubscribed { id, channel } => {
+                match id.and_then(|id| conn.pending.remove(&id)) {
+                    Some(Pending::Unsubscribe { reply }) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Some(other) => {
+                        // Not an answer to an unsubscribe: keep waiting for the real one.
+                        if let Some(id) = id {
+                            conn.pending.insert(id, other);
+                        }
+                    }
+                    // Unasked: the server ended the subscription (e.g. a refreshed token no
+                    // longer allows the channel).
+                    None => self.on_revoked(&channel),
+                }
+            }
+            ServerMessage::Message {
+                channel,
+                data,
+                offset,
+            } => self.on_message(conn, channel, data, offset).await?,
+            ServerMessage::Ack { id, offset } => {
+                if let Some(Pending::Publish { reply }) = id.and_then(|id| conn.pending.remove(&id))
+                {
+                    let _ = reply.send(Ok(offset));
+                }
+            }
+            ServerMessage::Refreshed { id, .. } => {
+                if let Some(Pending::Refresh { reply }) = id.and_then(|id| conn.pending.remove(&id))
+                {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            ServerMessage::Pong { id } => {
+                if let Some(id) = id {
+                    conn.pending.remove(&id);
+                }
+            }
+            ServerMessage::Error { id, code, message } => {
+                let error = Error::Server { code, message };
+                match id.and_then(|id| conn.pending.remove(&id)) {
+                    Some(Pending::Publish { reply }) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Some(Pending::Unsubscribe { reply }) => {
+                        if let Some(reply) = reply {
+                            // `not_subscribed` means what was asked for is true already.
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Some(Pending::Subscribe { channel, restoring }) => {
+                        if restoring {
+                            conn.restoring = conn.restoring.saturating_sub(1);
+                        }
+                        self.on_subscribe_refused(&channel, id, error);
+                        self.check_health(conn);
+                    }
+                    Some(Pending::Refresh { reply }) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Some(Pending::Ping) => {}
+                    None => tracing::warn!(%error, "error from the server"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribed(
+        &mut self,
+        channel: &str,
+        id: u64,
+        position: StreamPosition,
+        recovered: Option<bool>,
+    ) {
+        let Some(registration) = self.subscriptions.get_mut(channel) else {
+            return;
+        };
+        if registration.in_flight != Some(id) {
+            return;
+        }
+        registration.in_flight = None;
+        let since = registration.position.take();
+        let lost = match (&since, recovered) {
+            (None, _) => false,
+            (Some(_), Some(false)) => true,
+            // Replayed messages (before or after this answer) advance the offset themselves.
+            (Some(since), Some(true)) => since.epoch != position.epoch,
+            // A server that does not say: only an unchanged position proves nothing was missed.
+            (Some(since), None) => *since != position,
+        };
+        match since {
+            Some(since) if !lost && since.epoch == position.epoch => {
+                registration.position = Some(since);
+            }
+            Some(since) if lost => {
+                tracing::debug!(channel, ?since, ?position, ?recovered, "recovery failed");
+                let _ = self.events.send(Event::RecoveryFailed {
+                    channel: channel.to_owned(),
+                    since: since.clone(),
+                    position: position.clone(),
+                });
+                deliver(
+                    registration,
+                    SubscriptionEvent::RecoveryFailed {
+                        since,
+                        position: position.clone(),
+                    },
+                );
+                registration.position = Some(position);
+            }
+            _ => registration.position = Some(position),
+        }
+        if let Some((reply, subscription)) = registration.waiting.take() {
+            // If the caller gave up meanwhile, the returned subscription is dropped here,
+            // which unsubscribes.
+            let _ = reply.send(Ok(subscription));
+        }
+    }
+
+    fn on_revoked(&mut self, channel: &str) {
+        let Some(mut registration) = self.subscriptions.remove(channel) else {
+            return;
+        };
+        let error = Error::Revoked {
+            channel: channel.to_owned(),
+        };
+        if let Some((reply, subscription)) = registration.waiting.take() {
+            subscription.disarm();
+            let _ = reply.send(Err(error));
+        } else {
+            self.emit(Event::SubscriptionEnded {
+                channel: channel.to_owned(),
+                error: error.clone(),
+            });
+            let _ = registration
+                .sender
+                .try_send(SubscriptionEvent::Ended(error));
+        }
+    }
+
+    fn on_subscribe_refused(&mut self, channel: &str, id: Option<u64>, error: Error) {
+        let Some(registration) = self.subscriptions.get(channel) else {
+            return;
+        };
+        if id.is_none() || registration.in_flight != id {
+            return;
+        }
+        if let Some(mut registration) = self.subscriptions.remove(channel) {
+            if let Some((reply, subscription)) = registration.waiting.take() {
+                subscription.disarm();
+                let _ = reply.send(Err(error));
+            } else {
+                self.emit(Event::SubscriptionEnded {
+                    channel: channel.to_owned(),
+                    error: error.clone(),
+                });
+                let _ = registration
+                    .sender
+                    .try_send(SubscriptionEvent::Ended(error));
+            }
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        conn: &mut Conn,
+        channel: String,
+        data: Box<RawValue>,
+        offset: u64,
+    ) -> Flow {
+        let Some(registration) = self.subscriptions.get_mut(&channel) else {
+            return Ok(());
+        };
+        if let Some(position) = &mut registration.position {
+            if offset <= position.offset {
+                tracing::debug!(
+                    channel,
+                    offset,
+                    last = position.offset,
+                    "dropping a duplicate"
+                );
+                return Ok(());
+            }
+            position.offset = offset;
+        }
+        if registration.sender.is_closed() && registration.waiting.is_none() {
+            // The Subscription was dropped: stop the server from sending more.
+            if self.unregister(&channel, None) {
+                let id = self.next_id();
+                conn.pending
+                    .insert(id, Pending::Unsubscribe { reply: None });
+                let message = ClientMessage::Unsubscribe {
+                    id: Some(id),
+                    channel: channel.as_str().into(),
+                };
+                self.send(conn, &message).await?;
+            }
+            return Ok(());
+        }
+        deliver(
+            registration,
+            SubscriptionEvent::Message(Message {
+                channel,
+                data,
+                offset,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn send_subscribe(&mut self, conn: &mut Conn, channel: &str, restoring: bool) -> Flow {
+        let Some(registration) = self.subscriptions.get_mut(channel) else {
+            return Ok(());
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        registration.sent = true;
+        registration.in_flight = Some(id);
+        let message = ClientMessage::Subscribe {
+            id: Some(id),
+            channel: channel.into(),
+            since: registration.position.clone(),
+        };
+        conn.pending.insert(
+            id,
+            Pending::Subscribe {
+                channel: channel.to_owned(),
+                restoring,
+            },
+        );
+        if restoring {
+            conn.restoring += 1;
+        }
+        self.send(conn, &message).await
+    }
+
+    async fn send_publish(
+        &mut self,
+        conn: &mut Conn,
+        channel: &str,
+        data: &RawValue,
+        reply: oneshot::Sender<Result<u64>>,
+    ) -> Flow {
+        let id = self.next_id();
+        let message = ClientMessage::Publish {
+            id: Some(id),
+            channel: channel.into(),
+            data: std::borrow::Cow::Borrowed(data),
+        };
+        conn.pending.insert(id, Pending::Publish { reply });
+        self.send(conn, &message).await
+    }
+
+    /// Writes one request; a write that blocks for `pong_timeout` means a dead connection.
+    async fn send(&self, conn: &mut Conn, message: &ClientMessage<'_>) -> Flow {
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a request");
+                return Ok(());
+            }
+        };
+        match timeout(
+            self.config.pong_timeout,
+            conn.socket.send(WsMessage::text(text)),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Ended::Lost {
+                code: None,
+                reason: format!("write failed: {error}"),
+                advice: ReconnectAdvice::Backoff,
+            }),
+            Err(_) => Err(Ended::Lost {
+                code: None,
+                reason: format!(
+                    "a write blocked for {:?}: presumed dead",
+                    self.config.pong_timeout
+                ),
+                advice: ReconnectAdvice::Backoff,
+            }),
+        }
+    }
+
+    fn check_health(&mut self, conn: &mut Conn) {
+        if conn.ready && conn.restoring == 0 {
+            self.mark_healthy(conn);
+        }
+    }
+
+    fn mark_healthy(&mut self, conn: &mut Conn) {
+        if !conn.healthy {
+            conn.healthy = true;
+            self.schedule.reset();
+            self.attempts = 0;
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Records why the task stopped, fails everything still waiting, and tells listeners.
+    fn stop(mut self, error: Option<Error>) {
+        let _ = self.stopped.set(error.clone());
+        let fail = error.clone().unwrap_or(Error::Closed);
+        if let Some(error) = &error {
+            tracing::warn!(%error, "client stopped");
+        }
+        for publish in self.buffer.drain(..) {
+            let _ = publish.reply.send(Err(fail.clone()));
+        }
+        for (_, mut registration) in std::mem::take(&mut self.subscriptions) {
+            if let Some((reply, subscription)) = registration.waiting.take() {
+                subscription.disarm();
+                let _ = reply.send(Err(fail.clone()));
+            } else {
+                let _ = registration
+                    .sender
+                    .try_send(SubscriptionEvent::Ended(fail.clone()));
+            }
+        }
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Subscribe { reply, .. } => {
+                    let _ = reply.send(Err(fail.clone()));
+                }
+                Command::Unsubscribe { reply, .. } => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Command::Publish { reply, .. } => {
+                    let _ = reply.send(Err(fail.clone()));
+                }
+                Command::Refresh { reply, .. } => {
+                    let _ = reply.send(Err(fail.clone()));
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        self.emit(Event::Stopped { error });
+        if let Some(reply) = self.close_reply.take() {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// The fields of a server frame that a `message` delivery needs, read in one pass.
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+/// Keeps a field that is present, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// Parses a server frame.
+///
+/// `message` deliveries (the hot path) are read in one pass with their `data` kept verbatim;
+/// serde cannot deserialize a raw value inside an internally tagged enum, so they do not go
+/// through [`ServerMessage`]'s `Deserialize`. The rarer replies do.
+fn parse_server_message(text: &str) -> serde_json::Result<ServerMessage> {
+    let frame: Frame<'_> = serde_json::from_str(text)?;
+    if frame.kind == "message" {
+        return match (frame.channel, frame.data, frame.offset) {
+            (Some(channel), Some(data), Some(offset)) => Ok(ServerMessage::Message {
+                channel,
+                data: data.to_owned(),
+                offset,
+            }),
+            _ => Err(serde::de::Error::custom(
+                "a message needs `channel`, `data` and `offset`",
+            )),
+        };
+    }
+    serde_json::from_str(text)
+}
+
+/// Pushes an item to a subscription; reports earlier drops first. `false` when the
+/// subscription's receiver is gone.
+fn deliver(registration: &mut Registration, event: SubscriptionEvent) -> bool {
+    use mpsc::error::TrySendError;
+    if registration.missed > 0 {
+        let lagged = SubscriptionEvent::Lagged {
+            missed: registration.missed,
+        };
+        match registration.sender.try_send(lagged) {
+            Ok(()) => registration.missed = 0,
+            Err(TrySendError::Full(_)) => {
+                registration.missed += 1;
+                return true;
+            }
+            Err(TrySendError::Closed(_)) => return false,
+        }
+    }
+    match registration.sender.try_send(event) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            registration.missed += 1;
+            true
+        }
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
+
+fn closed_by_server(frame: Option<CloseFrame>) -> Ended {
+    let Some(frame) = frame else {
+        return Ended::Lost {
+            code: None,
+            reason: "closed by the server without a code".into(),
+            advice: ReconnectAdvice::Backoff,
+        };
+    };
+    let code = u16::from(frame.code);
+    let reason = frame.reason.as_str().to_owned();
+    match ReconnectAdvice::for_code(code) {
+        ReconnectAdvice::Stop => Ended::Stop(Error::Rejected { code, reason }),
+        advice => Ended::Lost {
+            code: Some(code),
+            reason,
+            advice,
+        },
+    }
+}
+
+fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            if status == 401 || status == 403 {
+                Error::Unauthorized { status }
+            } else {
+                Error::connect(format!(
+                    "the server answered the upgrade with HTTP {status}"
+                ))
+            }
+        }
+        // Includes `wss://` in a build without TLS support.
+        tungstenite::Error::Url(error) => Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: error.to_string(),
+        },
+        other => Error::connect(other.to_string()),
+    }
+}
+
+fn is_fatal_connect_error(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unauthorized { .. } | Error::InvalidUrl { .. } | Error::InvalidToken
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_map_to_the_contract() {
+        let frame = |code: u16| {
+            Some(CloseFrame {
+                code: WsCloseCode::from(code),
+                reason: "why".into(),
+            })
+        };
+        for code in [1000, 1001, 4200, 4299] {
+            assert!(
+                matches!(closed_by_server(frame(code)), Ended::Lost { advice: ReconnectAdvice::Reconnect, code: Some(c), .. } if c == code),
+                "{code}"
+            );
+        }
+        for code in [4100, 4101, 4199, 1011, 1002] {
+            assert!(
+                matches!(
+                    closed_by_server(frame(code)),
+                    Ended::Lost {
+                        advice: ReconnectAdvice::Backoff,
+                        ..
+                    }
+                ),
+                "{code}"
+            );
+        }
+        for code in [4000, 4001, 4003, 4099] {
+            assert!(
+                matches!(closed_by_server(frame(code)), Ended::Stop(Error::Rejected { code: c, .. }) if c == code),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            closed_by_server(None),
+            Ended::Lost {
+                advice: ReconnectAdvice::Backoff,
+                code: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn server_messages_parse() {
+        let parsed = parse_server_message(
+            r#"{"type":"message","channel":"c","data":{"a":[1, 2]},"offset":7,"extra":1}"#,
+        );
+        match parsed {
+            Ok(ServerMessage::Message {
+                channel,
+                data,
+                offset,
+            }) => {
+                assert_eq!(
+                    (channel.as_str(), data.get(), offset),
+                    ("c", r#"{"a":[1, 2]}"#, 7)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_server_message(r#"{"type":"message","channel":"c","data":null,"offset":1}"#),
+            Ok(ServerMessage::Message { data, .. }) if data.get() == "null"
+        ));
+        assert!(parse_server_message(r#"{"type":"message","channel":"c","offset":1}"#).is_err());
+        assert!(matches!(
+            parse_server_message(r#"{"type":"ack","id":3,"offset":9}"#),
+            Ok(ServerMessage::Ack {
+                id: Some(3),
+                offset: 9
+            })
+        ));
+        assert!(matches!(
+            parse_server_message(r#"{"type":"error","code":"from_the_future","message":"m"}"#),
+            Ok(ServerMessage::Error {
+                code: wirehub_protocol::ErrorCode::Unknown,
+                ..
+            })
+        ));
+        assert!(parse_server_message(r#"{"type":"novel"}"#).is_err());
+        assert!(parse_server_message("[]").is_err());
+    }
+
+    #[test]
+    fn requests_carry_the_token() {
+        let config = ClientConfig::new("ws://127.0.0.1:1/ws").token("abc");
+        let request = build_request(&config).expect("valid");
+        assert_eq!(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+            Some(&b"Bearer abc"[..])
+        );
+        assert!(matches!(
+            build_request(&ClientConfig::new("http://x/ws")),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            build_request(&ClientConfig::new("not a url")),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            build_request(&ClientConfig::new("ws://x/ws").token("a\nb")),
+            Err(Error::InvalidToken)
+        ));
+    }
+}

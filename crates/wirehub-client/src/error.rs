@@ -1,0 +1,193 @@
+//! The client's error type.
+//!
+//! Every error is [`Clone`] so that the one that stopped the client can be handed to every
+//! pending and later call and to every [`Event::Stopped`](crate::Event::Stopped) listener.
+
+use std::sync::Arc;
+
+use wirehub_protocol::{ChannelError, ErrorCode};
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the client.
+///
+/// Variants say whether they are *fatal* (the client stopped and every later call returns
+/// the same error) or concern one request only.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a valid `ws://` or `wss://` URL. Fatal, returned by
+    /// [`Client::connect`](crate::Client::connect).
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL that was given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token cannot be sent in an HTTP header (e.g. it contains a line break). Fatal,
+    /// returned by [`Client::connect`](crate::Client::connect).
+    #[error("the token is not a valid HTTP header value")]
+    InvalidToken,
+    /// [`Client::connect`](crate::Client::connect) was called outside a Tokio runtime.
+    #[error("the client must be started inside a Tokio runtime")]
+    NoRuntime,
+    /// The server refused the WebSocket upgrade with HTTP 401 or 403: the token is missing,
+    /// invalid or expired, or the origin is not allowed. Fatal: the client does not retry.
+    #[error(
+        "the server refused the connection with HTTP {status} (authentication failed or forbidden)"
+    )]
+    Unauthorized {
+        /// The HTTP status code (401 or 403).
+        status: u16,
+    },
+    /// The server closed the connection with a close code in 4000–4099, which means "do not
+    /// reconnect" (e.g. 4001 unauthorized, 4003 forbidden). Fatal.
+    #[error(
+        "the server closed the connection with code {code} ({reason}) and asked not to reconnect"
+    )]
+    Rejected {
+        /// The close code.
+        code: u16,
+        /// The reason sent with the close frame.
+        reason: String,
+    },
+    /// A connection attempt failed (refused, DNS failure, handshake timeout, unexpected HTTP
+    /// status…). Retried with backoff; fatal only once the configured reconnect limit is
+    /// reached (see [`ClientConfig::max_reconnects`](crate::ClientConfig::max_reconnects)).
+    #[error("could not connect: {reason}")]
+    Connect {
+        /// A description for people.
+        reason: String,
+    },
+    /// The connection was lost before the server answered this request. For a publish this
+    /// means the outcome is unknown: the server may or may not have accepted it. Also the
+    /// fatal error when the connection is lost and the reconnect limit is reached.
+    #[error("the connection was lost before the server answered")]
+    Disconnected,
+    /// The server answered the request with an `error` message. Concerns this request only.
+    #[error("the server refused the request: {code}: {message}")]
+    Server {
+        /// The contract's stable error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The publish could not be held while disconnected because the buffer already holds
+    /// [`ClientConfig::publish_buffer`](crate::ClientConfig::publish_buffer) publishes.
+    /// Nothing was sent; concerns this publish only.
+    #[error("the publish buffer is full ({capacity} publishes waiting for the connection)")]
+    BufferFull {
+        /// The buffer's capacity.
+        capacity: usize,
+    },
+    /// No answer within [`ClientConfig::request_timeout`](crate::ClientConfig::request_timeout).
+    /// For a publish the outcome is unknown if it had already been sent.
+    #[error("the request timed out")]
+    Timeout,
+    /// The client was closed with [`Client::close`](crate::Client::close) (or every handle
+    /// was dropped). Fatal.
+    #[error("the client is closed")]
+    Closed,
+    /// This client already has a [`Subscription`](crate::Subscription) for the channel.
+    #[error("already subscribed to {channel:?}")]
+    AlreadySubscribed {
+        /// The channel.
+        channel: String,
+    },
+    /// The server ended the subscription on its own, e.g. because a refreshed token no
+    /// longer allows the channel. Ends that [`Subscription`](crate::Subscription) only.
+    #[error("the server ended the subscription to {channel:?}")]
+    Revoked {
+        /// The channel.
+        channel: String,
+    },
+    /// The channel name breaks the protocol's naming rules; nothing was sent.
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(ChannelError),
+    /// The data to publish could not be serialized to JSON, or a delivered message could not
+    /// be deserialized into the requested type.
+    #[error("JSON error: {0}")]
+    Json(Arc<serde_json::Error>),
+}
+
+impl Error {
+    /// A stable snake_case word for this error: the contract's error code for
+    /// [`Error::Server`], and a client-side word for everything else.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::InvalidToken => "invalid_token",
+            Error::NoRuntime => "no_runtime",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Rejected { .. } => "rejected",
+            Error::Connect { .. } => "connect_failed",
+            Error::Disconnected => "disconnected",
+            Error::Server { code, .. } => code.as_str(),
+            Error::BufferFull { .. } => "buffer_full",
+            Error::Timeout => "timeout",
+            Error::Closed => "closed",
+            Error::AlreadySubscribed { .. } => "already_subscribed",
+            Error::Revoked { .. } => "revoked",
+            Error::InvalidChannel(_) => "invalid_channel",
+            Error::Json(_) => "json",
+        }
+    }
+
+    /// Whether this kind of error always stops the client for good. ([`Error::Connect`] and
+    /// [`Error::Disconnected`] stop it too once the reconnect limit is reached.)
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidUrl { .. }
+                | Error::InvalidToken
+                | Error::NoRuntime
+                | Error::Unauthorized { .. }
+                | Error::Rejected { .. }
+                | Error::Closed
+        )
+    }
+
+    pub(crate) fn connect(reason: impl Into<String>) -> Error {
+        Error::Connect {
+            reason: reason.into(),
+        }
+    }
+}
+
+// The channel error is part of the message, not a separate `source`, so that error reports
+// that print the chain do not say it twice.
+impl From<ChannelError> for Error {
+    fn from(err: ChannelError) -> Self {
+        Error::InvalidChannel(err)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::Json(Arc::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_use_the_contract_code() {
+        let err = Error::Server {
+            code: ErrorCode::Forbidden,
+            message: "no".into(),
+        };
+        assert_eq!(err.code(), "forbidden");
+        assert!(!err.is_fatal());
+        assert!(
+            Error::Rejected {
+                code: 4001,
+                reason: "unauthorized".into()
+            }
+            .is_fatal()
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The client against the real wirehub server: restarts on the same port, graceful
+//! shutdown, and recovery of missed messages through `since` after a network cut.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::timeout;
+use wirehub_client::{
+    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, SubscriptionEvent,
+};
+use wirehub_server::{AuthConfig, ServerConfig};
+use wirehub_testkit::TestServer;
+use wirehub_testkit::fake::Proxy;
+
+/// How long any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(url: &str) -> ClientConfig {
+    ClientConfig::new(url)
+        .backoff(
+            Backoff::default()
+                .initial(Duration::from_millis(50))
+                .max(Duration::from_millis(200))
+                .jitter(Jitter::Full),
+        )
+        .request_timeout(WAIT)
+        .connect_timeout(Duration::from_secs(2))
+}
+
+fn server_config() -> ServerConfig {
+    ServerConfig::new()
+        .history_size(100)
+        .shutdown_drain(Duration::from_millis(50))
+}
+
+async fn wait_for(events: &mut Events, what: &str, predicate: impl Fn(&Event) -> bool) -> Event {
+    let found = timeout(WAIT, async {
+        while let Some(event) = events.recv().await {
+            if predicate(&event) {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the event stream ended before {what}"),
+        Err(_) => panic!("no {what} within {WAIT:?}"),
+    }
+}
+
+async fn next_item(subscription: &mut wirehub_client::Subscription) -> SubscriptionEvent {
+    timeout(WAIT, subscription.recv())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription is open")
+}
+
+fn message_of(item: SubscriptionEvent) -> (u64, serde_json::Value) {
+    match item {
+        SubscriptionEvent::Message(message) => {
+            (message.offset, message.deserialize().expect("JSON data"))
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reconnects_and_resubscribes_after_the_server_is_killed_and_restarted() {
+    let server = TestServer::start(server_config()).await;
+    let addr = server.addr();
+    let url = server.ws_url();
+    let client = Client::connect(config(&url)).expect("connect");
+    let mut events = client.events();
+    let publisher = Client::connect(config(&url)).expect("connect");
+    let mut publisher_events = publisher.events();
+    let mut chat = client.subscribe("chat").await.expect("subscribe");
+    assert_eq!(
+        publisher
+            .publish("chat", &json!("before"))
+            .await
+            .expect("publish"),
+        1
+    );
+    assert_eq!(message_of(next_item(&mut chat).await), (1, json!("before")));
+
+    server.kill().await;
+    wait_for(&mut events, "the disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let server = TestServer::start_on(addr, server_config()).await;
+    wait_for(&mut events, "the reconnect", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+
+    // The restarted in-memory server starts a new epoch: what was missed cannot be replayed,
+    // and the client says so instead of staying silent.
+    let event = wait_for(&mut events, "the recovery report", |e| {
+        matches!(e, Event::RecoveryFailed { .. })
+    })
+    .await;
+    match event {
+        Event::RecoveryFailed {
+            channel,
+            since,
+            position,
+        } => {
+            assert_eq!(channel, "chat");
+            assert_eq!(since.offset, 1);
+            assert_ne!(since.epoch, position.epoch);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        next_item(&mut chat).await,
+        SubscriptionEvent::RecoveryFailed { .. }
+    ));
+
+    // Once the publisher is connected to the new server too (its old connection may
+    // outlive the kill briefly), new messages reach the resubscribed client.
+    wait_for(&mut publisher_events, "the publisher's disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    wait_for(&mut publisher_events, "the publisher's reconnect", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let offset = publisher
+        .publish("chat", &json!("after"))
+        .await
+        .expect("publish");
+    let (got_offset, data) = message_of(next_item(&mut chat).await);
+    assert_eq!((got_offset, data), (offset, json!("after")));
+    client.close().await;
+    publisher.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_with_1001_and_the_client_comes_back() {
+    let server = TestServer::start(server_config()).await;
+    let addr = server.addr();
+    let client = Client::connect(config(&server.ws_url())).expect("connect");
+    let mut events = client.events();
+    let mut news = client.subscribe("news").await.expect("subscribe");
+    server.stop().await;
+    wait_for(&mut events, "the 1001 close", |e| {
+        matches!(
+            e,
+            Event::Disconnected {
+                code: Some(1001),
+                ..
+            }
+        )
+    })
+    .await;
+    let server = TestServer::start_on(addr, server_config()).await;
+    wait_for(&mut events, "the reconnect", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let publisher = Client::connect(config(&server.ws_url())).expect("connect");
+    publisher
+        .publish("news", &json!({"n": 1}))
+        .await
+        .expect("publish");
+    let message = timeout(WAIT, news.next_message())
+        .await
+        .expect("in time")
+        .expect("message");
+    assert_eq!(
+        message.deserialize::<serde_json::Value>().expect("json"),
+        json!({"n": 1})
+    );
+    client.close().await;
+    publisher.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
+    let server = TestServer::start(server_config()).await;
+    let proxy = Proxy::start(server.addr()).await;
+    let client = Client::connect(config(&proxy.url())).expect("connect");
+    let mut events = client.events();
+    let publisher = Client::connect(config(&server.ws_url())).expect("connect");
+    let mut chat = client.subscribe("chat").await.expect("subscribe");
+    publisher.publish("chat", &json!(1)).await.expect("publish");
+    assert_eq!(message_of(next_item(&mut chat).await), (1, json!(1)));
+
+    // Cut the client off and keep it off while two messages are published.
+    proxy.block(true);
+    proxy.cut();
+    wait_for(&mut events, "the disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    publisher.publish("chat", &json!(2)).await.expect("publish");
+    publisher.publish("chat", &json!(3)).await.expect("publish");
+    proxy.block(false);
+    wait_for(&mut events, "the reconnect", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+
+    // Replayed in order, exactly once, with no gap reported; then live messages follow.
+    assert_eq!(message_of(next_item(&mut chat).await), (2, json!(2)));
+    assert_eq!(message_of(next_item(&mut chat).await), (3, json!(3)));
+    publisher.publish("chat", &json!(4)).await.expect("publish");
+    assert_eq!(message_of(next_item(&mut chat).await), (4, json!(4)));
+    client.close().await;
+    // No recovery failure was reported at any point.
+    while let Some(event) = events.recv().await {
+        assert!(!matches!(event, Event::RecoveryFailed { .. }), "{event:?}");
+    }
+    publisher.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_sent_and_refusals_are_typed() {
+    const SECRET: &str = "a-test-secret-that-is-long-enough";
+    let server =
+        TestServer::start(server_config().auth(Some(AuthConfig::Secret(SECRET.to_owned())))).await;
+    let url = server.ws_url();
+
+    // No token: HTTP 401 at the upgrade stops the client.
+    let anonymous = Client::connect(config(&url)).expect("connect");
+    let mut events = anonymous.events();
+    let stopped = wait_for(&mut events, "the stop", |e| {
+        matches!(e, Event::Stopped { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            stopped,
+            Event::Stopped {
+                error: Some(Error::Unauthorized { status: 401 })
+            }
+        ),
+        "{stopped:?}"
+    );
+
+    let token = |subscribe: &[&str]| {
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            + 3600;
+        let claims = json!({
+            "sub": "alice",
+            "exp": expires,
+            "subscribe": subscribe,
+            "publish": ["chat:*"],
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let client = Client::connect(config(&url).token(token(&["chat:*"]))).expect("connect");
+    let mut events = client.events();
+    let mut chat = client.subscribe("chat:1").await.expect("allowed subscribe");
+    let mut other = client.subscribe("chat:2").await.expect("allowed subscribe");
+    let refused = client.subscribe("news").await;
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::Server {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let refused = client.publish("news", &json!(1)).await;
+    assert!(
+        matches!(&refused, Err(error) if error.code() == "forbidden"),
+        "{refused:?}"
+    );
+    let offset = client
+        .publish("chat:1", &json!("mine"))
+        .await
+        .expect("allowed publish");
+    assert_eq!(
+        message_of(next_item(&mut chat).await),
+        (offset, json!("mine"))
+    );
+
+    // A refreshed token that no longer allows chat:2 ends that subscription, visibly.
+    client
+        .refresh_token(token(&["chat:1"]))
+        .await
+        .expect("refresh");
+    match next_item(&mut other).await {
+        SubscriptionEvent::Ended(Error::Revoked { channel }) => assert_eq!(channel, "chat:2"),
+        item => panic!("{item:?}"),
+    }
+    wait_for(
+        &mut events,
+        "the ended subscription",
+        |e| matches!(e, Event::SubscriptionEnded { channel, .. } if channel == "chat:2"),
+    )
+    .await;
+    let refused = client.refresh_token("not-a-token").await;
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::Server {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // The connection and the remaining subscription are fine.
+    let offset = client
+        .publish("chat:1", &json!("still"))
+        .await
+        .expect("publish");
+    assert_eq!(
+        message_of(next_item(&mut chat).await),
+        (offset, json!("still"))
+    );
+    client.close().await;
+    server.stop().await;
+}

@@ -1,0 +1,303 @@
+//! End to end: the built `wirehub` binary as server, subscriber and publisher.
+//!
+//! Every process is killed when its guard is dropped, every wait has a timeout, and no port
+//! is fixed: the server listens on `127.0.0.1:0` and the test reads the address it logs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn wirehub() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wirehub"))
+}
+
+/// A child process and its output lines, read by background threads.
+struct Process {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(command: &mut Command) -> Process {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wirehub");
+        let stdout = lines(child.stdout.take().expect("stdout"));
+        let stderr = lines(child.stderr.take().expect("stderr"));
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The next stdout line.
+    fn next_stdout(&self, what: &str) -> String {
+        self.stdout
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no {what} on stdout within {WAIT:?}"))
+    }
+
+    /// Skips stderr lines until one contains `needle`, and returns it.
+    fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line containing {needle:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Starts `wirehub serve` on `listen` and returns it with the address it bound.
+fn serve(listen: &str) -> (Process, SocketAddr) {
+    serve_with(listen, &[])
+}
+
+/// Like [`serve`], with extra flags.
+fn serve_with(listen: &str, flags: &[&str]) -> (Process, SocketAddr) {
+    let server = Process::spawn(
+        wirehub()
+            .args(["serve", "--listen", listen, "--shutdown-drain", "100ms"])
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .env_remove("WIREHUB_CONFIG")
+            .env_remove("WIREHUB_JWT_SECRET")
+            .env_remove("WIREHUB_TOKEN"),
+    );
+    let line = server.wait_stderr("listening");
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+        .parse()
+        .expect("a socket address");
+    (server, addr)
+}
+
+fn publish(url: &str, channel: &str, data: &str) -> Output {
+    publish_with(url, channel, data, &[])
+}
+
+fn publish_with(url: &str, channel: &str, data: &str, flags: &[&str]) -> Output {
+    wirehub()
+        .args(["pub", url, channel, data, "--timeout", "5s"])
+        .args(flags)
+        .env_remove("WIREHUB_TOKEN")
+        .output()
+        .expect("run wirehub pub")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn sub_prints_compact_json_lines_and_survives_a_server_restart() {
+    let (mut server, addr) = serve("127.0.0.1:0");
+    let url = format!("ws://{addr}/ws");
+    let sub = Process::spawn(wirehub().args([
+        "sub",
+        &url,
+        "chat",
+        "news",
+        "--backoff-initial",
+        "100ms",
+        "--backoff-max",
+        "500ms",
+    ]));
+    sub.wait_stderr("connected (session");
+
+    let published = publish(&url, "chat", "{ \"text\" : \"hi there\", \"n\": [1, 2] }");
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(text(&published.stdout).trim(), "1");
+    assert_eq!(
+        sub.next_stdout("the first message"),
+        r#"{"text":"hi there","n":[1,2]}"#
+    );
+
+    // A bare word is sent as a JSON string.
+    let published = publish(&url, "news", "hello");
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(sub.next_stdout("the second message"), r#""hello""#);
+
+    // Kill the server and start a new one on the same address: the subscriber reconnects,
+    // resubscribes, reports what it could not recover, and prints new messages.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    sub.wait_stderr("disconnected");
+    let (_server, _) = serve(&addr.to_string());
+    sub.wait_stderr("connected (session");
+    sub.wait_stderr("lost while disconnected");
+    let published = publish(&url, "chat", "42");
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(sub.next_stdout("the message after the restart"), "42");
+    drop(server);
+}
+
+#[test]
+fn pub_fails_clearly_when_it_cannot_publish() {
+    // Nothing listens on this port any more: connection refused.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let refused = publish(&format!("ws://{addr}/ws"), "chat", "1");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("cannot connect"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let (_server, addr) = serve("127.0.0.1:0");
+    let invalid = publish(&format!("ws://{addr}/ws"), "not a channel", "1");
+    assert!(!invalid.status.success());
+    assert!(
+        text(&invalid.stderr).contains("invalid channel"),
+        "{}",
+        text(&invalid.stderr)
+    );
+
+    let bad_url = publish("http://example.invalid/ws", "chat", "1");
+    assert!(!bad_url.status.success());
+}
+
+/// A listener that answers every WebSocket upgrade with HTTP 401.
+fn refuse_upgrades() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.set_read_timeout(Some(WAIT));
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn sub_and_pub_exit_non_zero_when_the_server_refuses_them() {
+    let addr = refuse_upgrades();
+    let url = format!("ws://{addr}/ws");
+    let mut sub = Process::spawn(wirehub().args(["sub", &url, "chat"]));
+    let code = sub.wait_exit();
+    assert!(code.is_some_and(|code| code != 0), "exit {code:?}");
+    sub.wait_stderr("401");
+
+    let published = publish(&url, "chat", "1");
+    assert!(!published.status.success());
+    assert!(
+        text(&published.stderr).contains("401"),
+        "{}",
+        text(&published.stderr)
+    );
+}
+
+#[test]
+fn tokens_are_sent_and_refusals_are_reported() {
+    let secret = "cli-test-secret-of-32-characters";
+    let (_server, addr) = serve_with("127.0.0.1:0", &["--jwt-secret", secret]);
+    let url = format!("ws://{addr}/ws");
+    let token = wirehub()
+        .args(["token", "--secret", secret, "--sub", "alice"])
+        .args(["--subscribe", "chat:*", "--publish", "chat:*"])
+        .output()
+        .expect("run wirehub token");
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let token = text(&token.stdout).trim().to_owned();
+
+    // Without a token the upgrade is refused with 401: the subscriber stops with an error.
+    let mut anonymous = Process::spawn(
+        wirehub()
+            .args(["sub", &url, "chat:1"])
+            .env_remove("WIREHUB_TOKEN"),
+    );
+    let code = anonymous.wait_exit();
+    assert!(code.is_some_and(|code| code != 0), "exit {code:?}");
+
+    // With it, messages flow.
+    let sub = Process::spawn(
+        wirehub()
+            .args(["sub", &url, "chat:1", "--token", &token])
+            .env_remove("WIREHUB_TOKEN"),
+    );
+    sub.wait_stderr("connected (session");
+    let published = publish_with(&url, "chat:1", "\"hi\"", &["--token", &token]);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(sub.next_stdout("the message"), r#""hi""#);
+
+    // A channel the token does not allow: the server's error code is reported.
+    let forbidden = publish_with(&url, "news", "1", &["--token", &token]);
+    assert!(!forbidden.status.success());
+    assert!(
+        text(&forbidden.stderr).contains("forbidden"),
+        "{}",
+        text(&forbidden.stderr)
+    );
+}
+
+#[test]
+fn help_explains_the_backoff() {
+    let help = wirehub()
+        .args(["sub", "--help"])
+        .output()
+        .expect("run wirehub sub --help");
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("random(0, min(MAX, INITIAL x MULTIPLIER^k))"),
+        "{help}"
+    );
+    assert!(help.contains("--backoff-initial"), "{help}");
+}
