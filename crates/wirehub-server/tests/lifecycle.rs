@@ -71,7 +71,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> Duration {
 
 #[tokio::test]
 async fn a_client_that_never_answers_pings_is_terminated_and_one_that_does_survives() {
-    let interval = Duration::from_millis(100);
+    let interval = Duration::from_millis(250);
     let server = TestServer::start(ServerConfig::new().heartbeat_interval(interval)).await;
 
     // A well-behaved client: tungstenite answers pings while it reads, so it keeps reading
