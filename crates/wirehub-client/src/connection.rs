@@ -777,6 +777,12 @@ impl Actor {
         let error = Error::Revoked {
             channel: channel.to_owned(),
         };
+        self.end_registration(channel, &mut registration, error);
+    }
+
+    /// Ends a removed registration with an error: the waiting `subscribe` caller gets it, or
+    /// else the subscription's stream ends with it (and an event says so).
+    fn end_registration(&self, channel: &str, registration: &mut Registration, error: Error) {
         if let Some((reply, subscription)) = registration.waiting.take() {
             subscription.disarm();
             let _ = reply.send(Err(error));
@@ -799,18 +805,7 @@ impl Actor {
             return;
         }
         if let Some(mut registration) = self.subscriptions.remove(channel) {
-            if let Some((reply, subscription)) = registration.waiting.take() {
-                subscription.disarm();
-                let _ = reply.send(Err(error));
-            } else {
-                self.emit(Event::SubscriptionEnded {
-                    channel: channel.to_owned(),
-                    error: error.clone(),
-                });
-                let _ = registration
-                    .sender
-                    .try_send(SubscriptionEvent::Ended(error));
-            }
+            self.end_registration(channel, &mut registration, error);
         }
     }
 

@@ -16,34 +16,6 @@ fn config() -> ServerConfig {
         .publish_rate(0)
 }
 
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    let page = reqwest::get(server.http_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
-}
-
-/// Polls a metric until it has the wanted value (the server updates it asynchronously).
-async fn wait_for_metric(server: &TestServer, name: &str, want: u64) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let value = metric(server, name).await;
-        if value == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} stayed {value}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Reads `count` messages of `channel` and returns their (offset, data).
 async fn collect(client: &mut WsClient, count: usize) -> Vec<(u64, Value)> {
     let mut seen = Vec::with_capacity(count);
@@ -122,14 +94,14 @@ async fn subscriptions_are_released_when_a_connection_drops_abruptly() {
     for channel in ["x", "y", "z"] {
         client.subscribe(channel).await;
     }
-    wait_for_metric(&server, "wirehub_subscriptions", 3).await;
-    wait_for_metric(&server, "wirehub_connections", 1).await;
+    server.wait_for_metric("wirehub_subscriptions", 3).await;
+    server.wait_for_metric("wirehub_connections", 1).await;
     // Drop the TCP connection without a close frame.
     drop(client);
-    wait_for_metric(&server, "wirehub_subscriptions", 0).await;
-    wait_for_metric(&server, "wirehub_channels", 0).await;
-    wait_for_metric(&server, "wirehub_connections", 0).await;
-    assert_eq!(metric(&server, "wirehub_abrupt_disconnects_total").await, 1);
+    server.wait_for_metric("wirehub_subscriptions", 0).await;
+    server.wait_for_metric("wirehub_channels", 0).await;
+    server.wait_for_metric("wirehub_connections", 0).await;
+    assert_eq!(server.metric("wirehub_abrupt_disconnects_total").await, 1);
 }
 
 #[tokio::test]
@@ -143,8 +115,8 @@ async fn subscriptions_are_released_after_a_clean_close() {
             break;
         }
     }
-    wait_for_metric(&server, "wirehub_subscriptions", 0).await;
-    wait_for_metric(&server, "wirehub_connections", 0).await;
+    server.wait_for_metric("wirehub_subscriptions", 0).await;
+    server.wait_for_metric("wirehub_connections", 0).await;
 }
 
 #[tokio::test]
@@ -175,7 +147,9 @@ async fn slow_consumer_is_cut_off_and_the_fast_one_keeps_receiving() {
         assert_eq!(*offset, index as u64 + 1);
         assert_eq!(data["i"], index as u64 + 1);
     }
-    wait_for_metric(&server, "wirehub_slow_consumers_total", 1).await;
+    server
+        .wait_for_metric("wirehub_slow_consumers_total", 1)
+        .await;
     // The slow subscriber's connection ends: it reads what was in flight, then the end
     // (a 4100 close frame when there was room for it).
     let mut received = 0u64;
@@ -197,5 +171,5 @@ async fn slow_consumer_is_cut_off_and_the_fast_one_keeps_receiving() {
         received < N,
         "the slow consumer was cut off before the end ({received})"
     );
-    wait_for_metric(&server, "wirehub_subscriptions", 1).await;
+    server.wait_for_metric("wirehub_subscriptions", 1).await;
 }

@@ -13,18 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 use wirehub_server::ServerConfig;
 use wirehub_testkit::{TIMEOUT, TestServer, WsClient};
 
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    let page = reqwest::get(server.http_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
-}
-
 /// Opens a WebSocket by hand on a raw TCP stream and returns the stream after the 101.
 async fn raw_upgrade(server: &TestServer) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
@@ -102,10 +90,10 @@ async fn a_client_that_never_answers_pings_is_terminated_and_one_that_does_survi
     alive.send(&json!({"type": "ping", "id": 1})).await;
     alive.expect("pong").await;
     assert_eq!(
-        metric(&server, "wirehub_heartbeat_terminations_total").await,
+        server.metric("wirehub_heartbeat_terminations_total").await,
         1
     );
-    assert_eq!(metric(&server, "wirehub_connections").await, 1);
+    assert_eq!(server.metric("wirehub_connections").await, 1);
 }
 
 #[tokio::test]
@@ -205,7 +193,7 @@ async fn garbage_bytes_do_not_hurt_the_server() {
     let (mut client, _) = WsClient::connect(&server.ws_url()).await;
     client.send(&json!({"type": "ping"})).await;
     client.expect("pong").await;
-    assert_eq!(metric(&server, "wirehub_connections").await, 1);
+    assert_eq!(server.metric("wirehub_connections").await, 1);
 }
 
 #[tokio::test]

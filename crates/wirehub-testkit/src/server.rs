@@ -7,6 +7,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::ServerConfig;
 
+use crate::TIMEOUT;
+
 /// A running server, on a runtime of its own (in its own thread) so that [`TestServer::kill`]
 /// can drop it whole, like a killed process. Dropping it shuts the server down gracefully.
 #[derive(Debug)]
@@ -88,6 +90,42 @@ impl TestServer {
     /// `http://ADDR` followed by `path`.
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The value of a metric from `GET /metrics` (`name` with its labels, if any, as written
+    /// on the page, e.g. `wirehub_errors_total{code="invalid_json"}`).
+    ///
+    /// # Panics
+    /// When the page cannot be read or lacks the metric.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let page = reqwest::get(self.http_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Polls a metric until it has the wanted value (the server updates some asynchronously).
+    ///
+    /// # Panics
+    /// When it does not get there within [`TIMEOUT`].
+    pub async fn wait_for_metric(&self, name: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let value = self.metric(name).await;
+            if value == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed {value}, wanted {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The shutdown token (cancel it to start a graceful shutdown).

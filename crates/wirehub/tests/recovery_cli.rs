@@ -13,26 +13,6 @@ use wirehub_testkit::{TIMEOUT, TcpProxy, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirehub");
 
-async fn subscriptions(server: &TestServer) -> u64 {
-    let page = reqwest::get(server.http_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    page.lines()
-        .find_map(|l| l.strip_prefix("wirehub_subscriptions ")?.parse().ok())
-        .expect("wirehub_subscriptions")
-}
-
-async fn wait_for_subscriptions(server: &TestServer, want: u64) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while subscriptions(server).await != want {
-        assert!(tokio::time::Instant::now() < deadline, "no subscriber after {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn publish(server: &TestServer, http: &reqwest::Client, n: u64) {
     let reply = http
         .post(server.http_url("/api/publish"))
@@ -53,7 +33,15 @@ async fn sub_through_a_cut_link_prints_all_1000_messages_once_in_order() {
     .await;
     let proxy = TcpProxy::start(server.addr()).await;
     let mut child = Command::new(BIN)
-        .args(["sub", &proxy.ws_url(), "feed", "--backoff-initial", "50ms", "--backoff-max", "200ms"])
+        .args([
+            "sub",
+            &proxy.ws_url(),
+            "feed",
+            "--backoff-initial",
+            "50ms",
+            "--backoff-max",
+            "200ms",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,14 +56,14 @@ async fn sub_through_a_cut_link_prints_all_1000_messages_once_in_order() {
             }
         }
     });
-    wait_for_subscriptions(&server, 1).await;
+    server.wait_for_metric("wirehub_subscriptions", 1).await;
 
     let http = reqwest::Client::new();
     for n in 1..=300 {
         publish(&server, &http, n).await;
     }
     proxy.cut();
-    wait_for_subscriptions(&server, 0).await;
+    server.wait_for_metric("wirehub_subscriptions", 0).await;
     for n in 301..=1000 {
         publish(&server, &http, n).await;
     }
@@ -99,7 +87,10 @@ async fn sub_through_a_cut_link_prints_all_1000_messages_once_in_order() {
     for (index, line) in received.iter().enumerate() {
         let value: Value = serde_json::from_str(line).expect("one JSON value per line");
         assert_eq!(value, json!({"n": index + 1}), "line {index}: {line}");
-        assert!(!line.contains(' ') && !line.contains('\n'), "compact: {line}");
+        assert!(
+            !line.contains(' ') && !line.contains('\n'),
+            "compact: {line}"
+        );
     }
     assert!(proxy.connections() >= 2, "it reconnected through the proxy");
 }
