@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub max_queued_bytes: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// WebSocket connections held at most (0: no limit); beyond it upgrades get 503.
+    pub max_connections: usize,
     /// How long a client may take to send its HTTP request headers.
     pub header_read_timeout: Duration,
     /// Token authentication: when set, every WebSocket connection needs a valid token.
@@ -93,6 +95,7 @@ impl ServerConfig {
             max_queued_frames: 4096,
             max_queued_bytes: 4 << 20,
             max_subscriptions: 1024,
+            max_connections: 0,
             header_read_timeout: Duration::from_secs(10),
             auth: None,
             tls: None,
@@ -192,6 +195,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::tls`].
     pub fn tls(mut self, value: Option<TlsConfig>) -> Self {
         self.tls = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, value: usize) -> Self {
+        self.max_connections = value;
         self
     }
 

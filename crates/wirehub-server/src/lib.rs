@@ -14,6 +14,7 @@
 //! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
+//! - `rate`: the per-connection publish limiter.
 //! - `state`: what every connection shares.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
@@ -22,6 +23,7 @@ mod config;
 mod heartbeat;
 mod http;
 mod metrics;
+mod rate;
 mod session;
 mod state;
 mod tls;

@@ -32,6 +32,7 @@ use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
 use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
+use crate::rate::{PublishLimiter, Verdict};
 use crate::state::AppState;
 use crate::transport::Transport;
 
@@ -102,8 +103,7 @@ struct Session {
     write_offset: usize,
     subscriptions: HashSet<String>,
     heartbeat: Heartbeat,
-    publish_tokens: f64,
-    publish_refilled: Instant,
+    publish_limiter: PublishLimiter,
     /// Set once our close frame is queued: the code and the deadline for the client's reply.
     closing: Option<(CloseCode, Instant)>,
     /// Set once the client's close frame arrived (and ours answering it is queued).
@@ -144,8 +144,7 @@ impl Session {
             transport,
             decoder: Decoder::new(config.max_message_size),
             read_buf: BytesMut::from(&leftover[..]),
-            publish_tokens: f64::from(config.publish_rate),
-            publish_refilled: Instant::now(),
+            publish_limiter: PublishLimiter::new(config.publish_rate, std::time::Instant::now()),
             state,
             mode,
             outbox: Arc::new(Outbox::new(limits)),
@@ -502,15 +501,23 @@ impl Session {
                         &format!("the token does not allow publishing to {channel:?}"),
                     );
                 }
-                if !self.take_publish_token() {
-                    return self.send_error(
-                        id,
-                        ErrorCode::RateLimited,
-                        &format!(
-                            "more than {} publishes per second on this connection",
-                            self.state.config.publish_rate
-                        ),
-                    );
+                match self.publish_limiter.check(std::time::Instant::now()) {
+                    Verdict::Allowed => {}
+                    verdict => {
+                        self.send_error(
+                            id,
+                            ErrorCode::RateLimited,
+                            &format!(
+                                "more than {} publishes per second on this connection",
+                                self.state.config.publish_rate
+                            ),
+                        );
+                        if verdict == Verdict::Abuse {
+                            warn!("publishing far beyond the rate limit; closing");
+                            self.start_close(CloseCode::PolicyViolation);
+                        }
+                        return;
+                    }
                 }
                 match self
                     .state
@@ -568,25 +575,6 @@ impl Session {
         let expires = claims.exp;
         self.set_claims(Some(claims));
         self.send(&ServerMessage::Refreshed { id, expires });
-    }
-
-    fn take_publish_token(&mut self) -> bool {
-        let rate = f64::from(self.state.config.publish_rate);
-        if rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now
-            .saturating_duration_since(self.publish_refilled)
-            .as_secs_f64();
-        self.publish_refilled = now;
-        self.publish_tokens = (self.publish_tokens + elapsed * rate).min(rate);
-        if self.publish_tokens >= 1.0 {
-            self.publish_tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 
     fn send(&mut self, message: &ServerMessage) {

@@ -65,6 +65,17 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             }
         }
     };
+    let max = state.config.max_connections;
+    if max > 0 && state.metrics.connections.load(Ordering::Relaxed) as usize >= max {
+        Metrics::add(&state.metrics.upgrades_refused_total, 1);
+        warn!(%peer, max, "upgrade refused: connection limit reached");
+        let mut response =
+            (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    }
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };

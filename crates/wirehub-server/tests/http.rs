@@ -247,3 +247,20 @@ async fn the_echo_route_is_off_by_default_and_echoes_when_on() {
         Message::Binary(vec![0u8, 159, 146, 150].into())
     );
 }
+
+#[tokio::test]
+async fn upgrades_beyond_max_connections_get_503() {
+    let server = TestServer::start(config().max_connections(2)).await;
+    let (_a, _) = WsClient::connect(&server.ws_url()).await;
+    let (_b, _) = WsClient::connect(&server.ws_url()).await;
+    match tokio_tungstenite::connect_async(server.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "5");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(_a);
+    server.wait_for_metric("wirehub_connections", 1).await;
+    WsClient::connect(&server.ws_url()).await;
+}

@@ -296,3 +296,21 @@ async fn the_schema_is_served() {
     assert_eq!(schema["server"], wirehub_protocol::server_schema());
     assert_eq!(schema["client"], wirehub_protocol::client_schema());
 }
+
+#[tokio::test]
+async fn publishing_far_beyond_the_rate_closes_with_4102() {
+    let server = TestServer::start(config().publish_rate(1)).await;
+    let (mut c, _) = WsClient::connect(&server.ws_url()).await;
+    for id in 0..150u64 {
+        c.send(&json!({"type": "publish", "channel": "spam", "data": id, "id": id}))
+            .await;
+    }
+    let frame = c.expect_close().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4102);
+    assert_eq!(
+        server
+            .metric("wirehub_errors_total{code=\"rate_limited\"}")
+            .await,
+        101
+    );
+}

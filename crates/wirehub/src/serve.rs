@@ -80,6 +80,9 @@ pub(crate) struct ServeArgs {
     /// Subscriptions one connection may hold [default: 1024].
     #[arg(long, env = "WIREHUB_MAX_SUBSCRIPTIONS")]
     max_subscriptions: Option<usize>,
+    /// WebSocket connections held at most; beyond it upgrades get 503 (0: no limit) [default: 0].
+    #[arg(long, env = "WIREHUB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Log format on stderr: text or json (verbosity from RUST_LOG) [default: text].
     #[arg(long, env = "WIREHUB_LOG_FORMAT")]
     log_format: Option<String>,
@@ -108,6 +111,7 @@ struct FileConfig {
     max_queued_frames: Option<usize>,
     max_queued_bytes: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_connections: Option<usize>,
     log_format: Option<String>,
 }
 
@@ -264,6 +268,10 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     if config.max_queued_frames == 0 {
         return Err(bad("max_queued_frames", "must be at least 1"));
     }
+    config.max_connections = args
+        .max_connections
+        .or(pick!(max_connections))
+        .unwrap_or(0);
     config.max_subscriptions = args
         .max_subscriptions
         .or(pick!(max_subscriptions))
@@ -320,7 +328,8 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
                 cert_pem: read("tls_cert", &cert)?,
                 key_pem: read("tls_key", &key)?,
             };
-            tls.check().map_err(|err| bad("tls_cert", err.to_string()))?;
+            tls.check()
+                .map_err(|err| bad("tls_cert", err.to_string()))?;
             Some(tls)
         }
     };
