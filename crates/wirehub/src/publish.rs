@@ -75,14 +75,15 @@ fn explain(error: Error, args: &PubArgs) -> anyhow::Error {
     let url = &args.url;
     let channel = &args.channel;
     match &error {
-        Error::Connect { .. } => anyhow::Error::new(error).context(format!("cannot connect to {url}")),
+        Error::Connect { .. } => {
+            anyhow::Error::new(error).context(format!("cannot connect to {url}"))
+        }
         Error::Timeout => anyhow::anyhow!(
             "no acknowledgement from {url} within {:?} (connecting included)",
             args.timeout
         ),
-        Error::Server { .. } => {
-            anyhow::Error::new(error).context(format!("the server refused the publish to {channel:?}"))
-        }
+        Error::Server { .. } => anyhow::Error::new(error)
+            .context(format!("the server refused the publish to {channel:?}")),
         Error::Disconnected => anyhow::Error::new(error).context(format!(
             "the connection to {url} was lost; the message may or may not have been published"
         )),

@@ -133,8 +133,7 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
             .await
             .with_context(|| format!("cannot subscribe to {channel:?}"))
     });
-    let subscriptions: Vec<Subscription> =
-        futures_util::future::try_join_all(subscribing).await?;
+    let subscriptions: Vec<Subscription> = futures_util::future::try_join_all(subscribing).await?;
     let mut deliveries = futures_util::stream::select_all(subscriptions);
     let stdout = std::io::stdout();
     let mut line = String::new();
@@ -246,7 +245,10 @@ mod tests {
 
     #[test]
     fn compacts_json_outside_strings() {
-        check("{\n  \"a\" : [1, 2],\n  \"b\": \"x y\"\n}", r#"{"a":[1,2],"b":"x y"}"#);
+        check(
+            "{\n  \"a\" : [1, 2],\n  \"b\": \"x y\"\n}",
+            r#"{"a":[1,2],"b":"x y"}"#,
+        );
         check(r#""quote \" and \\ stay""#, r#""quote \" and \\ stay""#);
         check(r#"["\\", " a "]"#, r#"["\\"," a "]"#);
         check("12345678901234567890.5", "12345678901234567890.5");
