@@ -53,7 +53,8 @@ impl HubError {
 pub struct Subscribed {
     /// The stream's epoch.
     pub epoch: Arc<str>,
-    /// The offset the subscription started after (see `subscribed.offset`).
+    /// The stream's latest offset when the subscription took effect (`subscribed.offset`);
+    /// replayed messages, when any, lead up to it.
     pub offset: u64,
     /// Whether recovery was complete, when `since` was given.
     pub recovered: Option<bool>,
@@ -136,13 +137,9 @@ impl Hub {
             publications,
             complete,
         } = page;
-        let start = match &since {
-            Some(since) if complete => since.offset,
-            _ => top,
-        };
         let result = Subscribed {
             epoch: epoch.clone(),
-            offset: start,
+            offset: top,
             recovered: since.as_ref().map(|_| complete),
             replayed: if complete { publications.len() } else { 0 },
         };
@@ -151,11 +148,11 @@ impl Hub {
                 id,
                 channel: channel.to_owned(),
                 epoch: epoch.to_string(),
-                offset: start,
+                offset: top,
                 recovered: result.recovered,
             };
             let _ = outbox.push(text_frame(&encode_server_message(&reply)));
-            let mut last = start;
+            let mut last = top;
             if complete {
                 for publication in publications {
                     last = publication.offset;

@@ -71,7 +71,10 @@ async fn a_subscriber_cut_off_during_1000_publishes_gets_every_one_exactly_once(
     let subscribed = resubscribe(&mut client, "feed", &epoch, 10).await;
     assert_eq!(subscribed["recovered"], true);
     assert_eq!(subscribed["epoch"], epoch.as_str());
-    assert_eq!(subscribed["offset"], 10, "messages after offset 10 follow");
+    assert_eq!(
+        subscribed["offset"], 1010,
+        "the stream's position; 11..=1010 follow"
+    );
     read_through(&mut client, 10, 1010, &mut seen).await;
     assert_eq!(seen, (1..=1010).collect::<Vec<_>>());
 
