@@ -130,7 +130,8 @@ pub enum ServerMessage {
         channel: String,
         /// The channel stream's current epoch.
         epoch: String,
-        /// The offset of the channel's latest message (0 when none), after any replay.
+        /// The offset of the channel's latest message when the subscription took effect (0
+        /// when none); replayed messages, after a recovery, lead up to it.
         offset: u64,
         /// Present when `since` was given: whether every missed message was replayed.
         /// When false, the client missed messages it cannot get back and should reload state.
