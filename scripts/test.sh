@@ -16,6 +16,13 @@ trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "redis-server (the Redis broker's tests start their own, one per test)"
+if ! command -v redis-server >/dev/null; then
+  SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+  $SUDO apt-get update && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+redis-server --version
+
 step "build (release binary for end-to-end and conformance tests)"
 cargo build --release -p wirehub
 

@@ -44,6 +44,14 @@ pub trait Deliver: Send + Sync + 'static {
     /// Delivers one publication to the local subscribers of its channel. Called in offset
     /// order per channel; must not block.
     fn deliver(&self, publication: &Publication);
+
+    /// Tells the local subscribers of `channel` that publications were lost and cannot be
+    /// delivered (the broker's link to the other nodes broke and the history no longer covers
+    /// the gap, or the stream's epoch changed). They must resubscribe with `since` to learn
+    /// what they missed. The default does nothing.
+    fn lost(&self, channel: &str) {
+        let _ = channel;
+    }
 }
 
 /// What to read from a channel's history.

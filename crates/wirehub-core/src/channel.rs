@@ -193,4 +193,16 @@ impl Deliver for Fanout {
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
+
+    /// Closes the outbox of every local subscriber of `channel` (pending ones too) with
+    /// [`CloseCode::Reconnect`](wirehub_protocol::CloseCode::Reconnect) (4200): their clients
+    /// reconnect and resubscribe with `since`, which tells them whether the gap was recovered.
+    fn lost(&self, channel: &str) {
+        let shard = lock(self.shard(channel));
+        for subscriber in shard.get(channel).into_iter().flatten() {
+            subscriber
+                .outbox
+                .close(wirehub_protocol::CloseCode::Reconnect);
+        }
+    }
 }

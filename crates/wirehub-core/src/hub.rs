@@ -110,15 +110,15 @@ impl Hub {
         id: Option<u64>,
         since: Option<StreamPosition>,
     ) -> Result<Subscribed, HubError> {
-        match self.fanout.add_pending(channel, session) {
-            Added::Duplicate => return Err(HubError::AlreadySubscribed),
-            Added::First => {
-                if let Err(err) = self.broker.watch(channel).await {
-                    self.fanout.remove(channel, session.id);
-                    return Err(err.into());
-                }
-            }
-            Added::More => {}
+        if self.fanout.add_pending(channel, session) == Added::Duplicate {
+            return Err(HubError::AlreadySubscribed);
+        }
+        // Every subscription waits for the broker to deliver the channel here (the broker
+        // counts watchers), not only the first: a second subscriber must not read the
+        // stream's position before this node receives the channel's publications.
+        if let Err(err) = self.broker.watch(channel).await {
+            self.fanout.remove(channel, session.id);
+            return Err(err.into());
         }
         let query = HistoryQuery {
             since: since.clone(),
@@ -173,8 +173,7 @@ impl Hub {
     pub async fn unsubscribe(&self, channel: &str, session: u64) -> Result<(), HubError> {
         match self.fanout.remove(channel, session) {
             None => Err(HubError::NotSubscribed),
-            Some(true) => Ok(self.broker.unwatch(channel).await?),
-            Some(false) => Ok(()),
+            Some(_) => Ok(self.broker.unwatch(channel).await?),
         }
     }
 

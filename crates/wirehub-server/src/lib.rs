@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
+use wirehub_broker_redis::{RedisBroker, RedisConfig};
 use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
@@ -54,9 +55,9 @@ use crate::upgrade::PeerAddr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configured broker is not available in this build.
-    #[error("broker {0:?} is not supported by this build")]
-    UnsupportedBroker(String),
+    /// The Redis broker could not start (bad URL, or Redis unreachable).
+    #[error(transparent)]
+    Redis(#[from] wirehub_broker_redis::Error),
     /// The token key cannot be used.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -71,11 +72,11 @@ pub enum Error {
 /// A convenient result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Builds the hub (and its broker) for a config.
+/// Builds the hub (and its broker) for a config; for Redis, connects first.
 ///
 /// # Errors
-/// [`Error::UnsupportedBroker`] when the config names a broker this build lacks.
-pub fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
+/// [`Error::Redis`] when the Redis URL cannot be used or Redis cannot be reached.
+pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
     let hub_config = HubConfig {
         history: HistoryLimits {
             size: config.history_size,
@@ -86,7 +87,15 @@ pub fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
     };
     match &config.broker {
         BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
-        BrokerConfig::Redis(url) => Err(Error::UnsupportedBroker(url.clone())),
+        BrokerConfig::Redis(url) => {
+            let redis = RedisConfig::new(url.clone())
+                .history_size(config.history_size)
+                .history_ttl(config.history_ttl);
+            let link = RedisBroker::connect(redis).await?;
+            Ok(Arc::new(Hub::new(hub_config, move |sink| {
+                Arc::new(link.start(sink))
+            })))
+        }
     }
 }
 
@@ -95,13 +104,13 @@ pub fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
 /// connections are gone (or the drain window and a grace period have passed).
 ///
 /// # Errors
-/// When the broker cannot be built.
+/// When the broker cannot be built (for Redis: when Redis cannot be reached at start).
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let hub = build_hub(&config)?;
+    let hub = build_hub(&config).await?;
     let state = Arc::new(AppState::new(config, hub, shutdown.clone())?);
     serve(listener, state).await;
     Ok(())

@@ -7,10 +7,12 @@
 pub mod fake;
 mod process;
 mod proxy;
+mod redis;
 mod server;
 mod ws;
 
 pub use process::ServerProcess;
 pub use proxy::TcpProxy;
+pub use redis::RedisServer;
 pub use server::TestServer;
 pub use ws::{TIMEOUT, WsClient};

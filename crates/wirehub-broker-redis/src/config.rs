@@ -1,0 +1,143 @@
+//! [`RedisConfig`]: where Redis is, what the keys are called, and how long things are kept.
+
+use std::time::Duration;
+
+/// Settings of a [`crate::RedisBroker`].
+///
+/// Every node sharing a Redis must use the same `prefix` and should use the same history
+/// settings: the node that publishes a message is the one that trims the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`.
+    pub url: String,
+    /// Put in front of every key and pub/sub channel name (default `wirehub:`), so that one
+    /// Redis can serve several deployments.
+    pub prefix: String,
+    /// Messages kept per channel for recovery (0 keeps none).
+    pub history_size: usize,
+    /// How long a message stays in the history (`None`: until pushed out by newer ones).
+    pub history_ttl: Option<Duration>,
+    /// How long a channel's epoch and offset are kept after its last publish or read (and
+    /// while any node has a subscriber): 24 hours by default. A channel quiet for longer
+    /// starts over in a new epoch.
+    pub stream_ttl: Duration,
+    /// How long one Redis request may take before the caller gets an error.
+    pub timeout: Duration,
+    /// How often the pub/sub connection is checked with a `PING` (a link that died silently is
+    /// noticed within this plus `timeout`).
+    pub ping_interval: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults for Redis at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "wirehub:".to_owned(),
+            history_size: 100,
+            history_ttl: Some(Duration::from_secs(300)),
+            stream_ttl: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets [`RedisConfig::prefix`].
+    pub fn prefix(mut self, value: impl Into<String>) -> Self {
+        self.prefix = value.into();
+        self
+    }
+
+    /// Sets [`RedisConfig::history_size`].
+    pub fn history_size(mut self, value: usize) -> Self {
+        self.history_size = value;
+        self
+    }
+
+    /// Sets [`RedisConfig::history_ttl`].
+    pub fn history_ttl(mut self, value: Option<Duration>) -> Self {
+        self.history_ttl = value;
+        self
+    }
+
+    /// Sets [`RedisConfig::stream_ttl`].
+    pub fn stream_ttl(mut self, value: Duration) -> Self {
+        self.stream_ttl = value;
+        self
+    }
+
+    /// Sets [`RedisConfig::timeout`].
+    pub fn timeout(mut self, value: Duration) -> Self {
+        self.timeout = value;
+        self
+    }
+
+    /// Sets [`RedisConfig::ping_interval`].
+    pub fn ping_interval(mut self, value: Duration) -> Self {
+        self.ping_interval = value;
+        self
+    }
+
+    /// The expiry of the epoch and offset keys: the stream TTL, or the history TTL when that
+    /// is longer (a stream never forgets its epoch while it still has history).
+    pub(crate) fn keep_millis(&self) -> u64 {
+        let keep = match self.history_ttl {
+            Some(ttl) => self.stream_ttl.max(ttl),
+            None => self.stream_ttl,
+        };
+        millis(keep).max(1)
+    }
+
+    /// The history TTL in milliseconds, 0 for none.
+    pub(crate) fn history_ttl_millis(&self) -> u64 {
+        self.history_ttl.map_or(0, |ttl| millis(ttl).max(1))
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(index) => rest.split_at(index),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://:secret@h:1/2"), "redis://:***@h:1/2");
+        assert_eq!(redact("redis://me:secret@h"), "redis://me:***@h");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn the_epoch_outlives_the_history() {
+        let config = RedisConfig::new("redis://h").history_ttl(Some(Duration::from_secs(1)));
+        assert_eq!(config.keep_millis(), 24 * 3600 * 1000);
+        assert_eq!(config.history_ttl_millis(), 1000);
+        let config = config
+            .stream_ttl(Duration::from_secs(1))
+            .history_ttl(Some(Duration::from_secs(60)));
+        assert_eq!(config.keep_millis(), 60_000);
+        assert_eq!(config.history_ttl(None).history_ttl_millis(), 0);
+    }
+}

@@ -1,0 +1,165 @@
+//! The two Lua scripts that own a channel's stream in Redis, and their replies.
+//!
+//! Each runs atomically, so a publish (epoch, offset, history, `PUBLISH`) is one step for
+//! every node: the order of the `PUBLISH`es on a channel is the order of its offsets.
+//! - `publish`: get or create the epoch, `INCR` the offset, append `OFFSET MILLIS DATA` to the
+//!   history list and trim it, refresh expiries, `PUBLISH EPOCH OFFSET DATA`; returns the
+//!   offset.
+//! - `read`: get or create the epoch, then the offset and the history entries after `since`
+//!   (a consistent snapshot), refresh the epoch's expiry, and optionally `PUBLISH` a fence
+//!   token on the reading node's private channel (see `fence` in `subscriptions`).
+//!
+//! A stream whose epoch or offset key is missing (never used, expired, flushed, evicted)
+//! starts over: a fresh epoch (random, from the caller), offset 0, no history. Creating it
+//! inside the script makes every node agree on it.
+
+use redis::{Script, Value};
+
+/// Shared by both scripts: the clock, and opening (or starting over) a stream.
+const COMMON: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function open_stream(fresh, keep)
+  local epoch = redis.call('GET', KEYS[1])
+  local top = redis.call('GET', KEYS[2])
+  if not epoch or not top then
+    epoch = fresh
+    top = 0
+    redis.call('SET', KEYS[1], epoch, 'PX', keep)
+    redis.call('SET', KEYS[2], 0, 'PX', keep)
+    redis.call('DEL', KEYS[3])
+  end
+  return epoch, tonumber(top)
+end
+";
+
+/// KEYS: epoch, offset, history. ARGV: fresh epoch, data, history size, history TTL (ms, 0:
+/// none), keep (ms), pub/sub channel.
+const PUBLISH: &str = r"
+local keep = tonumber(ARGV[5])
+local epoch = open_stream(ARGV[1], keep)
+local offset = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+local size = tonumber(ARGV[3])
+if size > 0 then
+  redis.call('RPUSH', KEYS[3], offset .. ' ' .. now_ms() .. ' ' .. ARGV[2])
+  redis.call('LTRIM', KEYS[3], -size, -1)
+  local ttl = tonumber(ARGV[4])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[3], keep)
+  end
+end
+redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
+return offset
+";
+
+/// KEYS: epoch, offset, history. ARGV: fresh epoch, since epoch ('' for none), since offset,
+/// limit (-1: none), history TTL (ms, 0: none), keep (ms), fence channel ('' for none), fence
+/// token. Returns {epoch, top, first kept offset (top + 1 when none), {offset, data, ...}}.
+const READ: &str = r"
+local keep = tonumber(ARGV[6])
+local epoch, top = open_stream(ARGV[1], keep)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+local kept_from = top + 1
+local entries = {}
+local since = tonumber(ARGV[3])
+if ARGV[2] == epoch and since <= top then
+  local limit = tonumber(ARGV[4])
+  local ttl = tonumber(ARGV[5])
+  local oldest = 0
+  if ttl > 0 then
+    oldest = now_ms() - ttl
+  end
+  local first = true
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    local a = string.find(entry, ' ', 1, true)
+    local b = string.find(entry, ' ', a + 1, true)
+    if tonumber(string.sub(entry, a + 1, b - 1)) > oldest then
+      local offset = tonumber(string.sub(entry, 1, a - 1))
+      if first then
+        kept_from = offset
+        first = false
+      end
+      if offset > since then
+        if limit >= 0 and #entries >= 2 * limit then
+          break
+        end
+        entries[#entries + 1] = offset
+        entries[#entries + 1] = string.sub(entry, b + 1)
+      end
+    end
+  end
+end
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+end
+return {epoch, top, kept_from, entries}
+";
+
+/// The scripts, hashed once (`EVALSHA`, loaded again after a Redis restart).
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) read: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        Scripts {
+            publish: Script::new(&format!("{COMMON}{PUBLISH}")),
+            read: Script::new(&format!("{COMMON}{READ}")),
+        }
+    }
+}
+
+/// What the `read` script saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) epoch: String,
+    pub(crate) top: u64,
+    /// The oldest offset still in the history (`top + 1` when none).
+    pub(crate) kept_from: u64,
+    /// The kept entries after `since` (when `since` is of this epoch), oldest first.
+    pub(crate) entries: Vec<(u64, Vec<u8>)>,
+}
+
+impl redis::FromRedisValue for Snapshot {
+    fn from_redis_value(value: &Value) -> redis::RedisResult<Snapshot> {
+        let invalid = || {
+            redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply from the read script",
+            ))
+        };
+        let Value::Array(fields) = value else {
+            return Err(invalid());
+        };
+        let [epoch, top, kept_from, entries] = fields.as_slice() else {
+            return Err(invalid());
+        };
+        let Value::Array(entries) = entries else {
+            return Err(invalid());
+        };
+        let entries = entries
+            .chunks(2)
+            .map(|pair| match pair {
+                [offset, data] => {
+                    Ok((u64::from_redis_value(offset)?, Vec::from_redis_value(data)?))
+                }
+                _ => Err(invalid()),
+            })
+            .collect::<redis::RedisResult<_>>()?;
+        Ok(Snapshot {
+            epoch: String::from_redis_value(epoch)?,
+            top: u64::from_redis_value(top)?,
+            kept_from: u64::from_redis_value(kept_from)?,
+            entries,
+        })
+    }
+}

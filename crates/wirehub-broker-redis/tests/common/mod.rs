@@ -1,0 +1,73 @@
+//! Helpers shared by the Redis broker's integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wirehub_server::{BrokerConfig, ServerConfig};
+use wirehub_testkit::{TestServer, WsClient};
+
+/// A node using Redis at `url`, keeping `history` messages per channel.
+pub fn config(url: &str, history: usize) -> ServerConfig {
+    ServerConfig::new()
+        .heartbeat_interval(Duration::from_secs(60))
+        .publish_rate(0)
+        .history_size(history)
+        .broker(BrokerConfig::Redis(url.to_owned()))
+}
+
+/// Publishes over HTTP and returns the offset.
+pub async fn publish_http(server: &TestServer, channel: &str, data: Value) -> u64 {
+    let reply: Value = reqwest::Client::new()
+        .post(server.http_url("/api/publish"))
+        .json(&json!({"channel": channel, "data": data}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    reply["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no offset in {reply}"))
+}
+
+/// `GET /api/history?channel=C&since=N&limit=L`.
+pub async fn history_http(server: &TestServer, channel: &str, since: u64) -> Value {
+    reqwest::get(server.http_url(&format!(
+        "/api/history?channel={channel}&since={since}&limit=10000"
+    )))
+    .await
+    .expect("get")
+    .json()
+    .await
+    .expect("json")
+}
+
+/// Subscribes with `since` and returns the `subscribed` reply.
+pub async fn resubscribe(client: &mut WsClient, channel: &str, epoch: &str, offset: u64) -> Value {
+    client
+        .send(&json!({"type": "subscribe", "channel": channel, "since": {"epoch": epoch, "offset": offset}}))
+        .await;
+    client.expect("subscribed").await
+}
+
+/// Reads messages until offset `last`, checking that each follows the previous one; returns
+/// their `data`.
+pub async fn read_through(client: &mut WsClient, mut previous: u64, last: u64) -> Vec<Value> {
+    let mut data = Vec::new();
+    while previous < last {
+        let message = client.expect("message").await;
+        let offset = message["offset"].as_u64().expect("offset");
+        assert_eq!(offset, previous + 1, "gap or duplicate after {previous}");
+        data.push(message["data"].clone());
+        previous = offset;
+    }
+    data
+}
+
+/// The epoch of a `subscribed` reply.
+pub fn epoch(subscribed: &Value) -> String {
+    subscribed["epoch"].as_str().expect("epoch").to_owned()
+}

@@ -1,0 +1,194 @@
+//! [`RedisServer`]: a real `redis-server` child process on a free loopback port, for tests of
+//! the Redis broker. It keeps nothing on disk (`--save '' --appendonly no`), so a restart
+//! loses every key, as a crashed Redis without persistence does.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::TIMEOUT;
+
+/// A running `redis-server`, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers `PING`.
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed (run `./scripts/test.sh`, which installs it), or
+    /// when it does not start.
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn(port) {
+                return RedisServer {
+                    port,
+                    child: Some(child),
+                };
+            }
+            // Another process took the port between our probe and redis-server's bind.
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The address it listens on (also while stopped: [`RedisServer::restart`] reuses it).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills the server (every connection drops, every key is lost).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server if it runs, then starts a new one on the same port, empty.
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(child) = spawn(self.port) {
+                self.child = Some(child);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Deletes every key (`FLUSHALL`); connections and subscriptions stay.
+    ///
+    /// # Panics
+    /// When the server does not answer `OK`.
+    pub fn flush(&self) {
+        assert_eq!(self.command(&["FLUSHALL"]), "OK");
+    }
+
+    /// Runs one command and returns its reply as text: a status or bulk string as is, an
+    /// integer in decimal, an error as `ERR…`, nil as `(nil)`, an array as its elements
+    /// separated by newlines.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("read timeout");
+        stream.write_all(&encode(args)).expect("send a command");
+        read_reply(&mut BufReader::new(stream)).expect("read a reply")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Starts redis-server on `port`; `None` when it exits (the port is taken) or never answers.
+fn spawn(port: u16) -> Option<Child> {
+    let mut child = match Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            panic!("redis-server is not installed: run ./scripts/test.sh, which installs it")
+        }
+        Err(err) => panic!("cannot run redis-server: {err}"),
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        if ping(port) {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(&encode(&["PING"])).is_err() {
+        return false;
+    }
+    read_reply(&mut BufReader::new(stream)).is_some_and(|reply| reply == "PONG")
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn read_reply(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at_checked(1)?;
+    match kind {
+        "+" | ":" => Some(rest.to_owned()),
+        "-" => Some(rest.to_owned()),
+        "$" => {
+            let len: i64 = rest.parse().ok()?;
+            let Ok(len) = usize::try_from(len) else {
+                return Some("(nil)".to_owned());
+            };
+            let mut data = vec![0; len + 2];
+            reader.read_exact(&mut data).ok()?;
+            data.truncate(len);
+            String::from_utf8(data).ok()
+        }
+        "*" => {
+            let len: i64 = rest.parse().ok()?;
+            let items = (0..len.max(0))
+                .map(|_| read_reply(reader))
+                .collect::<Option<Vec<_>>>()?;
+            Some(items.join("\n"))
+        }
+        _ => None,
+    }
+}
