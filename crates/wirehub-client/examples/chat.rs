@@ -13,7 +13,9 @@ use wirehub_client::{Client, ClientConfig, Event, SubscriptionEvent};
 #[tokio::main]
 async fn main() -> Result<(), wirehub_client::Error> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".to_owned());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".to_owned());
     let channel = args.next().unwrap_or_else(|| "room:lobby".to_owned());
 
     let client = Client::connect(ClientConfig::new(url))?;

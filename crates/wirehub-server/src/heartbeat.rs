@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::session::spread;
 
@@ -39,12 +39,9 @@ impl Heartbeat {
         }
     }
 
-    /// Completes at the next tick (never, when disabled). Cancel-safe.
-    pub(crate) async fn tick(&self) {
-        match self.interval {
-            Some(_) => sleep_until(self.next).await,
-            None => std::future::pending().await,
-        }
+    /// When the next ping is due (`None` when disabled).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.interval.map(|_| self.next)
     }
 
     /// Whether the ping sent at the previous tick is still unanswered.

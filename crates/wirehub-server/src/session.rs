@@ -12,6 +12,7 @@
 //! code table end a connection; whichever way it ends, its subscriptions are released.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,15 @@ const READ_CHUNK: usize = 8 * 1024;
 const MAX_IOVECS: usize = 64;
 /// How long the server waits for the client's close frame after sending its own.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What woke the loop.
+enum Event {
+    Shutdown,
+    Deadline,
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Queued,
+}
 
 /// Why the loop ended.
 #[derive(Debug)]
@@ -199,6 +209,20 @@ impl Session {
             return end;
         }
         let mut shutdown_at: Option<Instant> = None;
+        // Futures that live as long as the loop: the shutdown signal, the outbox's wake-up,
+        // and one timer for all of the loop's deadlines (heartbeat, shutdown drain, close
+        // reply, token expiry), re-armed only when the earliest deadline changes. A wake-up
+        // per delivered message then registers nothing with the timer wheel, the token or
+        // the notifier, and the select's futures are gone before an event is handled, which
+        // keeps an idle session's task small.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let outbox = self.outbox.clone();
+        let queued = outbox.ready();
+        tokio::pin!(queued);
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             if let Err(err) = self.flush() {
                 return End::Abrupt(err.to_string());
@@ -212,47 +236,78 @@ impl Session {
                 continue;
             }
             let want_write = !self.writing.is_empty() || self.transport.wants_write();
-            let close_deadline = self.closing.map(|(_, deadline)| deadline);
-            tokio::select! {
+            let deadline = self.next_deadline(shutdown_at);
+            if deadline != armed {
+                if let Some(deadline) = deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                armed = deadline;
+            }
+            let tcp = self.transport.tcp();
+            let event = tokio::select! {
                 biased;
-                () = shutdown.cancelled(), if shutdown_at.is_none() && self.closing.is_none() => {
+                () = &mut cancelled, if shutdown_at.is_none() && self.closing.is_none() => Event::Shutdown,
+                () = &mut timer, if armed.is_some() => Event::Deadline,
+                ready = poll_fn(|cx| tcp.poll_read_ready(cx)) => Event::Readable(ready),
+                ready = poll_fn(|cx| tcp.poll_write_ready(cx)), if want_write => Event::Writable(ready),
+                () = &mut queued => Event::Queued,
+            };
+            match event {
+                Event::Shutdown => {
                     shutdown_at = Some(Instant::now() + spread(self.state.config.shutdown_drain));
                 }
-                () = sleep_until(shutdown_at.unwrap_or_else(Instant::now)), if shutdown_at.is_some() && self.closing.is_none() => {
-                    self.start_close(CloseCode::GoingAway);
-                }
-                () = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
-                    let code = self.closing.map_or(CloseCode::Normal, |(code, _)| code);
-                    return End::CloseTimeout(code);
-                }
-                ready = self.transport.tcp().readable() => {
-                    if let Err(err) = ready {
-                        return End::Abrupt(err.to_string());
+                Event::Deadline => {
+                    armed = None;
+                    if let Some(end) = self.on_deadline(shutdown_at) {
+                        return end;
                     }
+                }
+                Event::Readable(Err(err)) | Event::Writable(Err(err)) => {
+                    return End::Abrupt(err.to_string());
+                }
+                Event::Readable(Ok(())) => {
                     if let Err(end) = self.read().await {
                         return end;
                     }
                 }
-                ready = self.transport.tcp().writable(), if want_write => {
-                    if let Err(err) = ready {
-                        return End::Abrupt(err.to_string());
-                    }
-                }
-                () = self.outbox.ready() => {}
-                () = sleep_until(self.token_deadline.unwrap_or_else(Instant::now)), if self.token_deadline.is_some() && self.closing.is_none() => {
-                    info!("token expired; closing");
-                    self.token_deadline = None;
-                    self.start_close(CloseCode::Unauthorized);
-                }
-                () = self.heartbeat.tick(), if self.closing.is_none() => {
-                    if self.heartbeat.awaiting_pong() {
-                        return End::HeartbeatTimeout;
-                    }
-                    self.heartbeat.sent_ping();
-                    self.queue(wirehub_ws::encode_frame(OpCode::Ping, b""));
-                }
+                Event::Writable(Ok(())) => {}
+                Event::Queued => queued.set(outbox.ready()),
             }
         }
+    }
+
+    /// The earliest deadline the loop waits for: the client's close reply while closing,
+    /// otherwise the shutdown drain, the token's expiry or the next heartbeat.
+    fn next_deadline(&self, shutdown_at: Option<Instant>) -> Option<Instant> {
+        if let Some((_, deadline)) = self.closing {
+            return Some(deadline);
+        }
+        [shutdown_at, self.token_deadline, self.heartbeat.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on the deadline that passed (one per call; the loop comes back for the next).
+    fn on_deadline(&mut self, shutdown_at: Option<Instant>) -> Option<End> {
+        let now = Instant::now();
+        if let Some((code, deadline)) = self.closing {
+            return (deadline <= now).then_some(End::CloseTimeout(code));
+        }
+        if shutdown_at.is_some_and(|at| at <= now) {
+            self.start_close(CloseCode::GoingAway);
+        } else if self.token_deadline.is_some_and(|at| at <= now) {
+            info!("token expired; closing");
+            self.token_deadline = None;
+            self.start_close(CloseCode::Unauthorized);
+        } else if self.heartbeat.deadline().is_some_and(|at| at <= now) {
+            if self.heartbeat.awaiting_pong() {
+                return Some(End::HeartbeatTimeout);
+            }
+            self.heartbeat.sent_ping();
+            self.queue(wirehub_ws::encode_frame(OpCode::Ping, b""));
+        }
+        None
     }
 
     /// Writes queued frames until the socket would block or nothing is left.
@@ -403,7 +458,9 @@ impl Session {
             _ if self.closing.is_some() => {}
             Message::Text(text) => match self.mode {
                 Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Text, &text)),
-                Mode::PubSub => self.on_text(&text).await,
+                // Boxed: a request handler's state (hub calls) is large and rarely alive;
+                // kept inline, it would be part of every idle session's task.
+                Mode::PubSub => Box::pin(self.on_text(&text)).await,
             },
             Message::Binary(data) => match self.mode {
                 Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Binary, &data)),

@@ -4,6 +4,7 @@
 //! This is the only crate that uses `anyhow`, reads the environment and installs signal
 //! handlers; everything else lives in the library crates.
 
+mod bench;
 mod duration;
 mod publish;
 mod serve;
@@ -36,6 +37,8 @@ enum Command {
     Config,
     /// Print an HS256 token for development (verified by `serve --jwt-secret`).
     Token(token::TokenArgs),
+    /// Load-test a running server (loopback only).
+    Bench(bench::BenchArgs),
 }
 
 fn init_tracing(format: serve::LogFormat) {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Bench(args) => bench::run(args),
         Command::Config => {
             print!("{}", serve::DEFAULT_CONFIG);
             ExitCode::SUCCESS

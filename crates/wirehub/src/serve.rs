@@ -268,10 +268,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     if config.max_queued_frames == 0 {
         return Err(bad("max_queued_frames", "must be at least 1"));
     }
-    config.max_connections = args
-        .max_connections
-        .or(pick!(max_connections))
-        .unwrap_or(0);
+    config.max_connections = args.max_connections.or(pick!(max_connections)).unwrap_or(0);
     config.max_subscriptions = args
         .max_subscriptions
         .or(pick!(max_subscriptions))

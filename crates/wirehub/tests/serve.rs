@@ -98,9 +98,16 @@ async fn flags_beat_environment_beat_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Flags, environment variables, and the field the error must name.
+type Case = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[test]
 fn bad_settings_exit_2_naming_the_field() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         (&["--heartbeat-interval", "soon"], &[], "heartbeat-interval"),
         (&["--broker", "carrier-pigeon"], &[], "broker"),
         (
