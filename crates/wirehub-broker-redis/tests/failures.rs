@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, epoch, publish_http, read_through, resubscribe};
+use common::{config, epoch, read_through};
 use serde_json::json;
 use wirehub_testkit::{RedisServer, TcpProxy, TestServer, WsClient};
 
@@ -25,22 +25,22 @@ async fn a_broken_link_to_redis_loses_nothing_when_the_history_covers_the_gap() 
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
     client.subscribe("feed").await;
     for n in 1..=3 {
-        publish_http(&b, "feed", json!({"n": n})).await;
+        b.publish_http("feed", json!({"n": n})).await;
     }
     read_through(&mut client, 0, 3).await;
 
     link.cut();
     for n in 4..=20 {
-        assert_eq!(publish_http(&b, "feed", json!({"n": n})).await, n);
+        assert_eq!(b.publish_http("feed", json!({"n": n})).await, n);
     }
     link.restore();
-    publish_http(&b, "feed", json!({"n": 21})).await;
+    b.publish_http("feed", json!({"n": 21})).await;
     let data = read_through(&mut client, 3, 21).await;
     let numbers: Vec<u64> = data.iter().map(|d| d["n"].as_u64().expect("n")).collect();
     assert_eq!(numbers, (4..=21).collect::<Vec<_>>());
 
     // Live again, with nothing delivered twice.
-    publish_http(&b, "feed", json!({"n": 22})).await;
+    b.publish_http("feed", json!({"n": 22})).await;
     assert_eq!(client.expect("message").await["offset"], 22);
 }
 
@@ -52,23 +52,23 @@ async fn a_broken_link_beyond_the_history_closes_subscribers_with_4200() {
     let b = TestServer::start(config(&redis.url(), 5)).await;
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
     let stream_epoch = epoch(&client.subscribe("feed").await);
-    publish_http(&b, "feed", json!({"n": 1})).await;
+    b.publish_http("feed", json!({"n": 1})).await;
     read_through(&mut client, 0, 1).await;
 
     link.cut();
     for n in 2..=20 {
-        publish_http(&b, "feed", json!({"n": n})).await;
+        b.publish_http("feed", json!({"n": n})).await;
     }
     link.restore();
     expect_close_code(&mut client, RECONNECT).await;
 
     // The client reconnects and learns that it missed messages.
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "feed", &stream_epoch, 1).await;
+    let subscribed = client.subscribe_since("feed", &stream_epoch, 1).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_eq!(subscribed["epoch"], stream_epoch.as_str());
     assert_eq!(subscribed["offset"], 20);
-    publish_http(&b, "feed", json!({"n": 21})).await;
+    b.publish_http("feed", json!({"n": 21})).await;
     assert_eq!(client.expect("message").await["offset"], 21);
 }
 
@@ -80,16 +80,16 @@ async fn a_redis_flush_starts_a_new_epoch_and_subscribers_are_told() {
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
     let stream_epoch = epoch(&client.subscribe("flushed").await);
     for n in 1..=3 {
-        publish_http(&b, "flushed", json!({"n": n})).await;
+        b.publish_http("flushed", json!({"n": n})).await;
     }
     read_through(&mut client, 0, 3).await;
 
     redis.flush();
-    assert_eq!(publish_http(&b, "flushed", json!({"n": 1})).await, 1);
+    assert_eq!(b.publish_http("flushed", json!({"n": 1})).await, 1);
     expect_close_code(&mut client, RECONNECT).await;
 
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "flushed", &stream_epoch, 3).await;
+    let subscribed = client.subscribe_since("flushed", &stream_epoch, 3).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_ne!(subscribed["epoch"], stream_epoch.as_str(), "a new epoch");
     assert_eq!(subscribed["offset"], 1);
@@ -103,7 +103,7 @@ async fn a_redis_restart_closes_subscribers_with_4200_and_they_resubscribe_in_a_
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
     let stream_epoch = epoch(&client.subscribe("restarted").await);
     for n in 1..=3 {
-        publish_http(&b, "restarted", json!({"n": n})).await;
+        b.publish_http("restarted", json!({"n": n})).await;
     }
     read_through(&mut client, 0, 3).await;
 
@@ -111,11 +111,11 @@ async fn a_redis_restart_closes_subscribers_with_4200_and_they_resubscribe_in_a_
     expect_close_code(&mut client, RECONNECT).await;
 
     let (mut client, _) = WsClient::connect(&a.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "restarted", &stream_epoch, 3).await;
+    let subscribed = client.subscribe_since("restarted", &stream_epoch, 3).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_ne!(subscribed["epoch"], stream_epoch.as_str(), "a new epoch");
     assert_eq!(subscribed["offset"], 0);
-    assert_eq!(publish_http(&b, "restarted", json!({"n": 1})).await, 1);
+    assert_eq!(b.publish_http("restarted", json!({"n": 1})).await, 1);
     assert_eq!(client.expect("message").await["offset"], 1);
 }
 

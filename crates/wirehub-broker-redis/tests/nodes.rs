@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{config, epoch, history_http, publish_http, read_through, resubscribe};
+use common::{config, epoch, history_http, read_through};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::BrokerConfig;
@@ -34,7 +34,7 @@ async fn a_subscriber_on_one_node_gets_every_publish_made_on_another_once_and_in
         assert_eq!(ack["offset"], n, "acks in order: {ack}");
     }
     for n in 31..=60 {
-        assert_eq!(publish_http(&b, "news", json!({"n": n})).await, n);
+        assert_eq!(b.publish_http("news", json!({"n": n})).await, n);
     }
 
     for client in [&mut on_a, &mut on_b] {
@@ -43,7 +43,7 @@ async fn a_subscriber_on_one_node_gets_every_publish_made_on_another_once_and_in
         assert_eq!(numbers, (1..=60).collect::<Vec<_>>());
     }
     // Nothing was delivered twice: the next message is the next publish.
-    assert_eq!(publish_http(&a, "news", json!({"n": 61})).await, 61);
+    assert_eq!(a.publish_http("news", json!({"n": 61})).await, 61);
     assert_eq!(on_a.expect("message").await["offset"], 61);
     assert_eq!(on_b.expect("message").await["offset"], 61);
 }
@@ -62,7 +62,7 @@ async fn resubscribing_on_another_node_with_since_leaves_no_gap_and_no_duplicate
     keeper.subscribe("seam").await;
 
     for n in 1..=10 {
-        publish_http(&a, "seam", json!({"n": n})).await;
+        a.publish_http("seam", json!({"n": n})).await;
     }
     read_through(&mut first, 0, 10).await;
     drop(first);
@@ -83,7 +83,7 @@ async fn resubscribing_on_another_node_with_since_leaves_no_gap_and_no_duplicate
         }));
     }
     let (mut second, _) = WsClient::connect(&b.ws_url()).await;
-    let subscribed = resubscribe(&mut second, "seam", &stream_epoch, 10).await;
+    let subscribed = second.subscribe_since("seam", &stream_epoch, 10).await;
     assert_eq!(subscribed["recovered"], true, "{subscribed}");
     assert_eq!(subscribed["epoch"], stream_epoch.as_str());
     let data = read_through(&mut second, 10, 1010).await;
@@ -95,7 +95,7 @@ async fn resubscribing_on_another_node_with_since_leaves_no_gap_and_no_duplicate
     read_through(&mut keeper, 0, 1010).await;
 
     // The next delivery is the next publish, on both.
-    assert_eq!(publish_http(&a, "seam", json!("last")).await, 1011);
+    assert_eq!(a.publish_http("seam", json!("last")).await, 1011);
     assert_eq!(second.expect("message").await["offset"], 1011);
     assert_eq!(keeper.expect("message").await["offset"], 1011);
 }
@@ -107,7 +107,7 @@ async fn history_over_http_agrees_on_both_nodes() {
     let b = TestServer::start(config(&redis.url(), 10)).await;
     for n in 1..=15 {
         let node = if n % 2 == 0 { &a } else { &b };
-        assert_eq!(publish_http(node, "log", json!({"n": n})).await, n);
+        assert_eq!(node.publish_http("log", json!({"n": n})).await, n);
     }
     let from_a = history_http(&a, "log", 0).await;
     let from_b = history_http(&b, "log", 0).await;
@@ -141,14 +141,14 @@ async fn a_node_restart_keeps_the_epoch_and_the_history() {
     let subscribed = client.subscribe("durable").await;
     let stream_epoch = epoch(&subscribed);
     for n in 1..=5 {
-        publish_http(&node, "durable", json!({"n": n})).await;
+        node.publish_http("durable", json!({"n": n})).await;
     }
     read_through(&mut client, 0, 2).await;
     node.kill().await;
 
     let node = TestServer::start(config(&redis.url(), 100)).await;
     let (mut client, _) = WsClient::connect(&node.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "durable", &stream_epoch, 2).await;
+    let subscribed = client.subscribe_since("durable", &stream_epoch, 2).await;
     assert_eq!(subscribed["recovered"], true, "{subscribed}");
     assert_eq!(subscribed["epoch"], stream_epoch.as_str());
     assert_eq!(subscribed["offset"], 5);
@@ -157,7 +157,7 @@ async fn a_node_restart_keeps_the_epoch_and_the_history() {
         data,
         vec![json!({"n": 3}), json!({"n": 4}), json!({"n": 5})]
     );
-    publish_http(&node, "durable", json!({"n": 6})).await;
+    node.publish_http("durable", json!({"n": 6})).await;
     read_through(&mut client, 5, 6).await;
 }
 

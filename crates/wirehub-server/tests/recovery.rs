@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use wirehub_server::ServerConfig;
 use wirehub_testkit::{TcpProxy, TestServer, WsClient};
 
@@ -12,27 +12,6 @@ fn config(history: usize) -> ServerConfig {
         .heartbeat_interval(Duration::from_secs(60))
         .publish_rate(0)
         .history_size(history)
-}
-
-async fn publish_http(server: &TestServer, channel: &str, data: Value) -> u64 {
-    let reply: Value = reqwest::Client::new()
-        .post(server.http_url("/api/publish"))
-        .json(&json!({"channel": channel, "data": data}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    reply["offset"].as_u64().expect("offset")
-}
-
-/// Subscribes with `since` and returns the `subscribed` reply.
-async fn resubscribe(client: &mut WsClient, channel: &str, epoch: &str, offset: u64) -> Value {
-    client
-        .send(&json!({"type": "subscribe", "channel": channel, "since": {"epoch": epoch, "offset": offset}}))
-        .await;
-    client.expect("subscribed").await
 }
 
 /// Reads messages until offset `last`, checking that each offset follows the previous one.
@@ -57,18 +36,18 @@ async fn a_subscriber_cut_off_during_1000_publishes_gets_every_one_exactly_once(
     let mut seen = Vec::new();
 
     for n in 1..=10 {
-        publish_http(&server, "feed", json!({"n": n})).await;
+        server.publish_http("feed", json!({"n": n})).await;
     }
     read_through(&mut client, 0, 10, &mut seen).await;
 
     proxy.cut();
     for n in 11..=1010 {
-        assert_eq!(publish_http(&server, "feed", json!({"n": n})).await, n);
+        assert_eq!(server.publish_http("feed", json!({"n": n})).await, n);
     }
     proxy.restore();
 
     let (mut client, _) = WsClient::connect(&proxy.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "feed", &epoch, 10).await;
+    let subscribed = client.subscribe_since("feed", &epoch, 10).await;
     assert_eq!(subscribed["recovered"], true);
     assert_eq!(subscribed["epoch"], epoch.as_str());
     assert_eq!(
@@ -79,7 +58,7 @@ async fn a_subscriber_cut_off_during_1000_publishes_gets_every_one_exactly_once(
     assert_eq!(seen, (1..=1010).collect::<Vec<_>>());
 
     // Live messages continue after the replay.
-    publish_http(&server, "feed", json!({"n": 1011})).await;
+    server.publish_http("feed", json!({"n": 1011})).await;
     read_through(&mut client, 1010, 1011, &mut seen).await;
 }
 
@@ -113,7 +92,7 @@ async fn publishes_racing_with_the_replay_leave_no_gap_and_no_duplicate_at_the_s
         publisher
     });
     let (mut client, _) = WsClient::connect(&server.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "seam", &epoch, 0).await;
+    let subscribed = client.subscribe_since("seam", &epoch, 0).await;
     assert_eq!(subscribed["recovered"], true);
     let mut seen = Vec::new();
     read_through(&mut client, 0, 2000, &mut seen).await;
@@ -128,27 +107,27 @@ async fn recovery_beyond_the_history_reports_recovered_false_and_the_current_pos
     let subscribed = keeper.subscribe("short").await;
     let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
     for n in 1..=50 {
-        publish_http(&server, "short", json!({"n": n})).await;
+        server.publish_http("short", json!({"n": n})).await;
     }
     let (mut client, _) = WsClient::connect(&server.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "short", &epoch, 5).await;
+    let subscribed = client.subscribe_since("short", &epoch, 5).await;
     assert_eq!(subscribed["recovered"], false);
     assert_eq!(subscribed["offset"], 50, "the current position");
     assert_eq!(subscribed["epoch"], epoch.as_str());
     // Nothing is replayed; the next message is live.
-    publish_http(&server, "short", json!({"n": 51})).await;
+    server.publish_http("short", json!({"n": 51})).await;
     assert_eq!(client.expect("message").await["offset"], 51);
 
     // Within the history it works.
     let (mut near, _) = WsClient::connect(&server.ws_url()).await;
-    let subscribed = resubscribe(&mut near, "short", &epoch, 45).await;
+    let subscribed = near.subscribe_since("short", &epoch, 45).await;
     assert_eq!(subscribed["recovered"], true);
     let mut seen = Vec::new();
     read_through(&mut near, 45, 51, &mut seen).await;
 
     // An offset from the future is not trusted either.
     let (mut odd, _) = WsClient::connect(&server.ws_url()).await;
-    let subscribed = resubscribe(&mut odd, "short", &epoch, 999).await;
+    let subscribed = odd.subscribe_since("short", &epoch, 999).await;
     assert_eq!(subscribed["recovered"], false);
     assert_eq!(subscribed["offset"], 51);
 }
@@ -160,14 +139,14 @@ async fn an_epoch_change_after_a_restart_is_reported() {
     let (mut client, _) = WsClient::connect(&server.ws_url()).await;
     let subscribed = client.subscribe("restart").await;
     let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
-    publish_http(&server, "restart", json!({"n": 1})).await;
+    server.publish_http("restart", json!({"n": 1})).await;
     client.expect("message").await;
     server.kill().await;
 
     let server = TestServer::start_on(addr, config(100)).await;
-    publish_http(&server, "restart", json!({"n": 1})).await;
+    server.publish_http("restart", json!({"n": 1})).await;
     let (mut client, _) = WsClient::connect(&server.ws_url()).await;
-    let subscribed = resubscribe(&mut client, "restart", &epoch, 1).await;
+    let subscribed = client.subscribe_since("restart", &epoch, 1).await;
     assert_eq!(subscribed["recovered"], false);
     assert_ne!(subscribed["epoch"], epoch.as_str(), "a new epoch");
 }

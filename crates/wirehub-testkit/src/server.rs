@@ -128,6 +128,25 @@ impl TestServer {
         }
     }
 
+    /// Publishes over `POST /api/publish` and returns the offset.
+    ///
+    /// # Panics
+    /// When the request fails or the answer has no offset.
+    pub async fn publish_http(&self, channel: &str, data: serde_json::Value) -> u64 {
+        let reply: serde_json::Value = reqwest::Client::new()
+            .post(self.http_url("/api/publish"))
+            .json(&serde_json::json!({"channel": channel, "data": data}))
+            .send()
+            .await
+            .expect("POST /api/publish")
+            .json()
+            .await
+            .expect("a JSON answer");
+        reply["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no offset in {reply}"))
+    }
+
     /// The shutdown token (cancel it to start a graceful shutdown).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

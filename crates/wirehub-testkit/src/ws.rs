@@ -126,6 +126,20 @@ impl WsClient {
         self.expect("subscribed").await
     }
 
+    /// Subscribes with `since: {epoch, offset}` and returns the `subscribed` reply.
+    ///
+    /// # Panics
+    /// When the reply is not `subscribed`.
+    pub async fn subscribe_since(&mut self, channel: &str, epoch: &str, offset: u64) -> Value {
+        self.send(&serde_json::json!({
+            "type": "subscribe",
+            "channel": channel,
+            "since": {"epoch": epoch, "offset": offset},
+        }))
+        .await;
+        self.expect("subscribed").await
+    }
+
     /// Publishes and returns the `ack`'s offset.
     ///
     /// # Panics

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use wirehub_server::{BrokerConfig, ServerConfig};
 use wirehub_testkit::{TestServer, WsClient};
 
@@ -17,22 +17,6 @@ pub fn config(url: &str, history: usize) -> ServerConfig {
         .broker(BrokerConfig::Redis(url.to_owned()))
 }
 
-/// Publishes over HTTP and returns the offset.
-pub async fn publish_http(server: &TestServer, channel: &str, data: Value) -> u64 {
-    let reply: Value = reqwest::Client::new()
-        .post(server.http_url("/api/publish"))
-        .json(&json!({"channel": channel, "data": data}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    reply["offset"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset in {reply}"))
-}
-
 /// `GET /api/history?channel=C&since=N&limit=L`.
 pub async fn history_http(server: &TestServer, channel: &str, since: u64) -> Value {
     reqwest::get(server.http_url(&format!(
@@ -43,14 +27,6 @@ pub async fn history_http(server: &TestServer, channel: &str, since: u64) -> Val
     .json()
     .await
     .expect("json")
-}
-
-/// Subscribes with `since` and returns the `subscribed` reply.
-pub async fn resubscribe(client: &mut WsClient, channel: &str, epoch: &str, offset: u64) -> Value {
-    client
-        .send(&json!({"type": "subscribe", "channel": channel, "since": {"epoch": epoch, "offset": offset}}))
-        .await;
-    client.expect("subscribed").await
 }
 
 /// Reads messages until offset `last`, checking that each follows the previous one; returns
