@@ -429,6 +429,10 @@ impl Session {
         info!(error = %err, close_code = code.code(), "protocol error; closing");
         self.read_buf.clear();
         if self.closing.is_none() {
+            if code == CloseCode::MessageTooBig && self.mode == Mode::PubSub {
+                // Say why in the protocol too, before the close frame.
+                self.send_error(None, ErrorCode::TooLarge, &err.to_string());
+            }
             self.start_close(code);
         }
         // Nothing more from this client can be trusted: stop reading it.

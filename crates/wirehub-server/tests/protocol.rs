@@ -279,6 +279,8 @@ async fn oversized_frames_close_with_1009() {
         .await;
     c.expect("ack").await;
     c.send_text(&"z".repeat(2000)).await;
+    let error = c.expect("error").await;
+    assert_eq!(error["code"], "too_large");
     let frame = c.expect_close().await.expect("close frame");
     assert_eq!(u16::from(frame.code), 1009);
 }
