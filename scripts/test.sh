@@ -31,6 +31,11 @@ cargo test --workspace 2>&1 | tee "$WORK/cargo-test.log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$WORK/cargo-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$WORK/cargo-test.log" | awk '{s+=$1} END {print s+0}')
 
+step "TypeScript client (clients/typescript): unit tests and tests against the release binary"
+(cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" npm test) 2>&1 | tee "$WORK/ts-test.log"
+passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
+failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
+
 if [[ "${SKIP_AUTOBAHN:-0}" != "1" ]]; then
   step "Autobahn|Testsuite (RFC 6455) against --echo-path, cases 1.* to 11.*"
   if [[ ! -x "$SHARED/autobahn/run.sh" ]]; then

@@ -1,0 +1,124 @@
+/**
+ * The reconnect schedule: capped exponential backoff with full jitter applied after the cap.
+ *
+ * The delay before the `k`-th consecutive retry (`k = 0, 1, 2, …`) is
+ *
+ * ```text
+ * ceiling(k) = min(max, initial × multiplier^k)
+ * delay(k)   = random(0, ceiling(k))        with jitter "full" (the default)
+ * delay(k)   = ceiling(k)                   with jitter "none"
+ * ```
+ *
+ * Jitter is applied *after* the cap, so that even clients that have been failing for a long
+ * time (all at the cap) spread their reconnects over the whole `[0, max)` window instead of
+ * arriving together. With the defaults (1 s, ×2, 30 s) the ceilings are 1, 2, 4, 8, 16, 30,
+ * 30, … seconds.
+ *
+ * `k` counts retries since the connection last proved healthy. When the server's close code
+ * asks the client to back off (4100–4199, other error codes, or the connection failed without
+ * a close code), `k` is raised to at least 1 first, so such a retry never uses the smallest
+ * ceiling.
+ *
+ * Everything here is pure: the random source is injected, so tests compute exact delays.
+ * Durations are in milliseconds.
+ */
+
+/** How reconnect delays are randomized. */
+export type Jitter = "full" | "none";
+
+/** The parameters of the reconnect schedule (milliseconds). */
+export interface Backoff {
+  /** The ceiling of the first retry. Default 1000. */
+  readonly initial: number;
+  /** The largest ceiling: the cap. Default 30000. */
+  readonly max: number;
+  /** How much the ceiling grows per consecutive retry. Default 2; below 1 (or NaN) counts as 1. */
+  readonly multiplier: number;
+  /** `"full"`: `random(0, ceiling)` (default); `"none"`: the ceiling itself. */
+  readonly jitter: Jitter;
+}
+
+/** 1 s, ×2, 30 s, full jitter: the same schedule as the Rust SDK and `wirehub sub`. */
+export const DEFAULT_BACKOFF: Backoff = Object.freeze({
+  initial: 1000,
+  max: 30_000,
+  multiplier: 2,
+  jitter: "full",
+});
+
+/** What a close code (or a failed attempt) tells the client to do next. */
+export type ReconnectAdvice = "reconnect" | "backoff" | "stop";
+
+/**
+ * The contract's close-code ranges: 1000, 1001 and 4200–4299 reconnect (with jitter);
+ * 4000–4099 stop; everything else (4100–4199, other 1xxx codes, 1005/1006 without a close
+ * frame) reconnects after backing off.
+ */
+export function adviceForCloseCode(code: number): ReconnectAdvice {
+  if (code === 1000 || code === 1001 || (code >= 4200 && code <= 4299)) {
+    return "reconnect";
+  }
+  if (code >= 4000 && code <= 4099) {
+    return "stop";
+  }
+  return "backoff";
+}
+
+/** `min(max, initial × multiplier^k)`: the ceiling of the `k`-th consecutive retry. */
+export function backoffCeiling(backoff: Backoff, k: number): number {
+  const multiplier = backoff.multiplier >= 1 ? backoff.multiplier : 1;
+  const value = backoff.initial * multiplier ** k;
+  if (!Number.isFinite(value)) {
+    // Overflowed (or 0 × ∞): the cap applies.
+    return backoff.max;
+  }
+  return Math.min(backoff.max, value);
+}
+
+/**
+ * The delay of the `k`-th retry given a uniform sample in `[0, 1)` (the jitter draw).
+ * `sample` is ignored with jitter `"none"`; out-of-range samples are clamped, NaN counts as 0.
+ */
+export function backoffDelay(backoff: Backoff, k: number, sample: number): number {
+  const ceiling = backoffCeiling(backoff, k);
+  if (backoff.jitter === "none") {
+    return ceiling;
+  }
+  const clamped = Number.isFinite(sample) ? Math.min(1, Math.max(0, sample)) : 0;
+  return ceiling * clamped;
+}
+
+/** The reconnect state of one client: the retry counter and the random source. */
+export class ReconnectSchedule {
+  readonly backoff: Backoff;
+  #retries = 0;
+  readonly #random: () => number;
+
+  /** A schedule that has not failed yet, drawing jitter from `random` (default `Math.random`). */
+  constructor(backoff: Backoff = DEFAULT_BACKOFF, random: () => number = Math.random) {
+    this.backoff = backoff;
+    this.#random = random;
+  }
+
+  /** Consecutive retries since the last healthy connection (`k` of the next retry). */
+  get retries(): number {
+    return this.#retries;
+  }
+
+  /**
+   * The delay before the next connection attempt, given the advice of the close code (or
+   * `"backoff"` for a failed attempt without one). Advances the counter. `"stop"` is treated
+   * like `"backoff"`: deciding to stop is the caller's job.
+   */
+  nextDelay(advice: ReconnectAdvice): number {
+    const k = advice === "reconnect" ? this.#retries : Math.max(1, this.#retries);
+    this.#retries = k + 1;
+    const sample = this.backoff.jitter === "full" ? this.#random() : 0;
+    return backoffDelay(this.backoff, k, sample);
+  }
+
+  /** The connection proved healthy: the next retry starts from the first ceiling again. */
+  reset(): void {
+    this.#retries = 0;
+  }
+}

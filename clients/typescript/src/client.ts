@@ -1,0 +1,1179 @@
+/**
+ * The client: one WebSocket connection at a time, re-established with jittered backoff.
+ *
+ * State that outlives a connection lives in the client: the subscriptions with the last
+ * position seen on each, the buffer of publishes made while disconnected, and the reconnect
+ * schedule. State of one connection lives in a {@link Conn}: requests awaiting an answer,
+ * whether `welcome` arrived, whether the connection proved healthy, its timers.
+ *
+ * Every socket callback checks that its connection is still the current one, so a socket that
+ * was given up (dead server, connect timeout) can never disturb the next connection.
+ */
+
+import {
+  type Backoff,
+  DEFAULT_BACKOFF,
+  type ReconnectAdvice,
+  ReconnectSchedule,
+  adviceForCloseCode,
+} from "./backoff.js";
+import { WirehubError } from "./errors.js";
+import {
+  type Clock,
+  OPEN,
+  type WebSocketConstructor,
+  type WebSocketLike,
+  globalWebSocket,
+  reportListenerError,
+  systemClock,
+} from "./platform.js";
+import {
+  type ServerMessage,
+  type StreamPosition,
+  isValidChannel,
+  parseServerMessage,
+} from "./protocol.js";
+import {
+  type Message,
+  type RecoveryFailed,
+  Subscription,
+  type SubscriptionHandlers,
+} from "./subscription.js";
+
+/** Options of {@link WirehubClient} (durations in milliseconds). */
+export interface ClientOptions {
+  /** A JWT, sent as the `?token=` query parameter of every upgrade request. */
+  token?: string | undefined;
+  /** The WebSocket class. Default: the global `WebSocket`; in Node 20 pass `ws`'s export. */
+  WebSocket?: WebSocketConstructor | undefined;
+  /** The reconnect schedule. Default 1000 ms, ×2, 30000 ms, full jitter. */
+  backoff?: Partial<Backoff> | undefined;
+  /** Consecutive reconnects before stopping; default unlimited; `0` = one attempt only. */
+  maxReconnects?: number | undefined;
+  /** Uptime that proves a connection healthy (resets the backoff). Default 10000. */
+  healthyAfter?: number | undefined;
+  /** From the start of an attempt until `welcome`. Default 10000. */
+  connectTimeout?: number | undefined;
+  /** Silence after which an app-level `ping` is sent. Default 45000. */
+  idleTimeout?: number | undefined;
+  /** Silence after that ping after which the server is presumed dead. Default 10000. */
+  pongTimeout?: number | undefined;
+  /** Publishes held while disconnected. Default 64. */
+  publishBuffer?: number | undefined;
+  /** Events queued per subscription's async iterator before `lagged`. Default 1024. */
+  subscriptionBuffer?: number | undefined;
+  /** How long `subscribe`, `unsubscribe`, `publish` and `refreshToken` wait. Default 10000. */
+  requestTimeout?: number | undefined;
+  /** The jitter source: uniform in `[0, 1)`. Default `Math.random`. */
+  random?: (() => number) | undefined;
+  /** Timers and time. Default the real ones (for tests). */
+  clock?: Clock | undefined;
+}
+
+/** The connection state. */
+export type ClientState =
+  /** Constructed; `connect()` not called yet. */
+  | "idle"
+  /** An attempt is under way (socket opening, or waiting for `welcome`). */
+  | "connecting"
+  /** `welcome` arrived: requests are sent at once. */
+  | "connected"
+  /** Waiting for the backoff delay before the next attempt. */
+  | "reconnecting"
+  /** Stopped for good: `close()` was called or the server refused the client. */
+  | "closed";
+
+/** The events of {@link WirehubClient.on} and their payloads. */
+export interface ClientEvents {
+  state: { state: ClientState; previous: ClientState };
+  connecting: { attempt: number };
+  connected: { session: string };
+  disconnected: { code: number | undefined; reason: string };
+  reconnecting: { attempt: number; delay: number };
+  recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
+  subscriptionEnded: { channel: string; error: WirehubError };
+  error: WirehubError;
+  stopped: { error: WirehubError | undefined };
+}
+
+type Listener<K extends keyof ClientEvents> = (payload: ClientEvents[K]) => void;
+
+interface Settings {
+  token: string | undefined;
+  backoff: Backoff;
+  maxReconnects: number | undefined;
+  healthyAfter: number;
+  connectTimeout: number;
+  idleTimeout: number;
+  pongTimeout: number;
+  publishBuffer: number;
+  subscriptionBuffer: number;
+  requestTimeout: number;
+}
+
+/** A request that settles once, with a timeout. */
+interface Request<T> {
+  resolve(value: T): void;
+  reject(error: WirehubError): void;
+  readonly done: boolean;
+}
+
+/** A channel the application subscribed to; kept across reconnects. */
+interface Registration {
+  readonly channel: string;
+  readonly subscription: Subscription<any>;
+  /** The last position seen (from `subscribed` and every `message`). */
+  position: StreamPosition | undefined;
+  /** The `subscribe` caller still waiting for the first `subscribed`. */
+  waiting: Request<Subscription<any>> | undefined;
+  /** Whether `subscribe` was sent on the current connection. */
+  sent: boolean;
+  /** The id of the `subscribe` awaiting its answer. */
+  inFlight: number | undefined;
+}
+
+interface HeldPublish {
+  readonly channel: string;
+  /** The data, serialized when `publish` was called. */
+  readonly json: string;
+  readonly request: Request<number>;
+  /** The id once sent. */
+  id: number | undefined;
+}
+
+type Pending =
+  | { kind: "subscribe"; channel: string; restoring: boolean }
+  | { kind: "unsubscribe"; request: Request<void> | undefined }
+  | { kind: "publish"; publish: HeldPublish }
+  | { kind: "refresh"; request: Request<void> }
+  | { kind: "ping" };
+
+/** The state of one connection attempt / established connection. */
+interface Conn {
+  readonly ws: WebSocketLike;
+  opened: boolean;
+  /** Whether `welcome` arrived. */
+  ready: boolean;
+  healthy: boolean;
+  readonly pending: Map<number, Pending>;
+  /** Resubscriptions sent at `welcome` and not answered yet. */
+  restoring: number;
+  lastReceived: number;
+  /** Set when an app-level ping was sent: the connection is dead if nothing arrives by then. */
+  pingDeadline: number | undefined;
+  /** What the socket's `error` event said (Node's `ws` names the HTTP status there). */
+  lastError: string | undefined;
+  connectTimer: unknown;
+  idleTimer: unknown;
+  healthTimer: unknown;
+}
+
+const DEFAULTS = {
+  healthyAfter: 10_000,
+  connectTimeout: 10_000,
+  idleTimeout: 45_000,
+  pongTimeout: 10_000,
+  publishBuffer: 64,
+  subscriptionBuffer: 1024,
+  requestTimeout: 10_000,
+} as const;
+
+function duration(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value >= 0)) {
+    throw new TypeError(`wirehub: option ${name} must be a non-negative number of milliseconds`);
+  }
+  return value;
+}
+
+function count(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 0) {
+    throw new TypeError(`wirehub: option ${name} must be a non-negative integer`);
+  }
+  return value;
+}
+
+/** Reads "Unexpected server response: 401" (Node's `ws`) from a socket error. */
+function upgradeStatus(description: string | undefined): number | undefined {
+  const match = description?.match(/Unexpected server response: (\d{3})/);
+  return match?.[1] === undefined ? undefined : Number(match[1]);
+}
+
+function describeSocketError(event: unknown): string | undefined {
+  if (typeof event !== "object" || event === null) return undefined;
+  const { message, error } = event as { message?: unknown; error?: unknown };
+  if (typeof message === "string" && message !== "") return message;
+  if (error instanceof Error) return error.message;
+  return undefined;
+}
+
+const closedError = (): WirehubError => new WirehubError("closed", "the client is closed");
+const timeoutError = (): WirehubError => new WirehubError("timeout", "the request timed out");
+
+/**
+ * A wirehub client. Reconnects with jittered exponential backoff, resubscribes every channel
+ * with the last position it saw so that the server replays what was missed, and says so
+ * (`recoveryFailed`) when something could not be recovered.
+ *
+ * ```ts
+ * const client = new WirehubClient("wss://example.com/ws", { token });
+ * await client.connect();
+ * const chat = await client.subscribe("chat", (m) => console.log(m.offset, m.data));
+ * const offset = await client.publish("chat", { text: "hi" });
+ * ```
+ */
+export class WirehubClient {
+  /** The WebSocket URL (without the token). */
+  readonly url: string;
+  readonly #settings: Settings;
+  readonly #WebSocket: WebSocketConstructor;
+  readonly #clock: Clock;
+  readonly #schedule: ReconnectSchedule;
+  readonly #listeners = new Map<keyof ClientEvents, Set<Listener<any>>>();
+
+  #state: ClientState = "idle";
+  #conn: Conn | undefined;
+  #reconnectTimer: unknown;
+  /** Connection attempts since the last healthy connection. */
+  #attempts = 0;
+  #nextId = 1;
+  #session: string | undefined;
+  readonly #subscriptions = new Map<string, Registration>();
+  #buffer: HeldPublish[] = [];
+  #connectWaiters: Request<void>[] = [];
+  #stopped = false;
+  #stopError: WirehubError | undefined;
+
+  /**
+   * Checks the URL and options; does not connect yet (see {@link connect}).
+   * @throws {WirehubError} `invalid_url` for anything but a `ws://` or `wss://` URL.
+   * @throws {TypeError} for invalid options, or when no WebSocket implementation is available.
+   */
+  constructor(url: string, options: ClientOptions = {}) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new WirehubError("invalid_url", `invalid URL ${JSON.stringify(url)}`);
+    }
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+      throw new WirehubError(
+        "invalid_url",
+        `invalid URL ${JSON.stringify(url)}: the scheme must be ws:// or wss://`,
+      );
+    }
+    this.url = url;
+    const WebSocketClass = options.WebSocket ?? globalWebSocket();
+    if (WebSocketClass === undefined) {
+      throw new TypeError(
+        "wirehub: no global WebSocket here; pass one, e.g. new WirehubClient(url, { WebSocket }) with `import WebSocket from \"ws\"`",
+      );
+    }
+    this.#WebSocket = WebSocketClass;
+    const given = options.backoff ?? {};
+    const jitter = given.jitter ?? DEFAULT_BACKOFF.jitter;
+    if (jitter !== "full" && jitter !== "none") {
+      throw new TypeError('wirehub: option backoff.jitter must be "full" or "none"');
+    }
+    const multiplier = given.multiplier ?? DEFAULT_BACKOFF.multiplier;
+    if (typeof multiplier !== "number") {
+      throw new TypeError("wirehub: option backoff.multiplier must be a number");
+    }
+    const backoff: Backoff = {
+      initial: duration("backoff.initial", given.initial, DEFAULT_BACKOFF.initial),
+      max: duration("backoff.max", given.max, DEFAULT_BACKOFF.max),
+      multiplier,
+      jitter,
+    };
+    this.#settings = {
+      token: options.token,
+      backoff,
+      maxReconnects:
+        options.maxReconnects === undefined
+          ? undefined
+          : count("maxReconnects", options.maxReconnects, 0),
+      healthyAfter: duration("healthyAfter", options.healthyAfter, DEFAULTS.healthyAfter),
+      connectTimeout: duration("connectTimeout", options.connectTimeout, DEFAULTS.connectTimeout),
+      idleTimeout: duration("idleTimeout", options.idleTimeout, DEFAULTS.idleTimeout),
+      pongTimeout: duration("pongTimeout", options.pongTimeout, DEFAULTS.pongTimeout),
+      publishBuffer: count("publishBuffer", options.publishBuffer, DEFAULTS.publishBuffer),
+      subscriptionBuffer: count(
+        "subscriptionBuffer",
+        options.subscriptionBuffer,
+        DEFAULTS.subscriptionBuffer,
+      ),
+      requestTimeout: duration("requestTimeout", options.requestTimeout, DEFAULTS.requestTimeout),
+    };
+    this.#clock = options.clock ?? systemClock;
+    this.#schedule = new ReconnectSchedule(backoff, options.random ?? Math.random);
+  }
+
+  // ---- public API ------------------------------------------------------------------------
+
+  /** The connection state. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The session id from the current connection's `welcome`, while connected. */
+  get session(): string | undefined {
+    return this.#state === "connected" ? this.#session : undefined;
+  }
+
+  /** The error that stopped the client, if one did. */
+  get stopError(): WirehubError | undefined {
+    return this.#stopError;
+  }
+
+  /**
+   * Starts connecting (once; later calls only wait). Resolves when the client is connected
+   * (`welcome` received); rejects with the error that stopped the client if it stops first
+   * (e.g. HTTP 401, close 4001, `close()`). Reconnecting after a failed attempt is automatic:
+   * the promise stays pending meanwhile.
+   */
+  connect(): Promise<void> {
+    const promise = new Promise<void>((resolve, reject) => {
+      if (this.#stopped) {
+        reject(this.#stopError ?? closedError());
+      } else if (this.#state === "connected") {
+        resolve();
+      } else {
+        this.#connectWaiters.push(this.#request(resolve, reject, undefined, false));
+      }
+    });
+    // Not awaiting the promise must not turn a stop into an unhandled rejection.
+    promise.catch(() => {});
+    if (this.#state === "idle" && !this.#stopped) {
+      this.#attempt();
+    }
+    return promise;
+  }
+
+  /**
+   * Subscribes to `channel`. Resolves once the server confirmed (while disconnected: once the
+   * next connection did). One subscription per channel per client.
+   *
+   * @param handlers a message callback, or callbacks for messages, recovery failures and the end.
+   */
+  subscribe<T = unknown>(
+    channel: string,
+    handlers?: ((message: Message<T>) => void) | SubscriptionHandlers<T>,
+  ): Promise<Subscription<T>> {
+    const given: SubscriptionHandlers<T> =
+      typeof handlers === "function" ? { onMessage: handlers } : { ...handlers };
+    return new Promise<Subscription<T>>((resolve, reject) => {
+      if (this.#stopped) return reject(this.#stopError ?? closedError());
+      if (!isValidChannel(channel)) {
+        return reject(
+          new WirehubError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`, {
+            channel,
+          }),
+        );
+      }
+      if (this.#subscriptions.has(channel)) {
+        return reject(
+          new WirehubError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`, {
+            channel,
+          }),
+        );
+      }
+      const subscription: Subscription<T> = new Subscription<T>(
+        channel,
+        {
+          unsubscribe: () => this.#unsubscribe(channel, subscription),
+          position: () => this.#positionOf(channel, subscription),
+        },
+        given,
+        this.#settings.subscriptionBuffer,
+      );
+      const registration: Registration = {
+        channel,
+        subscription,
+        position: undefined,
+        waiting: undefined,
+        sent: false,
+        inFlight: undefined,
+      };
+      registration.waiting = this.#request(resolve, reject, () =>
+        this.#subscribeTimedOut(registration),
+      );
+      this.#subscriptions.set(channel, registration);
+      const conn = this.#conn;
+      if (conn?.ready) {
+        this.#sendSubscribe(conn, registration, false);
+      }
+    });
+  }
+
+  /** Ends the subscription to `channel` (no-op when there is none). */
+  unsubscribe(channel: string): Promise<void> {
+    const registration = this.#subscriptions.get(channel);
+    return registration === undefined
+      ? Promise.resolve()
+      : this.#unsubscribe(channel, registration.subscription);
+  }
+
+  /**
+   * Publishes `data` (any JSON value) and resolves with the offset the server gave it (its
+   * `ack`). While disconnected the publish waits in a bounded buffer and is sent, in order,
+   * on the next connection; when the buffer is full it fails at once with `buffer_full`.
+   * A publish that was sent when the connection dropped fails with `disconnected`: it is not
+   * resent (the server may or may not have accepted it).
+   */
+  publish(channel: string, data: unknown): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      if (this.#stopped) return reject(this.#stopError ?? closedError());
+      if (!isValidChannel(channel)) {
+        return reject(
+          new WirehubError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`, {
+            channel,
+          }),
+        );
+      }
+      let json: string | undefined;
+      try {
+        json = JSON.stringify(data);
+      } catch (error) {
+        return reject(
+          new WirehubError("invalid_data", `the data cannot be serialized to JSON: ${String(error)}`),
+        );
+      }
+      if (json === undefined) {
+        return reject(new WirehubError("invalid_data", "the data is not a JSON value"));
+      }
+      const conn = this.#conn;
+      if (!conn?.ready && this.#buffer.length >= this.#settings.publishBuffer) {
+        const capacity = this.#settings.publishBuffer;
+        return reject(
+          new WirehubError(
+            "buffer_full",
+            `the publish buffer is full (${capacity} publishes waiting for the connection)`,
+            { capacity },
+          ),
+        );
+      }
+      const publish: HeldPublish = {
+        channel,
+        json,
+        id: undefined,
+        request: this.#request(resolve, reject, () => this.#publishTimedOut(publish)),
+      };
+      if (conn?.ready) {
+        this.#sendPublish(conn, publish);
+      } else {
+        this.#buffer.push(publish);
+      }
+    });
+  }
+
+  /**
+   * Replaces the token: used for every later upgrade, and sent as `refresh` on the live
+   * connection (resolves on `refreshed`; rejects with the server's `unauthorized` or
+   * `forbidden`). While disconnected it resolves at once.
+   */
+  refreshToken(token: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.#stopped) return reject(this.#stopError ?? closedError());
+      this.#settings.token = token;
+      const conn = this.#conn;
+      if (!conn?.ready) return resolve();
+      const id = this.#id();
+      const request = this.#request(resolve, reject, () => conn.pending.delete(id));
+      conn.pending.set(id, { kind: "refresh", request });
+      this.#send(conn, JSON.stringify({ type: "refresh", id, token }));
+    });
+  }
+
+  /** Subscribes a listener; returns a function that removes it. */
+  on<K extends keyof ClientEvents>(event: K, listener: Listener<K>): () => void {
+    let set = this.#listeners.get(event);
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => this.off(event, listener);
+  }
+
+  /** Removes a listener. */
+  off<K extends keyof ClientEvents>(event: K, listener: Listener<K>): void {
+    this.#listeners.get(event)?.delete(listener);
+  }
+
+  /**
+   * Stops the client: sends close 1000, fails waiting calls with `closed`, ends every
+   * subscription. Resolves once the socket is closed (at most `pongTimeout` later).
+   */
+  close(): Promise<void> {
+    const conn = this.#conn;
+    const open = conn !== undefined && conn.ws.readyState === OPEN;
+    this.#stop(undefined);
+    if (conn === undefined || !open) {
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        terminate(conn.ws);
+        resolve();
+      }, this.#settings.pongTimeout);
+      conn.ws.onclose = () => {
+        this.#clock.clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  // ---- connection lifecycle ----------------------------------------------------------------
+
+  #attempt(): void {
+    this.#reconnectTimer = undefined;
+    this.#attempts += 1;
+    this.#setState("connecting");
+    this.#emit("connecting", { attempt: this.#attempts });
+    if (this.#stopped) return;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#WebSocket(this.#upgradeUrl());
+    } catch (error) {
+      const failure = new WirehubError(
+        "connect_failed",
+        `could not connect: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      this.#emit("error", failure);
+      this.#afterLoss("backoff", failure);
+      return;
+    }
+    const now = this.#clock.now();
+    const conn: Conn = {
+      ws,
+      opened: false,
+      ready: false,
+      healthy: false,
+      pending: new Map(),
+      restoring: 0,
+      lastReceived: now,
+      pingDeadline: undefined,
+      lastError: undefined,
+      connectTimer: undefined,
+      idleTimer: undefined,
+      healthTimer: undefined,
+    };
+    this.#conn = conn;
+    conn.connectTimer = this.#clock.setTimeout(() => {
+      if (this.#conn !== conn) return;
+      this.#connectFailed(conn, `no welcome within ${this.#settings.connectTimeout} ms`);
+    }, this.#settings.connectTimeout);
+    ws.onopen = () => {
+      if (this.#conn !== conn) return;
+      conn.opened = true;
+      conn.lastReceived = this.#clock.now();
+      this.#armIdle(conn, conn.lastReceived + this.#settings.idleTimeout);
+      conn.healthTimer = this.#clock.setTimeout(() => {
+        if (this.#conn === conn) this.#markHealthy(conn);
+      }, this.#settings.healthyAfter);
+    };
+    ws.onmessage = (event: { data?: unknown }) => {
+      if (this.#conn !== conn) return;
+      this.#alive(conn);
+      this.#onFrame(conn, event?.data);
+    };
+    ws.onerror = (event: unknown) => {
+      if (this.#conn !== conn) return;
+      conn.lastError = describeSocketError(event) ?? conn.lastError;
+      // Browsers follow an error with a close event, but not every implementation does
+      // before the socket opened: a failed upgrade ends the attempt here.
+      if (!conn.opened) this.#onSocketClosed(conn, 1006, "");
+    };
+    ws.onclose = (event: { code?: unknown; reason?: unknown }) => {
+      if (this.#conn !== conn) return;
+      const code = typeof event?.code === "number" ? event.code : 1006;
+      const reason = typeof event?.reason === "string" ? event.reason : "";
+      this.#onSocketClosed(conn, code, reason);
+    };
+    // Node's `ws` shows the server's WebSocket pings: they prove the server alive too.
+    const emitter = ws as unknown as { on?: (event: string, listener: () => void) => void };
+    if (typeof emitter.on === "function") {
+      emitter.on("ping", () => {
+        if (this.#conn === conn) this.#alive(conn);
+      });
+    }
+  }
+
+  #upgradeUrl(): string {
+    const url = new URL(this.url);
+    if (this.#settings.token !== undefined) {
+      url.searchParams.set("token", this.#settings.token);
+    }
+    return url.toString();
+  }
+
+  #onSocketClosed(conn: Conn, code: number, reason: string): void {
+    if (!conn.opened) {
+      // The upgrade failed. Node's `ws` names the HTTP status; a browser shows only 1006.
+      const status = upgradeStatus(conn.lastError);
+      if (status === 401 || status === 403) {
+        this.#endConnection(conn, undefined);
+        terminate(conn.ws);
+        this.#stop(
+          new WirehubError(
+            "unauthorized",
+            `the server refused the connection with HTTP ${status} (authentication failed or forbidden)`,
+            { status },
+          ),
+        );
+        return;
+      }
+      const detail =
+        status !== undefined
+          ? `the server answered the upgrade with HTTP ${status}`
+          : (conn.lastError ?? `closed with ${code} before it opened`);
+      this.#connectFailed(conn, detail);
+      return;
+    }
+    const advice = adviceForCloseCode(code);
+    if (advice === "stop") {
+      const error = new WirehubError(
+        "rejected",
+        `the server closed the connection with code ${code} (${reason}) and asked not to reconnect`,
+        { closeCode: code, reason },
+      );
+      this.#endConnection(conn, error);
+      this.#stop(error);
+      return;
+    }
+    this.#lost(conn, code, reason || conn.lastError || "", advice);
+  }
+
+  /** An attempt that did not reach `welcome` (refused, HTTP error, timeout). */
+  #connectFailed(conn: Conn, detail: string): void {
+    this.#endConnection(conn, new WirehubError("disconnected", "the connection was lost"));
+    terminate(conn.ws);
+    const error = new WirehubError("connect_failed", `could not connect: ${detail}`);
+    if (conn.opened) {
+      this.#emit("disconnected", { code: undefined, reason: detail });
+    }
+    this.#emit("error", error);
+    this.#afterLoss("backoff", error);
+  }
+
+  /** An established connection ended (closed by the server, or given up by the client). */
+  #lost(conn: Conn, code: number | undefined, reason: string, advice: ReconnectAdvice): void {
+    const error = new WirehubError("disconnected", "the connection was lost before the server answered", {
+      ...(code === undefined ? {} : { closeCode: code }),
+      reason,
+    });
+    this.#endConnection(conn, error);
+    this.#emit("disconnected", { code, reason });
+    this.#afterLoss(advice, error);
+  }
+
+  /** Schedules the next attempt, or stops when the reconnect limit is reached. */
+  #afterLoss(advice: ReconnectAdvice, error: WirehubError): void {
+    if (this.#stopped) return;
+    const max = this.#settings.maxReconnects;
+    if (max !== undefined && this.#schedule.retries >= max) {
+      this.#stop(error);
+      return;
+    }
+    const delay = this.#schedule.nextDelay(advice);
+    this.#reconnectTimer = this.#clock.setTimeout(() => this.#attempt(), delay);
+    this.#setState("reconnecting");
+    this.#emit("reconnecting", { attempt: this.#attempts + 1, delay });
+  }
+
+  /** Clears a connection's timers and settles what was in flight on it. */
+  #endConnection(conn: Conn, error: WirehubError | undefined): void {
+    if (this.#conn !== conn) return;
+    this.#conn = undefined;
+    this.#session = undefined;
+    this.#clock.clearTimeout(conn.connectTimer);
+    this.#clock.clearTimeout(conn.idleTimer);
+    this.#clock.clearTimeout(conn.healthTimer);
+    const failure = error ?? closedError();
+    for (const pending of conn.pending.values()) {
+      switch (pending.kind) {
+        case "publish":
+          pending.publish.request.reject(failure);
+          break;
+        case "unsubscribe":
+          // The server forgets every subscription of a closed connection.
+          pending.request?.resolve();
+          break;
+        case "refresh":
+          // The next connection presents the new token at the upgrade.
+          pending.request.resolve();
+          break;
+        default:
+          // Subscriptions stay registered and are restored by the next connection.
+          break;
+      }
+    }
+    conn.pending.clear();
+    for (const registration of this.#subscriptions.values()) {
+      registration.sent = false;
+      registration.inFlight = undefined;
+    }
+  }
+
+  #markHealthy(conn: Conn): void {
+    if (conn.healthy) return;
+    conn.healthy = true;
+    this.#clock.clearTimeout(conn.healthTimer);
+    this.#schedule.reset();
+    this.#attempts = 0;
+  }
+
+  #checkHealth(conn: Conn): void {
+    if (conn.ready && conn.restoring === 0) this.#markHealthy(conn);
+  }
+
+  /** Something arrived: the server is alive. */
+  #alive(conn: Conn): void {
+    conn.lastReceived = this.#clock.now();
+    conn.pingDeadline = undefined;
+  }
+
+  /**
+   * The idle timer is moved only when it fires (not on every frame): when it fires early
+   * (something arrived meanwhile) it is re-armed for the real deadline.
+   */
+  #armIdle(conn: Conn, at: number): void {
+    this.#clock.clearTimeout(conn.idleTimer);
+    const delay = Math.max(0, at - this.#clock.now());
+    conn.idleTimer = this.#clock.setTimeout(() => this.#onIdleTimer(conn), delay);
+  }
+
+  #onIdleTimer(conn: Conn): void {
+    if (this.#conn !== conn) return;
+    const now = this.#clock.now();
+    if (conn.pingDeadline !== undefined) {
+      if (now >= conn.pingDeadline) {
+        terminate(conn.ws);
+        this.#lost(
+          conn,
+          undefined,
+          `nothing arrived within ${this.#settings.pongTimeout} ms of a ping: presumed dead`,
+          "backoff",
+        );
+        return;
+      }
+      this.#armIdle(conn, conn.pingDeadline);
+      return;
+    }
+    const due = conn.lastReceived + this.#settings.idleTimeout;
+    if (now < due) {
+      this.#armIdle(conn, due);
+      return;
+    }
+    const id = this.#id();
+    conn.pending.set(id, { kind: "ping" });
+    conn.pingDeadline = now + this.#settings.pongTimeout;
+    this.#armIdle(conn, conn.pingDeadline);
+    this.#send(conn, JSON.stringify({ type: "ping", id }));
+  }
+
+  #stop(error: WirehubError | undefined): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#stopError = error;
+    this.#clock.clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    const failure = error ?? closedError();
+    const conn = this.#conn;
+    if (conn !== undefined) {
+      this.#endConnection(conn, failure);
+      if (conn.ws.readyState === OPEN) {
+        try {
+          conn.ws.close(1000, "client closed");
+        } catch {
+          terminate(conn.ws);
+        }
+      } else {
+        terminate(conn.ws);
+      }
+    }
+    for (const publish of this.#buffer) publish.request.reject(failure);
+    this.#buffer = [];
+    const registrations = [...this.#subscriptions.values()];
+    this.#subscriptions.clear();
+    for (const registration of registrations) {
+      if (registration.waiting !== undefined) {
+        registration.waiting.reject(failure);
+      } else {
+        registration.subscription.end(error);
+      }
+    }
+    const waiters = this.#connectWaiters;
+    this.#connectWaiters = [];
+    for (const waiter of waiters) waiter.reject(failure);
+    this.#setState("closed");
+    this.#emit("stopped", { error });
+  }
+
+  // ---- frames ---------------------------------------------------------------------------
+
+  #onFrame(conn: Conn, data: unknown): void {
+    if (typeof data !== "string") {
+      this.#emit(
+        "error",
+        new WirehubError("invalid_frame", "ignored a binary frame: protocol v1 is JSON in text frames"),
+      );
+      return;
+    }
+    const parsed = parseServerMessage(data);
+    if (!parsed.ok) {
+      // A newer server may send message types this version does not know: ignored quietly.
+      if (!parsed.unknownType) {
+        this.#emit("error", new WirehubError("invalid_frame", `ignored a malformed frame: ${parsed.reason}`));
+      }
+      return;
+    }
+    this.#onMessage(conn, parsed.message);
+  }
+
+  #onMessage(conn: Conn, message: ServerMessage): void {
+    switch (message.type) {
+      case "welcome":
+        return this.#onWelcome(conn, message.session);
+      case "subscribed": {
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending?.kind !== "subscribe" || message.id === undefined) return;
+        conn.pending.delete(message.id);
+        if (pending.restoring) conn.restoring = Math.max(0, conn.restoring - 1);
+        this.#onSubscribed(message.channel, message.id, message, message.recovered);
+        if (this.#conn === conn) this.#checkHealth(conn);
+        return;
+      }
+      case "unsubscribed": {
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending?.kind === "unsubscribe" && message.id !== undefined) {
+          conn.pending.delete(message.id);
+          pending.request?.resolve();
+        } else if (pending === undefined) {
+          // Unasked: the server ended the subscription (e.g. a refreshed token no longer
+          // allows the channel).
+          this.#onRevoked(message.channel);
+        }
+        return;
+      }
+      case "message":
+        return this.#onDelivery(message.channel, message.data, message.offset);
+      case "ack": {
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending?.kind !== "publish" || message.id === undefined) return;
+        conn.pending.delete(message.id);
+        pending.publish.request.resolve(message.offset);
+        return;
+      }
+      case "refreshed": {
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending?.kind !== "refresh" || message.id === undefined) return;
+        conn.pending.delete(message.id);
+        pending.request.resolve();
+        return;
+      }
+      case "pong":
+        if (message.id !== undefined && conn.pending.get(message.id)?.kind === "ping") {
+          conn.pending.delete(message.id);
+        }
+        return;
+      case "error": {
+        const error = new WirehubError(message.code, message.message, { fromServer: true });
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending === undefined || message.id === undefined) {
+          this.#emit("error", error);
+          return;
+        }
+        conn.pending.delete(message.id);
+        switch (pending.kind) {
+          case "publish":
+            pending.publish.request.reject(error);
+            return;
+          case "unsubscribe":
+            // `not_subscribed` means what was asked for is true already.
+            pending.request?.resolve();
+            return;
+          case "subscribe":
+            if (pending.restoring) conn.restoring = Math.max(0, conn.restoring - 1);
+            this.#onSubscribeRefused(pending.channel, message.id, error);
+            if (this.#conn === conn) this.#checkHealth(conn);
+            return;
+          case "refresh":
+            pending.request.reject(error);
+            return;
+          case "ping":
+            return;
+        }
+      }
+    }
+  }
+
+  #onWelcome(conn: Conn, session: string): void {
+    if (conn.ready) return;
+    conn.ready = true;
+    this.#clock.clearTimeout(conn.connectTimer);
+    this.#session = session;
+    // Resubscriptions first, then the held publishes in order, all before any application
+    // code runs (a `connected` listener that publishes comes after them).
+    for (const registration of [...this.#subscriptions.values()]) {
+      this.#sendSubscribe(conn, registration, true);
+    }
+    const held = this.#buffer;
+    this.#buffer = [];
+    for (const publish of held) {
+      if (!publish.request.done) this.#sendPublish(conn, publish);
+    }
+    this.#checkHealth(conn);
+    this.#setState("connected");
+    const waiters = this.#connectWaiters;
+    this.#connectWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
+    this.#emit("connected", { session });
+  }
+
+  #onSubscribed(
+    channel: string,
+    id: number,
+    position: StreamPosition,
+    recovered: boolean | undefined,
+  ): void {
+    const registration = this.#subscriptions.get(channel);
+    if (registration === undefined || registration.inFlight !== id) return;
+    registration.inFlight = undefined;
+    const current: StreamPosition = { epoch: position.epoch, offset: position.offset };
+    const since = registration.position;
+    let lost: boolean;
+    if (since === undefined) {
+      lost = false;
+    } else if (recovered === false) {
+      lost = true;
+    } else if (recovered === true) {
+      // The replayed messages follow this reply and advance the offset themselves.
+      lost = since.epoch !== current.epoch;
+    } else {
+      // A server that does not say: only an unchanged position proves nothing was missed.
+      lost = since.epoch !== current.epoch || since.offset !== current.offset;
+    }
+    if (since !== undefined && !lost && since.epoch === current.epoch) {
+      registration.position = since;
+    } else {
+      registration.position = current;
+    }
+    const waiting = registration.waiting;
+    registration.waiting = undefined;
+    waiting?.resolve(registration.subscription);
+    if (since !== undefined && lost) {
+      const event: RecoveryFailed = { type: "recoveryFailed", channel, since, position: current };
+      this.#emit("recoveryFailed", { channel, since, position: current });
+      registration.subscription.deliver(event);
+    }
+  }
+
+  #onDelivery(channel: string, data: unknown, offset: number): void {
+    const registration = this.#subscriptions.get(channel);
+    if (registration === undefined) return;
+    const position = registration.position;
+    if (position !== undefined) {
+      if (offset <= position.offset) {
+        // A duplicate (e.g. a live delivery also replayed): dropped.
+        return;
+      }
+      registration.position = { epoch: position.epoch, offset };
+    }
+    const message: Message = { type: "message", channel, data, offset };
+    registration.subscription.deliver(message);
+  }
+
+  #onSubscribeRefused(channel: string, id: number, error: WirehubError): void {
+    const registration = this.#subscriptions.get(channel);
+    if (registration === undefined || registration.inFlight !== id) return;
+    this.#subscriptions.delete(channel);
+    this.#endRegistration(registration, withChannel(error, channel));
+  }
+
+  #onRevoked(channel: string): void {
+    const registration = this.#subscriptions.get(channel);
+    if (registration === undefined) return;
+    this.#subscriptions.delete(channel);
+    this.#endRegistration(
+      registration,
+      new WirehubError("revoked", `the server ended the subscription to ${JSON.stringify(channel)}`, {
+        channel,
+      }),
+    );
+  }
+
+  /** Ends a removed registration with an error: the waiting caller gets it, or the subscription ends with it. */
+  #endRegistration(registration: Registration, error: WirehubError): void {
+    const waiting = registration.waiting;
+    registration.waiting = undefined;
+    if (waiting !== undefined) {
+      waiting.reject(error);
+      return;
+    }
+    registration.subscription.end(error);
+    this.#emit("subscriptionEnded", { channel: registration.channel, error });
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  #sendSubscribe(conn: Conn, registration: Registration, restoring: boolean): void {
+    const id = this.#id();
+    registration.sent = true;
+    registration.inFlight = id;
+    conn.pending.set(id, { kind: "subscribe", channel: registration.channel, restoring });
+    if (restoring) conn.restoring += 1;
+    const frame: Record<string, unknown> = { type: "subscribe", id, channel: registration.channel };
+    if (registration.position !== undefined) {
+      frame.since = { epoch: registration.position.epoch, offset: registration.position.offset };
+    }
+    this.#send(conn, JSON.stringify(frame));
+  }
+
+  #sendPublish(conn: Conn, publish: HeldPublish): void {
+    const id = this.#id();
+    publish.id = id;
+    conn.pending.set(id, { kind: "publish", publish });
+    this.#send(
+      conn,
+      `{"type":"publish","id":${id},"channel":${JSON.stringify(publish.channel)},"data":${publish.json}}`,
+    );
+  }
+
+  #send(conn: Conn, text: string): void {
+    try {
+      conn.ws.send(text);
+    } catch (error) {
+      // The socket is closing; its close event follows and decides what happens next.
+      conn.lastError = error instanceof Error ? error.message : String(error);
+    }
+  }
+
+  #unsubscribe(channel: string, subscription: Subscription<any>): Promise<void> {
+    const registration = this.#subscriptions.get(channel);
+    if (registration === undefined || registration.subscription !== subscription) {
+      return Promise.resolve();
+    }
+    this.#subscriptions.delete(channel);
+    const waiting = registration.waiting;
+    registration.waiting = undefined;
+    if (waiting !== undefined) {
+      // Not handed out yet: its `subscribe` call fails instead.
+      waiting.reject(closedError());
+      subscription.discard();
+    } else {
+      subscription.end(undefined);
+    }
+    const conn = this.#conn;
+    if (conn?.ready !== true || !registration.sent) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const id = this.#id();
+      const request = this.#request(resolve, reject, () => conn.pending.delete(id));
+      conn.pending.set(id, { kind: "unsubscribe", request });
+      this.#send(conn, JSON.stringify({ type: "unsubscribe", id, channel }));
+    });
+  }
+
+  #subscribeTimedOut(registration: Registration): void {
+    if (this.#subscriptions.get(registration.channel) !== registration) return;
+    this.#subscriptions.delete(registration.channel);
+    registration.subscription.discard();
+    const conn = this.#conn;
+    if (conn?.ready && registration.sent) {
+      // The server may still subscribe: undo it. Its late `subscribed` is ignored.
+      const id = this.#id();
+      conn.pending.set(id, { kind: "unsubscribe", request: undefined });
+      this.#send(conn, JSON.stringify({ type: "unsubscribe", id, channel: registration.channel }));
+    }
+  }
+
+  #publishTimedOut(publish: HeldPublish): void {
+    // A held publish whose caller gave up is not sent; a sent one's late ack is ignored.
+    this.#buffer = this.#buffer.filter((held) => held !== publish);
+    if (publish.id !== undefined) this.#conn?.pending.delete(publish.id);
+  }
+
+  #positionOf(channel: string, subscription: Subscription<any>): StreamPosition | undefined {
+    const registration = this.#subscriptions.get(channel);
+    return registration?.subscription === subscription ? registration.position : undefined;
+  }
+
+  /** A request that settles once; rejects with `timeout` after `requestTimeout`. */
+  #request<T>(
+    resolve: (value: T) => void,
+    reject: (error: WirehubError) => void,
+    onTimeout?: () => void,
+    timed = true,
+  ): Request<T> {
+    let done = false;
+    const timer = timed
+      ? this.#clock.setTimeout(() => {
+          if (done) return;
+          done = true;
+          onTimeout?.();
+          reject(timeoutError());
+        }, this.#settings.requestTimeout)
+      : undefined;
+    return {
+      get done() {
+        return done;
+      },
+      resolve: (value: T) => {
+        if (done) return;
+        done = true;
+        if (timer !== undefined) this.#clock.clearTimeout(timer);
+        resolve(value);
+      },
+      reject: (error: WirehubError) => {
+        if (done) return;
+        done = true;
+        if (timer !== undefined) this.#clock.clearTimeout(timer);
+        reject(error);
+      },
+    };
+  }
+
+  #id(): number {
+    const id = this.#nextId;
+    this.#nextId += 1;
+    return id;
+  }
+
+  #setState(state: ClientState): void {
+    const previous = this.#state;
+    if (previous === state) return;
+    this.#state = state;
+    this.#emit("state", { state, previous });
+  }
+
+  #emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
+    const set = this.#listeners.get(event);
+    if (set === undefined) return;
+    for (const listener of [...set]) {
+      try {
+        listener(payload);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+}
+
+function withChannel(error: WirehubError, channel: string): WirehubError {
+  return new WirehubError(error.code, error.message, { fromServer: error.fromServer, channel });
+}
+
+/** Drops a socket without waiting for a close handshake. */
+function terminate(ws: WebSocketLike): void {
+  try {
+    const node = ws as unknown as { terminate?: () => void };
+    if (typeof node.terminate === "function") {
+      node.terminate();
+    } else if (ws.readyState <= OPEN) {
+      ws.close(1000, "client gave up the connection");
+    }
+  } catch {
+    // Already closed.
+  }
+}

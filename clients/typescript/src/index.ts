@@ -1,0 +1,48 @@
+export {
+  WirehubClient,
+  type ClientEvents,
+  type ClientOptions,
+  type ClientState,
+} from "./client.js";
+export {
+  DEFAULT_BACKOFF,
+  ReconnectSchedule,
+  adviceForCloseCode,
+  backoffCeiling,
+  backoffDelay,
+  type Backoff,
+  type Jitter,
+  type ReconnectAdvice,
+} from "./backoff.js";
+export {
+  WirehubError,
+  type ClientErrorCode,
+  type WirehubErrorCode,
+  type WirehubErrorDetails,
+} from "./errors.js";
+export type { Clock, WebSocketConstructor, WebSocketLike } from "./platform.js";
+export {
+  isValidChannel,
+  parseServerMessage,
+  type AckMessage,
+  type ClientMessage,
+  type ErrorMessage,
+  type MessageMessage,
+  type ParseResult,
+  type PongMessage,
+  type RefreshedMessage,
+  type ServerErrorCode,
+  type ServerMessage,
+  type StreamPosition,
+  type SubscribedMessage,
+  type UnsubscribedMessage,
+  type WelcomeMessage,
+} from "./protocol.js";
+export {
+  Subscription,
+  type Lagged,
+  type Message,
+  type RecoveryFailed,
+  type SubscriptionEvent,
+  type SubscriptionHandlers,
+} from "./subscription.js";

@@ -1,0 +1,542 @@
+// The client's logic against a scripted WebSocket and a fake clock: exact, fast, no network.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import {
+  type ClientEvents,
+  type ClientOptions,
+  type Message,
+  type SubscriptionEvent,
+  type WebSocketConstructor,
+  WirehubClient,
+  WirehubError,
+} from "../src/index.js";
+import { FakeClock, flush, seededRandom } from "./helpers/fake-clock.js";
+import { fakeWebSocket } from "./helpers/fake-socket.js";
+
+type Recorded = { [K in keyof ClientEvents]: [K, ClientEvents[K]] }[keyof ClientEvents];
+
+const EVENTS: (keyof ClientEvents)[] = [
+  "state",
+  "connecting",
+  "connected",
+  "disconnected",
+  "reconnecting",
+  "recoveryFailed",
+  "subscriptionEnded",
+  "error",
+  "stopped",
+];
+
+function setup(options: ClientOptions = {}, url = "ws://server.test/ws") {
+  const clock = new FakeClock();
+  const fake = fakeWebSocket();
+  const client = new WirehubClient(url, { WebSocket: fake.WebSocket, clock, random: () => 0.5, ...options });
+  const events: Recorded[] = [];
+  for (const name of EVENTS) client.on(name, (payload: any) => events.push([name, payload] as Recorded));
+  const of = <K extends keyof ClientEvents>(name: K): ClientEvents[K][] =>
+    events.filter((event) => event[0] === name).map((event) => event[1] as ClientEvents[K]);
+  return { clock, fake, client, events, of };
+}
+
+/** Settles a promise to its outcome so tests can look at it synchronously later. */
+function outcome<T>(promise: Promise<T>): { value?: T; error?: unknown; settled: boolean } {
+  const state: { value?: T; error?: unknown; settled: boolean } = { settled: false };
+  promise.then(
+    (value) => Object.assign(state, { value, settled: true }),
+    (error: unknown) => Object.assign(state, { error, settled: true }),
+  );
+  return state;
+}
+
+async function connected(options: ClientOptions = {}) {
+  const env = setup(options);
+  const connecting = env.client.connect();
+  env.fake.last().accept();
+  await connecting;
+  return env;
+}
+
+describe("client against a scripted server", () => {
+  test("the global WebSocket type fits the option (browsers)", () => {
+    // Compile-time check: the DOM's WebSocket class is accepted as is.
+    const check = (ctor: typeof WebSocket): WebSocketConstructor => ctor;
+    assert.equal(typeof check, "function");
+  });
+
+  test("bad URLs and a missing WebSocket are reported at construction", () => {
+    assert.throws(() => new WirehubClient("http://x/ws", { WebSocket: fakeWebSocket().WebSocket }), (e: unknown) => e instanceof WirehubError && e.code === "invalid_url");
+    assert.throws(() => new WirehubClient("not a url", { WebSocket: fakeWebSocket().WebSocket }), /invalid URL/);
+    if (typeof (globalThis as { WebSocket?: unknown }).WebSocket === "undefined") {
+      assert.throws(() => new WirehubClient("ws://x/ws"), /pass one/);
+    }
+    assert.throws(() => new WirehubClient("ws://x/ws", { WebSocket: fakeWebSocket().WebSocket, publishBuffer: -1 }), TypeError);
+    assert.throws(() => new WirehubClient("ws://x/ws", { WebSocket: fakeWebSocket().WebSocket, backoff: { initial: -5 } }), /backoff.initial/);
+    // An explicit undefined takes the default.
+    const { fake, client, of } = setup({ backoff: { initial: undefined, max: 4000 } });
+    void client.connect();
+    fake.last().failUpgrade();
+    assert.equal(of("reconnecting")[0]?.delay, 1000);
+  });
+
+  test("subscribe, publish, ack and message round trip; the token goes in the query", async () => {
+    const { fake, client, of } = setup({ token: "a b&c" });
+    assert.equal(client.state, "idle");
+    const connecting = client.connect();
+    const socket = fake.last();
+    assert.equal(socket.url, "ws://server.test/ws?token=a+b%26c");
+    socket.accept("sess-1");
+    await connecting;
+    assert.equal(client.state, "connected");
+    assert.equal(client.session, "sess-1");
+    assert.deepEqual(of("connected"), [{ session: "sess-1" }]);
+
+    const received: Message[] = [];
+    const subscribing = client.subscribe("chat", (m) => received.push(m));
+    const [subscribe] = socket.sentOf("subscribe");
+    assert.deepEqual(subscribe, { type: "subscribe", id: 1, channel: "chat" });
+    socket.ackSubscribes("e1", 4);
+    const subscription = await subscribing;
+    assert.deepEqual(subscription.position, { epoch: "e1", offset: 4 });
+
+    const publishing = client.publish("chat", { text: "hi" });
+    assert.deepEqual(socket.sentOf("publish"), [{ type: "publish", id: 2, channel: "chat", data: { text: "hi" } }]);
+    socket.receive({ type: "ack", id: 2, offset: 5 });
+    assert.equal(await publishing, 5);
+    socket.receive({ type: "message", channel: "chat", data: { text: "hi" }, offset: 5 });
+    assert.deepEqual(received, [{ type: "message", channel: "chat", data: { text: "hi" }, offset: 5 }]);
+    assert.deepEqual(subscription.position, { epoch: "e1", offset: 5 });
+
+    await assert.rejects(client.subscribe("chat"), { code: "already_subscribed" });
+    await assert.rejects(client.subscribe("bad channel"), { code: "invalid_channel" });
+    await assert.rejects(client.publish("chat", undefined), { code: "invalid_data" });
+    socket.receive({ type: "error", id: 99, code: "rate_limited", message: "slow down" });
+    assert.equal(of("error").at(-1)?.code, "rate_limited");
+  });
+
+  test("resubscribes with since; the replay is delivered once, duplicates are dropped", async () => {
+    const { clock, fake, client, of } = await connected();
+    const received: number[] = [];
+    const subscribing = client.subscribe("news", (m) => received.push(m.offset));
+    fake.last().ackSubscribes("e1", 5);
+    await subscribing;
+    fake.last().receive({ type: "message", channel: "news", data: 6, offset: 6 });
+    fake.last().receive({ type: "message", channel: "news", data: 7, offset: 7 });
+
+    fake.last().serverClose(1001, "server shutting down");
+    assert.deepEqual(of("disconnected"), [{ code: 1001, reason: "server shutting down" }]);
+    // 1001 reconnects with the first ceiling: random(0, 1000) with a draw of 0.5.
+    assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay: 500 }]); // healthy: attempts start over
+    clock.advance(499);
+    assert.equal(fake.sockets.length, 1);
+    clock.advance(1);
+    assert.equal(fake.sockets.length, 2);
+
+    const second = fake.last();
+    second.accept("sess-2");
+    assert.deepEqual(second.sentOf("subscribe"), [{ type: "subscribe", id: 2, channel: "news", since: { epoch: "e1", offset: 7 } }]);
+    second.ackSubscribes("e1", 9, true);
+    for (const offset of [8, 9, 9, 7]) second.receive({ type: "message", channel: "news", data: offset, offset });
+    assert.deepEqual(received, [6, 7, 8, 9]);
+    assert.deepEqual(of("recoveryFailed"), []);
+  });
+
+  test("a gap that cannot be recovered is reported, then deliveries go on", async () => {
+    const { clock, fake, client, of } = await connected();
+    const lost: unknown[] = [];
+    const received: number[] = [];
+    const subscribing = client.subscribe("news", {
+      onMessage: (m) => received.push(m.offset),
+      onRecoveryFailed: (event) => lost.push(event),
+    });
+    fake.last().ackSubscribes("e1", 3);
+    await subscribing;
+    fake.last().serverClose(4200, "reconnect");
+    clock.advance(500);
+    fake.last().accept();
+    fake.last().ackSubscribes("e2", 0, false);
+    const expected = { channel: "news", since: { epoch: "e1", offset: 3 }, position: { epoch: "e2", offset: 0 } };
+    assert.deepEqual(of("recoveryFailed"), [expected]);
+    assert.deepEqual(lost, [{ type: "recoveryFailed", ...expected }]);
+    fake.last().receive({ type: "message", channel: "news", data: null, offset: 1 });
+    assert.deepEqual(received, [1]);
+  });
+
+  for (const code of [4001, 4003]) {
+    test(`close ${code} stops the client and fails what waits`, async () => {
+      const { clock, fake, client, of } = await connected();
+      const subscribing = outcome(client.subscribe("chat"));
+      const publishing = outcome(client.publish("chat", 1));
+      fake.last().serverClose(code, "no");
+      await flush();
+      assert.equal(client.state, "closed");
+      assert.equal(client.stopError?.code, "rejected");
+      assert.equal(client.stopError?.closeCode, code);
+      assert.equal(client.stopError?.fatal, true);
+      assert.equal(of("stopped")[0]?.error?.closeCode, code);
+      assert.deepEqual(of("reconnecting"), []);
+      assert.equal((subscribing.error as WirehubError).code, "rejected");
+      assert.equal((publishing.error as WirehubError).code, "rejected");
+      clock.advance(120_000);
+      assert.equal(fake.sockets.length, 1);
+      await assert.rejects(client.publish("chat", 2), { code: "rejected" });
+      await assert.rejects(client.connect(), { code: "rejected" });
+    });
+  }
+
+  test("each close-code range gets its reconnect delay", async () => {
+    // With a draw of 0.5: reconnect → k = 0 → 500 ms; back off → k ≥ 1 → 1000 ms.
+    const cases: [number, number][] = [
+      [1000, 500],
+      [1001, 500],
+      [4200, 500],
+      [4299, 500],
+      [4100, 1000],
+      [4101, 1000],
+      [4102, 1000],
+      [1006, 1000],
+      [1009, 1000],
+      [1011, 1000],
+    ];
+    for (const [code, delay] of cases) {
+      const { fake, of } = await connected();
+      fake.last().serverClose(code);
+      assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay }], `close ${code}`);
+    }
+  });
+
+  test("a failed upgrade backs off (browsers show only 1006); HTTP 401 and 403 stop (Node)", async () => {
+    {
+      const { fake, client, of } = setup();
+      void client.connect();
+      fake.last().failUpgrade();
+      assert.equal(of("error")[0]?.code, "connect_failed");
+      assert.deepEqual(of("reconnecting"), [{ attempt: 2, delay: 1000 }]);
+      assert.equal(client.state, "reconnecting");
+    }
+    {
+      const { fake, client, of } = setup();
+      void client.connect();
+      fake.last().failUpgrade(503);
+      assert.match(of("error")[0]?.message ?? "", /HTTP 503/);
+      assert.equal(of("reconnecting").length, 1);
+    }
+    for (const status of [401, 403]) {
+      const { clock, fake, client, of } = setup();
+      const connecting = client.connect();
+      fake.last().failUpgrade(status);
+      await assert.rejects(connecting, { code: "unauthorized", status });
+      assert.equal(client.state, "closed");
+      assert.deepEqual(of("reconnecting"), []);
+      clock.advance(60_000);
+      assert.equal(fake.sockets.length, 1);
+    }
+  });
+
+  test("the backoff resets only once a connection proved healthy", async () => {
+    const { clock, fake, client, of } = setup({ healthyAfter: 10_000 });
+    void client.connect();
+    void client.subscribe("chat");
+    // Accepted, welcomed, but the resubscription is never answered: not healthy.
+    for (let i = 0; i < 3; i++) {
+      fake.last().accept();
+      fake.last().serverClose(1000);
+      clock.advance(of("reconnecting").at(-1)!.delay);
+    }
+    assert.deepEqual(
+      of("reconnecting").map((r) => r.delay),
+      [500, 1000, 2000],
+    );
+    // Welcome and every resubscription answered: healthy, back to the first ceiling.
+    fake.last().accept();
+    fake.last().ackSubscribes();
+    fake.last().serverClose(1000);
+    assert.equal(of("reconnecting").at(-1)?.delay, 500);
+    assert.equal(of("reconnecting").at(-1)?.attempt, 1);
+    clock.advance(500);
+    // Up for healthyAfter without the answer: healthy too.
+    fake.last().serverClose(1000);
+    clock.advance(1000);
+    fake.last().accept();
+    clock.advance(10_000);
+    fake.last().serverClose(1000);
+    assert.equal(of("reconnecting").at(-1)?.delay, 500);
+  });
+
+  test("a connection without welcome within connectTimeout is given up", () => {
+    const { clock, fake, client, of } = setup({ connectTimeout: 3000 });
+    void client.connect();
+    fake.last().open();
+    clock.advance(2999);
+    assert.equal(of("error").length, 0);
+    clock.advance(1);
+    assert.equal(fake.sockets[0]?.terminated, true);
+    assert.match(of("error")[0]?.message ?? "", /no welcome within 3000 ms/);
+    assert.equal(client.state, "reconnecting");
+  });
+
+  test("a silent server gets an app-level ping and is dropped without pong", async () => {
+    const { clock, fake, client, of } = await connected({ idleTimeout: 45_000, pongTimeout: 10_000 });
+    const socket = fake.last();
+    clock.advance(30_000);
+    socket.receive({ type: "pong" }); // any frame is a sign of life
+    clock.advance(44_999);
+    assert.deepEqual(socket.sentOf("ping"), []);
+    clock.advance(1);
+    assert.deepEqual(socket.sentOf("ping"), [{ type: "ping", id: 1 }]);
+    socket.receive({ type: "pong", id: 1 });
+    clock.advance(10_000);
+    assert.equal(client.state, "connected");
+    // Silence again: a second ping 45 s after the pong, then nothing for 10 s.
+    clock.advance(35_000);
+    assert.equal(socket.sentOf("ping").length, 2);
+    clock.advance(9999);
+    assert.equal(client.state, "connected");
+    clock.advance(1);
+    assert.equal(socket.terminated, true);
+    assert.match(of("disconnected")[0]?.reason ?? "", /presumed dead/);
+    assert.equal(of("reconnecting")[0]?.delay, 1000);
+  });
+
+  test("malformed frames are reported and ignored; the connection stays", async () => {
+    const { fake, client, of } = await connected();
+    const received: unknown[] = [];
+    const subscribing = client.subscribe("c", (m) => received.push(m.data));
+    fake.last().ackSubscribes();
+    await subscribing;
+    fake.last().receive("this is not json");
+    fake.last().receive("[1,2]");
+    fake.last().receive({ type: "message", channel: "c", offset: 1 });
+    fake.last().receive({ type: "ack", id: 1, offset: "x" });
+    fake.last().receiveBinary(new Uint8Array([1, 2, 3]));
+    fake.last().receive({ type: "from_a_newer_server" });
+    fake.last().receive({ type: "message", channel: "c", data: "ok", offset: 1, extra: true });
+    assert.deepEqual(
+      of("error").map((e) => e.code),
+      ["invalid_frame", "invalid_frame", "invalid_frame", "invalid_frame", "invalid_frame"],
+    );
+    assert.equal(client.state, "connected");
+    assert.deepEqual(received, ["ok"]);
+  });
+
+  test("publishes wait in a bounded buffer while disconnected and go out in order after the resubscriptions", async () => {
+    const { fake, client } = setup({ publishBuffer: 2 });
+    void client.connect();
+    const subscribing = client.subscribe("chat");
+    const first = client.publish("chat", "a");
+    const second = client.publish("chat", "b");
+    await assert.rejects(client.publish("chat", "c"), (e: unknown) => e instanceof WirehubError && e.code === "buffer_full" && e.capacity === 2);
+    const socket = fake.last();
+    socket.accept();
+    assert.deepEqual(
+      socket.sent.map((frame) => [frame.type, frame.data ?? frame.channel]),
+      [
+        ["subscribe", "chat"],
+        ["publish", "a"],
+        ["publish", "b"],
+      ],
+    );
+    socket.ackSubscribes();
+    await subscribing;
+    const [a, b] = socket.sentOf("publish");
+    socket.receive({ type: "ack", id: b!.id, offset: 2 });
+    socket.receive({ type: "ack", id: a!.id, offset: 1 });
+    assert.deepEqual(await Promise.all([first, second]), [1, 2]);
+  });
+
+  test("a sent publish whose ack was lost fails with disconnected and is not resent", async () => {
+    const { clock, fake, client } = await connected();
+    const publishing = client.publish("chat", "x");
+    fake.last().serverClose(1001);
+    await assert.rejects(publishing, { code: "disconnected" });
+    clock.advance(500);
+    fake.last().accept();
+    assert.deepEqual(fake.last().sentOf("publish"), []);
+  });
+
+  test("a held publish whose caller timed out is not sent", async () => {
+    const { clock, fake, client } = setup({ requestTimeout: 1000 });
+    void client.connect();
+    const publishing = client.publish("chat", "late");
+    clock.advance(1000);
+    await assert.rejects(publishing, { code: "timeout" });
+    fake.last().accept();
+    assert.deepEqual(fake.last().sentOf("publish"), []);
+  });
+
+  test("a refused subscription rejects; a revoked one ends with an event", async () => {
+    const { fake, client, of } = await connected();
+    const refused = client.subscribe("secret");
+    const [frame] = fake.last().sentOf("subscribe");
+    fake.last().receive({ type: "error", id: frame!.id, code: "forbidden", message: "not allowed" });
+    await assert.rejects(refused, { code: "forbidden", fromServer: true, channel: "secret" });
+
+    const ended: unknown[] = [];
+    const subscribing = client.subscribe("chat", { onEnded: (error) => ended.push(error?.code) });
+    fake.last().ackSubscribes();
+    const subscription = await subscribing;
+    fake.last().receive({ type: "unsubscribed", channel: "chat" });
+    assert.deepEqual(ended, ["revoked"]);
+    assert.equal(subscription.active, false);
+    assert.equal(of("subscriptionEnded")[0]?.error.code, "revoked");
+  });
+
+  test("refreshToken sends refresh when connected, and is used for the next upgrade", async () => {
+    const { clock, fake, client } = await connected({ token: "old" });
+    const refreshing = client.refreshToken("new");
+    const [frame] = fake.last().sentOf("refresh");
+    assert.deepEqual(frame, { type: "refresh", id: 1, token: "new" });
+    fake.last().receive({ type: "refreshed", id: 1, expires: 2_000_000_000 });
+    await refreshing;
+    const refused = client.refreshToken("bad");
+    fake.last().receive({ type: "error", id: 2, code: "unauthorized", message: "expired" });
+    await assert.rejects(refused, { code: "unauthorized", fromServer: true });
+    fake.last().serverClose(1001);
+    await client.refreshToken("newest");
+    clock.advance(500);
+    assert.equal(fake.last().url, "ws://server.test/ws?token=newest");
+  });
+
+  test("the async iterator yields events in order; leaving the loop unsubscribes", async () => {
+    const { fake, client } = await connected();
+    const subscribing = client.subscribe<number>("feed");
+    fake.last().ackSubscribes("e1", 0);
+    const subscription = await subscribing;
+    for (const offset of [1, 2, 3]) fake.last().receive({ type: "message", channel: "feed", data: offset * 10, offset });
+    const seen: SubscriptionEvent<number>[] = [];
+    for await (const event of subscription) {
+      seen.push(event);
+      if (seen.length === 3) break;
+    }
+    assert.deepEqual(
+      seen.map((e) => (e.type === "message" ? e.data : e.type)),
+      [10, 20, 30],
+    );
+    assert.deepEqual(fake.last().sentOf("unsubscribe"), [{ type: "unsubscribe", id: 2, channel: "feed" }]);
+    assert.equal(subscription.active, false);
+  });
+
+  test("a slow iterator gets lagged instead of unbounded memory", async () => {
+    const { fake, client } = await connected({ subscriptionBuffer: 2 });
+    const subscribing = client.subscribe("feed");
+    fake.last().ackSubscribes("e1", 0);
+    const subscription = await subscribing;
+    for (let offset = 1; offset <= 5; offset++) fake.last().receive({ type: "message", channel: "feed", data: offset, offset });
+    const iterator = subscription[Symbol.asyncIterator]();
+    const next = async () => (await iterator.next()).value as SubscriptionEvent;
+    assert.deepEqual(await next(), { type: "message", channel: "feed", data: 1, offset: 1 });
+    assert.deepEqual(await next(), { type: "message", channel: "feed", data: 2, offset: 2 });
+    assert.deepEqual(await next(), { type: "lagged", missed: 3 });
+  });
+
+  test("close() ends subscriptions, fails waiting calls and sends close 1000", async () => {
+    const { fake, client, of } = await connected();
+    const subscribing = client.subscribe("a");
+    fake.last().ackSubscribes();
+    const subscription = await subscribing;
+    const publishing = outcome(client.publish("a", 1));
+    const iterating = (async () => {
+      const seen: unknown[] = [];
+      for await (const event of subscription) seen.push(event);
+      return seen;
+    })();
+    const closing = client.close();
+    fake.last().serverClose(1000);
+    await closing;
+    await flush();
+    assert.deepEqual(await iterating, []);
+    assert.equal((publishing.error as WirehubError).code, "closed");
+    assert.deepEqual(fake.last().closedByClient, { code: 1000, reason: "client closed" });
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("stopped"), [{ error: undefined }]);
+    await assert.rejects(client.subscribe("b"), { code: "closed" });
+  });
+
+  test("maxReconnects: 0 makes one attempt only", async () => {
+    const { fake, client } = setup({ maxReconnects: 0 });
+    const connecting = client.connect();
+    fake.last().failUpgrade();
+    await assert.rejects(connecting, { code: "connect_failed" });
+    assert.equal(client.state, "closed");
+  });
+
+  test("a throwing listener does not break the client", async () => {
+    const reported: unknown[] = [];
+    const global = globalThis as { reportError?: (error: unknown) => void };
+    const saved = global.reportError;
+    global.reportError = (error) => reported.push(error);
+    try {
+      const { fake, client } = setup();
+      client.on("connected", () => {
+        throw new Error("listener bug");
+      });
+      const connecting = client.connect();
+      fake.last().accept();
+      await connecting;
+      const subscribing = client.subscribe("c", () => {
+        throw new Error("handler bug");
+      });
+      fake.last().ackSubscribes();
+      await subscribing;
+      fake.last().receive({ type: "message", channel: "c", data: 1, offset: 1 });
+      assert.equal(client.state, "connected");
+      assert.deepEqual(
+        reported.map((e) => (e as Error).message),
+        ["listener bug", "handler bug"],
+      );
+    } finally {
+      if (saved === undefined) delete global.reportError;
+      else global.reportError = saved;
+    }
+  });
+
+  test("many clients dropped together reconnect spread over the window", () => {
+    // 200 clients on one fake clock, each with its own random source; the server goes away
+    // (1001) for all of them at the same instant, then refuses them for a while.
+    const clock = new FakeClock();
+    const clients = Array.from({ length: 200 }, (_, i) => {
+      const fake = fakeWebSocket();
+      const client = new WirehubClient("ws://server.test/ws", {
+        WebSocket: fake.WebSocket,
+        clock,
+        random: seededRandom(1000 + i),
+        connectTimeout: 3_600_000,
+      });
+      void client.connect();
+      fake.last().accept();
+      return { fake, client };
+    });
+    for (const { fake } of clients) fake.last().serverClose(1001);
+    // Step through the first second in 10 ms slices, recording when each client comes back.
+    const retriedAt: (number | undefined)[] = clients.map(() => undefined);
+    for (let t = 10; t <= 1000; t += 10) {
+      clock.advance(10);
+      clients.forEach(({ fake }, i) => {
+        if (fake.sockets.length >= 2 && retriedAt[i] === undefined) retriedAt[i] = t;
+      });
+    }
+    const firstRetry = retriedAt.filter((t): t is number => t !== undefined);
+    assert.equal(firstRetry.length, clients.length, "every client retried within the first ceiling (1 s)");
+    const quarters = [0, 0, 0, 0];
+    for (const t of firstRetry) quarters[Math.min(3, Math.floor((t - 1) / 250))]! += 1;
+    for (const n of quarters) assert.ok(n >= 30 && n <= 70, `retries per 250 ms: ${quarters.join(",")}`);
+    // The server keeps refusing: after five more failures everyone is at the cap (30 s) and
+    // the delays still cover the whole [0, 30 s) window.
+    const delays: number[] = [];
+    for (const { fake, client } of clients) {
+      client.on("reconnecting", ({ delay }) => delays.push(delay));
+      fake.last().failUpgrade();
+    }
+    for (let round = 0; round < 6; round++) {
+      delays.length = 0;
+      clock.advance(30_000);
+      for (const { fake } of clients) fake.last().failUpgrade();
+    }
+    assert.equal(delays.length, clients.length);
+    assert.ok(Math.max(...delays) < 30_000);
+    const tenths = new Array<number>(10).fill(0);
+    for (const d of delays) tenths[Math.floor(d / 3000)]! += 1;
+    for (const n of tenths) assert.ok(n >= 5 && n <= 40, `retries per 3 s at the cap: ${tenths.join(",")}`);
+    for (const { client } of clients) void client.close();
+  });
+});

@@ -1,0 +1,257 @@
+// The client against the real server binary (`target/release/wirehub`, or $WIREHUB_BIN).
+import assert from "node:assert/strict";
+import { afterEach, describe, test } from "node:test";
+
+import WebSocket from "ws";
+
+import {
+  type ClientEvents,
+  type ClientOptions,
+  type Message,
+  WirehubClient,
+} from "../src/index.js";
+import { Collector, Server, TcpProxy, makeToken, nextEvent, withTimeout } from "./helpers/server.js";
+
+const servers: Server[] = [];
+const proxies: TcpProxy[] = [];
+const clients: WirehubClient[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
+  await Promise.all(servers.splice(0).map((server) => server.stop("SIGKILL")));
+});
+
+async function startServer(args: string[] = []): Promise<Server> {
+  const server = await Server.start(args);
+  servers.push(server);
+  return server;
+}
+
+async function startProxy(server: Server): Promise<TcpProxy> {
+  const proxy = await TcpProxy.start(server.port);
+  proxies.push(proxy);
+  return proxy;
+}
+
+/** A client with a short backoff (50 ms, ×2, 500 ms) so that reconnects are quick. */
+function makeClient(url: string, options: ClientOptions = {}): WirehubClient {
+  const client = new WirehubClient(url, {
+    WebSocket,
+    backoff: { initial: 50, max: 500 },
+    requestTimeout: 5000,
+    connectTimeout: 5000,
+    ...options,
+  });
+  clients.push(client);
+  return client;
+}
+
+async function connectedClient(url: string, options: ClientOptions = {}): Promise<WirehubClient> {
+  const client = makeClient(url, options);
+  await withTimeout(client.connect(), 5000, `a connection to ${url}`);
+  return client;
+}
+
+function record<K extends keyof ClientEvents>(client: WirehubClient, event: K): ClientEvents[K][] {
+  const seen: ClientEvents[K][] = [];
+  client.on(event, (payload) => seen.push(payload));
+  return seen;
+}
+
+describe("against the real server", () => {
+  test("subscribe, publish, ack and message round trip", async () => {
+    const server = await startServer();
+    const subscriber = await connectedClient(server.url);
+    assert.equal(subscriber.state, "connected");
+    assert.match(subscriber.session ?? "", /.+/);
+    const got = new Collector<Message>();
+    const subscription = await subscriber.subscribe("chat", got.push);
+    assert.equal(subscription.position?.offset, 0);
+
+    const publisher = await connectedClient(server.url);
+    assert.equal(await publisher.publish("chat", { text: "hello" }), 1);
+    assert.equal(await publisher.publish("chat", "two"), 2);
+    const items = await got.waitFor(2);
+    assert.deepEqual(
+      items.map((m) => [m.channel, m.data, m.offset]),
+      [
+        ["chat", { text: "hello" }, 1],
+        ["chat", "two", 2],
+      ],
+    );
+    assert.equal(subscription.position?.offset, 2);
+
+    // subscribed.offset is the stream's latest offset.
+    const late = await publisher.subscribe("chat");
+    assert.equal(late.position?.offset, 2);
+    await late.unsubscribe();
+    assert.equal(late.active, false);
+  });
+
+  test("server killed and restarted on the same port: reconnects, resubscribes, reports the lost epoch", async () => {
+    const server = await startServer();
+    const client = await connectedClient(server.url);
+    const got = new Collector<Message>();
+    await client.subscribe("news", got.push);
+    const publisher = await connectedClient(server.url);
+    await publisher.publish("news", "before");
+    await got.waitFor(1);
+    await publisher.close();
+
+    const disconnected = nextEvent(client, "disconnected");
+    const recoveryFailed = nextEvent(client, "recoveryFailed");
+    await server.stop("SIGKILL");
+    const lost = await disconnected;
+    assert.equal(lost.code, 1006);
+
+    const restarted = await server.restart();
+    servers.push(restarted);
+    const failure = await recoveryFailed;
+    assert.equal(failure.channel, "news");
+    assert.equal(failure.since.offset, 1);
+    assert.notEqual(failure.position.epoch, failure.since.epoch);
+    assert.equal(failure.position.offset, 0);
+    assert.equal(client.state, "connected");
+
+    const again = await connectedClient(restarted.url);
+    assert.equal(await again.publish("news", "after"), 1);
+    const items = await got.waitFor(2);
+    assert.deepEqual(
+      items.map((m) => [m.data, m.offset]),
+      [
+        ["before", 1],
+        ["after", 1],
+      ],
+    );
+  });
+
+  test("a network cut is recovered through since: the missed messages are replayed once, in order", async () => {
+    const server = await startServer();
+    const proxy = await startProxy(server);
+    const client = await connectedClient(proxy.url);
+    const failures = record(client, "recoveryFailed");
+    const got = new Collector<Message>();
+    await client.subscribe("feed", got.push);
+    const direct = await connectedClient(server.url);
+    await direct.publish("feed", 1);
+    await got.waitFor(1);
+
+    const disconnected = nextEvent(client, "disconnected");
+    proxy.cut();
+    await disconnected;
+    for (const n of [2, 3, 4]) await direct.publish("feed", n);
+    const reconnected = nextEvent(client, "connected");
+    proxy.restore();
+    await reconnected;
+    await got.waitFor(4);
+    await direct.publish("feed", 5);
+    const items = await got.waitFor(5);
+    assert.deepEqual(
+      items.map((m) => [m.data, m.offset]),
+      [
+        [1, 1],
+        [2, 2],
+        [3, 3],
+        [4, 4],
+        [5, 5],
+      ],
+    );
+    assert.deepEqual(failures, []);
+    assert.ok((await server.metric("wirehub_messages_replayed_total")) >= 3);
+  });
+
+  test("a silent (frozen) server is detected with an app-level ping, then the client reconnects", async () => {
+    const server = await startServer();
+    const proxy = await startProxy(server);
+    const client = await connectedClient(proxy.url, { idleTimeout: 300, pongTimeout: 300 });
+    await client.subscribe("x");
+    const dead = nextEvent(client, "disconnected", (event) => /presumed dead/.test(event.reason), 5000);
+    proxy.freeze();
+    await dead;
+    const reconnected = nextEvent(client, "connected");
+    proxy.restore();
+    await reconnected;
+    assert.equal(client.state, "connected");
+  });
+
+  test("graceful shutdown (1001) reconnects with the first ceiling, then recovers", async () => {
+    const server = await startServer(["--shutdown-drain", "0s"]);
+    const client = await connectedClient(server.url);
+    await client.subscribe("news");
+    const disconnected = nextEvent(client, "disconnected");
+    const reconnecting = nextEvent(client, "reconnecting");
+    await server.stop("SIGTERM");
+    assert.equal((await disconnected).code, 1001);
+    assert.ok((await reconnecting).delay < 50, "1001 uses k = 0: random(0, initial)");
+    const connected = nextEvent(client, "connected");
+    servers.push(await server.restart());
+    await connected;
+  });
+
+  test("publishes held while disconnected are flushed in order; overflow fails at once", async () => {
+    const server = await startServer();
+    const proxy = await startProxy(server);
+    proxy.cut();
+    const client = makeClient(proxy.url, { publishBuffer: 3 });
+    void client.connect();
+    const subscriber = await connectedClient(server.url);
+    const got = new Collector<Message>();
+    await subscriber.subscribe("queue", got.push);
+
+    const held = ["a", "b", "c"].map((data) => client.publish("queue", data));
+    await assert.rejects(client.publish("queue", "d"), { code: "buffer_full", capacity: 3 });
+    proxy.restore();
+    assert.deepEqual(await withTimeout(Promise.all(held), 10_000, "the held publishes' acks"), [1, 2, 3]);
+    const items = await got.waitFor(3);
+    assert.deepEqual(
+      items.map((m) => [m.data, m.offset]),
+      [
+        ["a", 1],
+        ["b", 2],
+        ["c", 3],
+      ],
+    );
+  });
+
+  describe("with tokens", () => {
+    const secret = "integration-secret-0123456789";
+
+    test("HTTP 401 at the upgrade stops the client instead of retrying", async () => {
+      const server = await startServer(["--jwt-secret", secret]);
+      const client = makeClient(server.url, { token: "not-a-valid-token" });
+      const retries = record(client, "reconnecting");
+      await assert.rejects(withTimeout(client.connect(), 5000, "the refusal"), { code: "unauthorized", status: 401 });
+      assert.equal(client.state, "closed");
+      assert.deepEqual(retries, []);
+    });
+
+    test("permissions: forbidden subscribe, allowed publish, refreshToken", async () => {
+      const server = await startServer(["--jwt-secret", secret]);
+      const token = await makeToken(["--secret", secret, "--sub", "ann", "--subscribe", "chat:*", "--publish", "chat:*"]);
+      const client = await connectedClient(server.url, { token });
+      await assert.rejects(client.subscribe("news"), { code: "forbidden", fromServer: true });
+      const got = new Collector<Message>();
+      await client.subscribe("chat:1", got.push);
+      assert.equal(await client.publish("chat:1", "hi"), 1);
+      await got.waitFor(1);
+      const fresh = await makeToken(["--secret", secret, "--sub", "ann", "--subscribe", "chat:*", "--publish", "chat:*"]);
+      await client.refreshToken(fresh);
+      await assert.rejects(client.refreshToken("garbage"), { code: "unauthorized", fromServer: true });
+      assert.equal(client.state, "connected");
+    });
+
+    test("close 4001 (token expired) stops the client", async () => {
+      const server = await startServer(["--jwt-secret", secret]);
+      const token = await makeToken(["--secret", secret, "--sub", "bob", "--subscribe", "*", "--ttl", "2s"]);
+      const client = await connectedClient(server.url, { token });
+      const retries = record(client, "reconnecting");
+      const stopped = await nextEvent(client, "stopped", () => true, 6000);
+      assert.equal(stopped.error?.code, "rejected");
+      assert.equal(stopped.error?.closeCode, 4001);
+      assert.equal(client.state, "closed");
+      assert.deepEqual(retries, []);
+      await assert.rejects(client.publish("chat", 1), { code: "rejected" });
+    });
+  });
+});
