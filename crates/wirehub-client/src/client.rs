@@ -79,10 +79,11 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL that is not `ws://` or `wss://`,
-    /// [`Error::InvalidToken`] for a token that cannot be sent in a header, and
+    /// [`Error::InvalidToken`] for a token that cannot be sent in a header, [`Error::Tls`]
+    /// for a root certificate that cannot be used, and
     /// [`Error::NoRuntime`] outside a Tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<Client> {
-        connection::validate(&config)?;
+        let tls = connection::validate(&config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (commands, command_receiver) = mpsc::channel(COMMAND_QUEUE);
         let (events, first_events) = broadcast::channel(EVENT_QUEUE);
@@ -90,6 +91,7 @@ impl Client {
         let request_timeout = config.request_timeout;
         let actor = Actor::new(
             config,
+            tls,
             command_receiver,
             commands.downgrade(),
             events.clone(),

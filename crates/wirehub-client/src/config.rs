@@ -57,6 +57,10 @@ pub struct ClientConfig {
     /// How long `subscribe`, `unsubscribe` and `publish` wait for the server's answer,
     /// including any time spent waiting for a connection. Default 10 s.
     pub request_timeout: Duration,
+    /// Certificate authorities trusted for `wss://` URLs in addition to the bundled Mozilla
+    /// roots (the `webpki-roots` crate), DER-encoded: for a server whose certificate comes
+    /// from a private CA, or a self-signed one. Default none.
+    pub root_certificates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("publish_buffer", &self.publish_buffer)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("request_timeout", &self.request_timeout)
+            .field("root_certificates", &self.root_certificates.len())
             .finish()
     }
 }
@@ -92,6 +97,7 @@ impl ClientConfig {
             publish_buffer: 64,
             subscription_capacity: 1024,
             request_timeout: Duration::from_secs(10),
+            root_certificates: Vec::new(),
         }
     }
 
@@ -153,5 +159,43 @@ impl ClientConfig {
     pub fn request_timeout(mut self, request_timeout: Duration) -> Self {
         self.request_timeout = request_timeout;
         self
+    }
+
+    /// Trusts one more certificate authority (DER-encoded) for `wss://`.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(der.into());
+        self
+    }
+
+    /// Trusts every certificate in a PEM file's contents (`-----BEGIN CERTIFICATE-----`
+    /// blocks) for `wss://`.
+    ///
+    /// ```
+    /// use wirehub_client::ClientConfig;
+    ///
+    /// let pem = b"not a certificate";
+    /// assert!(ClientConfig::new("wss://example.com/ws").add_root_certificates_pem(pem).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Tls`](crate::Error::Tls) when the text holds no certificate or a malformed one.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> crate::Result<Self> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|error| crate::Error::Tls {
+                reason: format!("cannot read the PEM certificates: {error}"),
+            })?;
+            self.root_certificates.push(cert.as_ref().to_vec());
+            added += 1;
+        }
+        if added == 0 {
+            return Err(crate::Error::Tls {
+                reason: "no certificate found in the PEM text".into(),
+            });
+        }
+        Ok(self)
     }
 }

@@ -11,10 +11,12 @@
 //! answer, whether `welcome` arrived, whether the connection proved healthy.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rustls_pki_types::CertificateDer;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -24,7 +26,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, header};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosition};
 
 use crate::backoff::ReconnectSchedule;
@@ -33,9 +35,41 @@ use crate::{ClientConfig, Error, Event, Message, Result, Subscription, Subscript
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Checks what can be checked before the first attempt: the URL and the token header.
-pub(crate) fn validate(config: &ClientConfig) -> Result<()> {
-    build_request(config).map(drop)
+/// Checks what can be checked before the first attempt (the URL, the token header, the
+/// TLS roots) and returns the TLS settings a `wss://` URL needs.
+pub(crate) fn validate(config: &ClientConfig) -> Result<Option<Connector>> {
+    build_request(config)?;
+    let secure = config
+        .url
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
+    if secure {
+        tls_settings(&config.root_certificates).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// A rustls client configuration trusting the bundled Mozilla roots and `extra` (DER).
+fn tls_settings(extra: &[Vec<u8>]) -> Result<Connector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|error| Error::Tls {
+                reason: format!("cannot use a root certificate: {error}"),
+            })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let settings = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| Error::Tls {
+            reason: error.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(settings)))
 }
 
 /// Checks that a token can be sent in the `Authorization` header.
@@ -73,6 +107,8 @@ fn build_request(config: &ClientConfig) -> Result<Request<()>> {
 /// The connection task.
 pub(crate) struct Actor {
     config: ClientConfig,
+    /// The TLS settings for a `wss://` URL, built once.
+    tls: Option<Connector>,
     commands: mpsc::Receiver<Command>,
     /// Given to each [`Subscription`] so that dropping it can unsubscribe; weak so that the
     /// task does not keep itself alive.
@@ -172,6 +208,7 @@ enum Attempt {
 impl Actor {
     pub(crate) fn new(
         config: ClientConfig,
+        tls: Option<Connector>,
         commands: mpsc::Receiver<Command>,
         command_sender: mpsc::WeakSender<Command>,
         events: broadcast::Sender<Event>,
@@ -180,6 +217,7 @@ impl Actor {
         let schedule = ReconnectSchedule::new(config.backoff, StdRng::from_os_rng());
         Actor {
             config,
+            tls,
             commands,
             command_sender,
             events,
@@ -252,8 +290,11 @@ impl Actor {
         };
         let connect_timeout = self.config.connect_timeout;
         let url = self.config.url.clone();
+        let tls = self.tls.clone();
         let connect = async move {
-            match timeout(connect_timeout, tokio_tungstenite::connect_async(request)).await {
+            let handshake =
+                tokio_tungstenite::connect_async_tls_with_config(request, None, true, tls);
+            match timeout(connect_timeout, handshake).await {
                 Ok(Ok((socket, _response))) => Attempt::Open(Box::new(socket)),
                 Ok(Err(error)) => Attempt::Failed(classify_connect_error(error, &url)),
                 Err(_) => Attempt::Failed(Error::connect(format!(
@@ -1105,7 +1146,6 @@ fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
                 ))
             }
         }
-        // Includes `wss://` in a build without TLS support.
         tungstenite::Error::Url(error) => Error::InvalidUrl {
             url: url.to_owned(),
             reason: error.to_string(),

@@ -30,6 +30,15 @@ pub enum Error {
     /// returned by [`Client::connect`](crate::Client::connect).
     #[error("the token is not a valid HTTP header value")]
     InvalidToken,
+    /// The TLS settings cannot be used: a root certificate that cannot be parsed. Fatal,
+    /// returned by [`Client::connect`](crate::Client::connect) or the
+    /// [`ClientConfig`](crate::ClientConfig) setter. (A certificate the server presents and
+    /// that does not verify is a [`Connect`](Error::Connect) error, retried with backoff.)
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: String,
+    },
     /// [`Client::connect`](crate::Client::connect) was called outside a Tokio runtime.
     #[error("the client must be started inside a Tokio runtime")]
     NoRuntime,
@@ -120,6 +129,7 @@ impl Error {
             Error::InvalidUrl { .. } => "invalid_url",
             Error::InvalidToken => "invalid_token",
             Error::NoRuntime => "no_runtime",
+            Error::Tls { .. } => "tls",
             Error::Unauthorized { .. } => "unauthorized",
             Error::Rejected { .. } => "rejected",
             Error::Connect { .. } => "connect_failed",
@@ -143,6 +153,7 @@ impl Error {
             Error::InvalidUrl { .. }
                 | Error::InvalidToken
                 | Error::NoRuntime
+                | Error::Tls { .. }
                 | Error::Unauthorized { .. }
                 | Error::Rejected { .. }
                 | Error::Closed

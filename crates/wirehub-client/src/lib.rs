@@ -33,6 +33,8 @@
 //!   [`Client::refresh_token`] replaces it on the live connection before it expires. A
 //!   subscription the server ends on its own (a refreshed token no longer allows it) ends
 //!   with [`Error::Revoked`].
+//! - **TLS.** `wss://` URLs are served by rustls, trusting the bundled Mozilla roots and
+//!   whatever [`ClientConfig::add_root_certificates_pem`] adds (a private CA).
 //!
 //! # Example
 //!

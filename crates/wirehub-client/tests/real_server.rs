@@ -331,3 +331,62 @@ async fn tokens_are_sent_and_refusals_are_typed() {
     client.close().await;
     server.stop().await;
 }
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../wirehub-server/tests/fixtures"
+);
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+}
+
+#[tokio::test]
+async fn wss_with_a_trusted_ca_and_refusal_of_an_unknown_one() {
+    let tls = wirehub_server::TlsConfig {
+        cert_pem: fixture("tls-cert.pem"),
+        key_pem: fixture("tls-key.pem"),
+    };
+    let server = TestServer::start(server_config().tls(Some(tls))).await;
+    let url = format!("wss://{}/ws", server.addr());
+
+    // The test CA is not among the bundled roots: the handshake fails on the certificate,
+    // which is a connection error (retried), here with no retry allowed.
+    let untrusting = Client::connect(config(&url).max_reconnects(Some(0))).expect("connect");
+    let mut events = untrusting.events();
+    let stopped = wait_for(&mut events, "the stop", |e| {
+        matches!(e, Event::Stopped { .. })
+    })
+    .await;
+    match stopped {
+        Event::Stopped {
+            error: Some(Error::Connect { reason }),
+        } => assert!(reason.contains("certificate"), "{reason}"),
+        other => panic!("expected a certificate failure, got {other:?}"),
+    }
+
+    let trusting = config(&url)
+        .add_root_certificates_pem(&fixture("tls-ca.pem"))
+        .expect("the CA parses");
+    let client = Client::connect(trusting).expect("connect");
+    let mut subscription = client
+        .subscribe("secure")
+        .await
+        .expect("subscribe over wss");
+    let offset = client
+        .publish("secure", &json!({"over": "tls"}))
+        .await
+        .expect("publish over wss");
+    assert_eq!(
+        message_of(next_item(&mut subscription).await),
+        (offset, json!({"over": "tls"}))
+    );
+    client.close().await;
+
+    let garbage = ClientConfig::new(&url).add_root_certificates_pem(
+        b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
+    assert!(matches!(garbage, Err(Error::Tls { .. })), "{garbage:?}");
+    let not_der = Client::connect(ClientConfig::new(&url).add_root_certificate(vec![1, 2, 3]));
+    assert!(matches!(not_der, Err(Error::Tls { .. })), "{not_der:?}");
+}

@@ -32,9 +32,32 @@ pub(crate) struct PubArgs {
     #[arg(long, env = "WIREHUB_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 
+    /// A PEM file of certificate authorities to trust for wss:// besides the bundled Mozilla
+    /// roots (a private CA, or the server's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
+
     /// How long connecting plus waiting for the acknowledgement may take in total.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
+}
+
+/// Adds the certificates of `--ca-cert FILE`, if given, to the client's trusted roots.
+///
+/// # Errors
+/// When the file cannot be read or holds no valid PEM certificate.
+pub(crate) fn trust_ca_file(
+    config: ClientConfig,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<ClientConfig> {
+    let Some(file) = file else {
+        return Ok(config);
+    };
+    let pem =
+        std::fs::read(file).with_context(|| format!("cannot read --ca-cert {}", file.display()))?;
+    config
+        .add_root_certificates_pem(&pem)
+        .with_context(|| format!("--ca-cert {}", file.display()))
 }
 
 /// Turns the `DATA` argument into the JSON to publish.
@@ -58,6 +81,7 @@ pub(crate) async fn run(args: PubArgs) -> anyhow::Result<()> {
     if let Some(token) = &args.token {
         config = config.token(token.clone());
     }
+    let config = trust_ca_file(config, args.ca_cert.as_deref())?;
     let client = Client::connect(config).context("cannot start the client")?;
     let result = client.publish_raw(args.channel.as_str(), data).await;
     client.close().await;

@@ -47,6 +47,11 @@ pub(crate) struct SubArgs {
     #[arg(long, env = "WIREHUB_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 
+    /// A PEM file of certificate authorities to trust for wss:// besides the bundled Mozilla
+    /// roots (a private CA, or the server's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
+
     /// Upper bound of the first reconnect delay (the formula is in `--help`).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub(crate) backoff_initial: Duration,
@@ -78,7 +83,7 @@ pub(crate) struct SubArgs {
 }
 
 impl SubArgs {
-    fn client_config(&self) -> ClientConfig {
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let jitter = if self.no_jitter {
             Jitter::None
         } else {
@@ -101,7 +106,7 @@ impl SubArgs {
         if let Some(token) = &self.token {
             config = config.token(token.clone());
         }
-        config
+        crate::publish::trust_ca_file(config, self.ca_cert.as_deref())
     }
 }
 
@@ -111,7 +116,7 @@ impl SubArgs {
 /// An invalid URL or channel, a stop close code or HTTP 401/403, a refused subscription, or
 /// a failure to write to stdout other than a closed pipe.
 pub(crate) async fn run(args: SubArgs) -> anyhow::Result<()> {
-    let client = Client::connect(args.client_config()).context("cannot start the client")?;
+    let client = Client::connect(args.client_config()?).context("cannot start the client")?;
     let events = tokio::spawn(report_events(client.events()));
 
     let outcome = tokio::select! {

@@ -301,3 +301,38 @@ fn help_explains_the_backoff() {
     );
     assert!(help.contains("--backoff-initial"), "{help}");
 }
+
+#[test]
+fn sub_and_pub_speak_wss_with_a_ca_file() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../wirehub-server/tests/fixtures"
+    );
+    let cert = format!("{fixtures}/tls-cert.pem");
+    let key = format!("{fixtures}/tls-key.pem");
+    let ca = format!("{fixtures}/tls-ca.pem");
+    let (_server, addr) = serve_with("127.0.0.1:0", &["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("wss://{addr}/ws");
+
+    let untrusted = publish(&url, "chat", "1");
+    assert!(!untrusted.status.success());
+    assert!(
+        text(&untrusted.stderr).contains("certificate"),
+        "{}",
+        text(&untrusted.stderr)
+    );
+
+    let sub = Process::spawn(wirehub().args(["sub", &url, "chat", "--ca-cert", &ca]));
+    sub.wait_stderr("connected (session");
+    let published = publish_with(&url, "chat", "\"secret\"", &["--ca-cert", &ca]);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(sub.next_stdout("the message over wss"), r#""secret""#);
+
+    let missing = publish_with(&url, "chat", "1", &["--ca-cert", "/nonexistent/ca.pem"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("--ca-cert"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
