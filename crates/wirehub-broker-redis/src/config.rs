@@ -9,8 +9,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`.
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://…` for TLS.
     pub url: String,
+    /// For `rediss://`: PEM certificates of the authorities that may sign Redis' certificate,
+    /// used *instead of* the system's trust store. `None` (the default) trusts the system's.
+    pub ca_cert_pem: Option<Vec<u8>>,
     /// Put in front of every key and pub/sub channel name (default `wirehub:`), so that one
     /// Redis can serve several deployments.
     pub prefix: String,
@@ -34,6 +37,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            ca_cert_pem: None,
             prefix: "wirehub:".to_owned(),
             history_size: 100,
             history_ttl: Some(Duration::from_secs(300)),
@@ -41,6 +45,12 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
         }
+    }
+
+    /// Sets [`RedisConfig::ca_cert_pem`].
+    pub fn ca_cert_pem(mut self, value: Option<Vec<u8>>) -> Self {
+        self.ca_cert_pem = value;
+        self
     }
 
     /// Sets [`RedisConfig::prefix`].

@@ -9,7 +9,8 @@ use wirehub_core::BrokerError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL cannot be used (malformed, or `rediss://`: this build has no TLS for Redis).
+    /// The URL cannot be used (malformed), or the CA certificates given for `rediss://`
+    /// cannot be read.
     #[error("invalid Redis URL {url}: {reason}")]
     InvalidUrl {
         /// The URL, password redacted.

@@ -87,7 +87,17 @@ impl RedisBroker {
     /// [`Error::InvalidUrl`], or [`Error::Connect`] when Redis cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<RedisLink> {
         let url = redact(&config.url);
-        let client = Client::open(config.url.as_str()).map_err(|reason| Error::InvalidUrl {
+        let client = match &config.ca_cert_pem {
+            Some(pem) => Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(config.url.as_str()),
+        }
+        .map_err(|reason| Error::InvalidUrl {
             url: url.clone(),
             reason,
         })?;

@@ -184,3 +184,69 @@ async fn a_node_does_not_start_when_redis_is_unreachable() {
         "the message names the URL: {err}"
     );
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../wirehub-server/tests/fixtures")
+        .join(name)
+}
+
+#[tokio::test]
+async fn nodes_talk_to_redis_over_tls_with_a_private_ca() {
+    let redis = RedisServer::start_with_tls(&fixture("tls-cert.pem"), &fixture("tls-key.pem"));
+    let ca = std::fs::read(fixture("tls-ca.pem")).expect("CA");
+    let url = redis.tls_url();
+    let a = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca.clone()))).await;
+    let b = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca))).await;
+    let (mut on_a, _) = WsClient::connect(&a.ws_url()).await;
+    on_a.subscribe("secure").await;
+    for n in 1..=5 {
+        assert_eq!(b.publish_http("secure", json!({"n": n})).await, n);
+    }
+    let data = read_through(&mut on_a, 0, 5).await;
+    assert_eq!(data.last(), Some(&json!({"n": 5})));
+    // The keys really are in that Redis (read over its plain port).
+    assert_eq!(redis.command(&["GET", "wirehub:{secure}:offset"]), "5");
+
+    // Without the CA (the system's trust store does not know it) the node does not start.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let result = tokio::time::timeout(
+        wirehub_testkit::TIMEOUT,
+        wirehub_server::run(listener, config(&url, 10), CancellationToken::new()),
+    )
+    .await
+    .expect("fails promptly");
+    let err = result.expect_err("an unknown CA must be refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn deployments_with_different_prefixes_share_a_redis_without_meeting() {
+    let redis = RedisServer::start();
+    let blue = TestServer::start(config(&redis.url(), 10).redis_prefix("blue:")).await;
+    let green = TestServer::start(config(&redis.url(), 10).redis_prefix("green:")).await;
+    let (mut on_blue, _) = WsClient::connect(&blue.ws_url()).await;
+    on_blue.subscribe("news").await;
+    let (mut on_green, _) = WsClient::connect(&green.ws_url()).await;
+    on_green.subscribe("news").await;
+
+    assert_eq!(green.publish_http("news", json!("green")).await, 1);
+    assert_eq!(green.publish_http("news", json!("green again")).await, 2);
+    assert_eq!(blue.publish_http("news", json!("blue")).await, 1);
+    // Each subscriber sees its own deployment's stream only: blue's first delivery is its
+    // own offset 1, after green's two publishes went elsewhere.
+    let message = on_blue.expect("message").await;
+    assert_eq!(
+        (message["offset"].clone(), message["data"].clone()),
+        (json!(1), json!("blue"))
+    );
+    assert_eq!(
+        read_through(&mut on_green, 0, 2).await,
+        [json!("green"), json!("green again")]
+    );
+    assert_eq!(redis.command(&["GET", "blue:{news}:offset"]), "1");
+    assert_eq!(redis.command(&["GET", "green:{news}:offset"]), "2");
+    assert_eq!(redis.command(&["EXISTS", "wirehub:{news}:offset"]), "0");
+}

@@ -52,6 +52,12 @@ pub struct ServerConfig {
     pub history_max_bytes: usize,
     /// The broker.
     pub broker: BrokerConfig,
+    /// With the Redis broker: put in front of every key and pub/sub channel name, so that
+    /// several deployments can share one Redis (every node of one deployment uses the same).
+    pub redis_prefix: String,
+    /// With the Redis broker and a `rediss://` URL: PEM certificates of the authorities that
+    /// may sign Redis' certificate, instead of the system's trust store.
+    pub redis_ca_cert: Option<Vec<u8>>,
     /// An extra route that echoes every frame (protocol-conformance testing only).
     pub echo_path: Option<String>,
     /// When set, `POST /api/publish` needs `Authorization: Bearer KEY`.
@@ -88,6 +94,8 @@ impl ServerConfig {
             history_ttl: Some(Duration::from_secs(300)),
             history_max_bytes: 64 << 20,
             broker: BrokerConfig::Memory,
+            redis_prefix: "wirehub:".to_owned(),
+            redis_ca_cert: None,
             echo_path: None,
             api_key: None,
             allowed_origins: AllowedOrigins::SameHost,
@@ -141,6 +149,18 @@ impl ServerConfig {
     /// Sets [`ServerConfig::broker`].
     pub fn broker(mut self, value: BrokerConfig) -> Self {
         self.broker = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::redis_prefix`].
+    pub fn redis_prefix(mut self, value: impl Into<String>) -> Self {
+        self.redis_prefix = value.into();
+        self
+    }
+
+    /// Sets [`ServerConfig::redis_ca_cert`].
+    pub fn redis_ca_cert(mut self, value: Option<Vec<u8>>) -> Self {
+        self.redis_ca_cert = value;
         self
     }
 

@@ -89,6 +89,8 @@ pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
         BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
         BrokerConfig::Redis(url) => {
             let redis = RedisConfig::new(url.clone())
+                .prefix(config.redis_prefix.clone())
+                .ca_cert_pem(config.redis_ca_cert.clone())
                 .history_size(config.history_size)
                 .history_ttl(config.history_ttl);
             let link = RedisBroker::connect(redis).await?;

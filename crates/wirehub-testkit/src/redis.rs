@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use crate::TIMEOUT;
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The TLS port and the arguments that enable it, when started with TLS.
+    tls: Option<(u16, Vec<String>)>,
     child: Option<Child>,
 }
 
@@ -23,17 +26,62 @@ impl RedisServer {
     /// When `redis-server` is not installed (run `./scripts/test.sh`, which installs it), or
     /// when it does not start.
     pub fn start() -> RedisServer {
+        Self::start_with(|| None)
+    }
+
+    /// Like [`RedisServer::start`], and also serving TLS on a second port with the given PEM
+    /// certificate chain and key (clients are not asked for certificates): see
+    /// [`RedisServer::tls_url`].
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`]; also when this `redis-server` was built without TLS.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> RedisServer {
+        Self::start_with(|| {
+            let tls_port = free_port();
+            let args = [
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &cert.display().to_string(),
+                "--tls-key-file",
+                &key.display().to_string(),
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            Some((tls_port, args))
+        })
+    }
+
+    fn start_with(tls: impl Fn() -> Option<(u16, Vec<String>)>) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn(port) {
+            let tls = tls();
+            let extra = tls
+                .as_ref()
+                .map(|(_, args)| args.as_slice())
+                .unwrap_or_default();
+            if let Some(child) = spawn(port, extra) {
                 return RedisServer {
                     port,
+                    tls,
                     child: Some(child),
                 };
             }
-            // Another process took the port between our probe and redis-server's bind.
+            // Another process took a port between our probe and redis-server's bind.
         }
         panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` for a server started with
+    /// [`RedisServer::start_with_tls`].
+    ///
+    /// # Panics
+    /// When it was started without TLS.
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_with_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -62,7 +110,12 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Some(child) = spawn(self.port) {
+            let extra = self
+                .tls
+                .as_ref()
+                .map(|(_, args)| args.as_slice())
+                .unwrap_or_default();
+            if let Some(child) = spawn(self.port, extra) {
                 self.child = Some(child);
                 return;
             }
@@ -111,9 +164,10 @@ fn free_port() -> u16 {
 }
 
 /// Starts redis-server on `port`; `None` when it exits (the port is taken) or never answers.
-fn spawn(port: u16) -> Option<Child> {
+fn spawn(port: u16, extra: &[String]) -> Option<Child> {
     let mut child = match Command::new("redis-server")
         .args(["--port", &port.to_string()])
+        .args(extra)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])

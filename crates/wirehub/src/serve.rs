@@ -47,6 +47,12 @@ pub(crate) struct ServeArgs {
     /// `memory`, or `redis://HOST:PORT` to run several nodes as one [default: memory].
     #[arg(long, env = "WIREHUB_BROKER")]
     broker: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis [default: wirehub:].
+    #[arg(long, env = "WIREHUB_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// PEM CA certificates for a rediss:// broker, instead of the system's trust store.
+    #[arg(long, env = "WIREHUB_REDIS_CA_CERT")]
+    redis_ca_cert: Option<PathBuf>,
     /// Extra WebSocket route that echoes every frame (conformance testing only) [default: off].
     #[arg(long, env = "WIREHUB_ECHO_PATH")]
     echo_path: Option<String>,
@@ -100,6 +106,8 @@ struct FileConfig {
     history_ttl: Option<String>,
     history_max_bytes: Option<usize>,
     broker: Option<String>,
+    redis_prefix: Option<String>,
+    redis_ca_cert: Option<PathBuf>,
     echo_path: Option<String>,
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
@@ -215,8 +223,45 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
         other => {
             return Err(bad(
                 "broker",
-                format!("{other:?}: use memory or redis://HOST:PORT"),
+                format!("{other:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
             ));
+        }
+    };
+    let redis_prefix = args
+        .redis_prefix
+        .clone()
+        .or(pick!(redis_prefix))
+        .unwrap_or_else(|| "wirehub:".to_owned());
+    if redis_prefix.is_empty()
+        || redis_prefix
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(
+            "redis_prefix",
+            format!(
+                "{redis_prefix:?}: must be non-empty, without braces, spaces or control characters"
+            ),
+        ));
+    }
+    config.redis_prefix = redis_prefix;
+    config.redis_ca_cert = match args.redis_ca_cert.clone().or(file.redis_ca_cert.clone()) {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|err| {
+                bad(
+                    "redis_ca_cert",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            if !matches!(config.broker, BrokerConfig::Redis(ref url) if url.starts_with("rediss://"))
+            {
+                return Err(bad(
+                    "redis_ca_cert",
+                    "only used with --broker rediss://HOST:PORT",
+                ));
+            }
+            Some(pem)
         }
     };
     let echo_path = args
@@ -405,6 +450,48 @@ mod tests {
         assert_eq!(config.api_key, None);
         assert_eq!(config.allowed_origins, AllowedOrigins::SameHost);
         assert_eq!(resolved.log_format, LogFormat::Text);
+        assert_eq!(config.redis_prefix, "wirehub:");
+        assert_eq!(config.redis_ca_cert, None);
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        let args = |prefix: &str, broker: &str, ca: Option<&str>| ServeArgs {
+            redis_prefix: Some(prefix.to_owned()),
+            broker: Some(broker.to_owned()),
+            redis_ca_cert: ca.map(PathBuf::from),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args("app1:", "redis://127.0.0.1:6379", None))
+            .expect("resolves")
+            .server;
+        assert_eq!(config.redis_prefix, "app1:");
+        assert_eq!(
+            config.broker,
+            BrokerConfig::Redis("redis://127.0.0.1:6379".into())
+        );
+        for prefix in ["", "a{b", "a b"] {
+            let err = resolve(&args(prefix, "redis://127.0.0.1:6379", None)).expect_err(prefix);
+            assert!(err.to_string().contains("redis_prefix"), "{err}");
+        }
+        let ca = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../wirehub-server/tests/fixtures/tls-ca.pem"
+        );
+        let config = resolve(&args("wirehub:", "rediss://127.0.0.1:6380", Some(ca)))
+            .expect("resolves")
+            .server;
+        assert!(config.redis_ca_cert.is_some());
+        let err = resolve(&args("wirehub:", "redis://127.0.0.1:6379", Some(ca)))
+            .expect_err("a CA without TLS");
+        assert!(err.to_string().contains("redis_ca_cert"), "{err}");
+        let err = resolve(&args(
+            "wirehub:",
+            "rediss://127.0.0.1:6380",
+            Some("/nonexistent"),
+        ))
+        .expect_err("a missing file");
+        assert!(err.to_string().contains("redis_ca_cert"), "{err}");
     }
 
     #[test]
