@@ -16,12 +16,18 @@ trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "redis-server (the Redis broker's tests start their own, one per test)"
-if ! command -v redis-server >/dev/null; then
+step "redis-server (the Redis broker's tests start their own, one per test) and Chromium (the browser tests of the TypeScript client)"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  missing+=(chromium)
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
   SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-  $SUDO apt-get update && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+  $SUDO apt-get update && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 redis-server --version
+"${CHROMIUM:-$(command -v chromium || command -v chromium-browser)}" --version 2>/dev/null || true
 
 step "build (release binary for end-to-end and conformance tests)"
 cargo build --release -p wirehub
@@ -32,7 +38,7 @@ passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$WORK/cargo-test.log" | awk
 failed=$(grep -Eo '[0-9]+ failed' "$WORK/cargo-test.log" | awk '{s+=$1} END {print s+0}')
 
 step "TypeScript client (clients/typescript): unit tests and tests against the release binary"
-(cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" npm test) 2>&1 | tee "$WORK/ts-test.log"
+(cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=1 npm test) 2>&1 | tee "$WORK/ts-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 
