@@ -20,9 +20,11 @@ import {
 import { WirehubError } from "./errors.js";
 import {
   type Clock,
+  type NetworkEvents,
   OPEN,
   type WebSocketConstructor,
   type WebSocketLike,
+  globalNetworkEvents,
   globalWebSocket,
   reportListenerError,
   systemClock,
@@ -68,6 +70,13 @@ export interface ClientOptions {
   random?: (() => number) | undefined;
   /** Timers and time. Default the real ones (for tests). */
   clock?: Clock | undefined;
+  /**
+   * Where `online` and `offline` events come from. Default: `window` in browsers (nothing in
+   * Node); `null` turns this off. When the network comes back the client reconnects at once
+   * instead of waiting out its backoff delay; when it changes while connected, the client
+   * checks the connection with an app-level `ping` (dropped after `pongTimeout` without answer).
+   */
+  network?: NetworkEvents | null | undefined;
 }
 
 /** The connection state. */
@@ -244,6 +253,9 @@ export class WirehubClient {
   #connectWaiters: Request<void>[] = [];
   #stopped = false;
   #stopError: WirehubError | undefined;
+  readonly #network: NetworkEvents | undefined;
+  readonly #onNetworkChange = (): void => this.#networkChanged();
+  #listeningToNetwork = false;
 
   /**
    * Checks the URL and options; does not connect yet (see {@link connect}).
@@ -307,6 +319,7 @@ export class WirehubClient {
     };
     this.#clock = options.clock ?? systemClock;
     this.#schedule = new ReconnectSchedule(backoff, options.random ?? Math.random);
+    this.#network = options.network === null ? undefined : (options.network ?? globalNetworkEvents());
   }
 
   // ---- public API ------------------------------------------------------------------------
@@ -345,6 +358,11 @@ export class WirehubClient {
     // Not awaiting the promise must not turn a stop into an unhandled rejection.
     promise.catch(() => {});
     if (this.#state === "idle" && !this.#stopped) {
+      if (this.#network !== undefined && !this.#listeningToNetwork) {
+        this.#listeningToNetwork = true;
+        this.#network.addEventListener("online", this.#onNetworkChange);
+        this.#network.addEventListener("offline", this.#onNetworkChange);
+      }
       this.#attempt();
     }
     return promise;
@@ -766,16 +784,42 @@ export class WirehubClient {
       this.#armIdle(conn, due);
       return;
     }
+    this.#probe(conn);
+  }
+
+  /** Sends an app-level `ping`; the connection is dropped if nothing arrives in `pongTimeout`. */
+  #probe(conn: Conn): void {
+    if (conn.pingDeadline !== undefined) return;
     const id = this.#id();
     conn.pending.set(id, { kind: "ping" });
-    conn.pingDeadline = now + this.#settings.pongTimeout;
+    conn.pingDeadline = this.#clock.now() + this.#settings.pongTimeout;
     this.#armIdle(conn, conn.pingDeadline);
     this.#send(conn, JSON.stringify({ type: "ping", id }));
+  }
+
+  /**
+   * `online` or `offline`: while waiting to reconnect, try now (the wait was for a network that
+   * is back); while connected, make sure the connection survived the change.
+   */
+  #networkChanged(): void {
+    if (this.#stopped) return;
+    if (this.#state === "reconnecting") {
+      this.#clock.clearTimeout(this.#reconnectTimer);
+      this.#attempt();
+      return;
+    }
+    const conn = this.#conn;
+    if (conn !== undefined && conn.ready) this.#probe(conn);
   }
 
   #stop(error: WirehubError | undefined): void {
     if (this.#stopped) return;
     this.#stopped = true;
+    if (this.#listeningToNetwork && this.#network !== undefined) {
+      this.#network.removeEventListener("online", this.#onNetworkChange);
+      this.#network.removeEventListener("offline", this.#onNetworkChange);
+      this.#listeningToNetwork = false;
+    }
     this.#stopError = error;
     this.#clock.clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = undefined;

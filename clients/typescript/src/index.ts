@@ -20,7 +20,7 @@ export {
   type WirehubErrorCode,
   type WirehubErrorDetails,
 } from "./errors.js";
-export type { Clock, WebSocketConstructor, WebSocketLike } from "./platform.js";
+export type { Clock, NetworkEvents, WebSocketConstructor, WebSocketLike } from "./platform.js";
 export {
   isValidChannel,
   parseServerMessage,

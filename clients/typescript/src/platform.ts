@@ -35,6 +35,21 @@ export const systemClock: Clock = {
   clearTimeout: (handle) => globalThis.clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
+/** Where the client hears that the network went away or came back: `window` in browsers. */
+export interface NetworkEvents {
+  addEventListener(type: "online" | "offline", listener: () => void): void;
+  removeEventListener(type: "online" | "offline", listener: () => void): void;
+}
+
+/** `globalThis` when it fires `online`/`offline` (browsers), else `undefined` (Node). */
+export function globalNetworkEvents(): NetworkEvents | undefined {
+  const candidate = globalThis as { addEventListener?: unknown; removeEventListener?: unknown };
+  return typeof candidate.addEventListener === "function" &&
+    typeof candidate.removeEventListener === "function"
+    ? (globalThis as unknown as NetworkEvents)
+    : undefined;
+}
+
 /** The global `WebSocket` (browsers, Deno, Node 22+), if there is one. */
 export function globalWebSocket(): WebSocketConstructor | undefined {
   const candidate = (globalThis as { WebSocket?: unknown }).WebSocket;

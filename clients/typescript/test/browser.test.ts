@@ -179,6 +179,41 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     }
   });
 
+  test("the SDK reconnects as soon as the browser is back online, not after its backoff delay", async () => {
+    const assets = await startStaticServer();
+    try {
+      let server = await Server.start(["--allowed-origins", assets.origin]);
+      servers.push(server);
+      const page = await browser.open(`${assets.origin}/`);
+      await page.evaluate(`(async () => {
+        const { WirehubClient } = await import("/dist/index.js");
+        window.delays = [];
+        const client = new WirehubClient(${JSON.stringify(server.url)}, {
+          backoff: { initial: 60000, max: 60000, jitter: "none" },
+        });
+        window.client = client;
+        client.on("reconnecting", ({ delay }) => window.delays.push(delay));
+        await client.connect();
+      })()`);
+
+      // The laptop loses its network and the server goes away meanwhile: the client waits
+      // a minute before its next attempt...
+      await page.setOffline(true);
+      await server.stop("SIGKILL");
+      await page.waitFor("client.state === 'reconnecting'", "the client to notice");
+      assert.deepEqual(await page.evaluate("window.delays"), [60000]);
+      server = await server.restart();
+      servers.push(server);
+      // ...but the network coming back cuts the wait short.
+      await page.setOffline(false);
+      await page.waitFor("client.state === 'connected'", "the reconnect right after `online`", 10_000);
+      assert.equal(await page.evaluate("navigator.onLine"), true);
+      await page.evaluate("client.close()");
+    } finally {
+      await stopStaticServer(assets.server);
+    }
+  });
+
   test("a page from an origin that is not allowed cannot open a WebSocket", async () => {
     const assets = await startStaticServer();
     try {

@@ -298,6 +298,52 @@ describe("client against a scripted server", () => {
     assert.equal(of("reconnecting")[0]?.delay, 1000);
   });
 
+  test("network back online: a client waiting to reconnect tries at once", async () => {
+    const network = new EventTarget();
+    const { clock, fake, client, of } = await connected({
+      network,
+      backoff: { initial: 60_000, max: 60_000, jitter: "none" },
+    });
+    fake.last().serverClose(1006);
+    assert.equal(client.state, "reconnecting");
+    assert.equal(of("reconnecting")[0]?.delay, 60_000);
+    assert.equal(fake.sockets.length, 1);
+    clock.advance(5000);
+    network.dispatchEvent(new Event("online"));
+    assert.equal(fake.sockets.length, 2, "a new attempt right away");
+    assert.equal(client.state, "connecting");
+    fake.last().accept("s2");
+    assert.equal(client.state, "connected");
+    // The cancelled wait does not fire later.
+    clock.advance(60_000);
+    assert.equal(fake.sockets.length, 2);
+    // After close() the client no longer listens.
+    await client.close();
+    network.dispatchEvent(new Event("online"));
+    assert.equal(fake.sockets.length, 2);
+  });
+
+  test("a network change while connected is checked with a ping", async () => {
+    const network = new EventTarget();
+    const { clock, fake, client, of } = await connected({ network, idleTimeout: 45_000, pongTimeout: 3000 });
+    const socket = fake.last();
+    network.dispatchEvent(new Event("offline"));
+    assert.deepEqual(socket.sentOf("ping"), [{ type: "ping", id: 1 }]);
+    network.dispatchEvent(new Event("online"));
+    assert.equal(socket.sentOf("ping").length, 1, "one check at a time");
+    socket.receive({ type: "pong", id: 1 });
+    clock.advance(3000);
+    assert.equal(client.state, "connected", "the connection survived the change");
+    // Next change, and the connection did not survive it: dropped after pongTimeout.
+    network.dispatchEvent(new Event("online"));
+    assert.equal(socket.sentOf("ping").length, 2);
+    clock.advance(2999);
+    assert.equal(client.state, "connected");
+    clock.advance(1);
+    assert.equal(socket.terminated, true);
+    assert.match(of("disconnected")[0]?.reason ?? "", /presumed dead/);
+  });
+
   test("malformed frames are reported and ignored; the connection stays", async () => {
     const { fake, client, of } = await connected();
     const received: unknown[] = [];

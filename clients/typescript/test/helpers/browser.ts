@@ -160,6 +160,25 @@ export class Page {
     this.#send = send;
   }
 
+  /** Sends any DevTools Protocol command to this tab and returns its result. */
+  command(method: string, params: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+    return this.#send(method, params);
+  }
+
+  /**
+   * Takes the tab off the network or puts it back (DevTools' network emulation: `navigator.onLine`
+   * changes, `offline`/`online` events fire, requests fail while offline).
+   */
+  async setOffline(offline: boolean): Promise<void> {
+    await this.#send("Network.enable");
+    await this.#send("Network.emulateNetworkConditions", {
+      offline,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: -1,
+    });
+  }
+
   /** Loads `url` and waits until `document.readyState` is `complete`. */
   async navigate(url: string): Promise<void> {
     await this.#send("Page.navigate", { url });
