@@ -18,7 +18,7 @@ pub enum AllowedOrigins {
     SameHost,
     /// Any origin.
     Any,
-    /// These origins exactly (scheme://host[:port]).
+    /// These origins exactly (`scheme://host[:port]`).
     List(Vec<String>),
 }
 
