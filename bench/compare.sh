@@ -14,6 +14,7 @@
 #   SERVERS="wirehub node"   which servers to run
 #   SKIP_BUILD=1     use the existing target/release/wirehub
 #   WIREHUB_BIN=PATH run this wirehub binary instead (implies SKIP_BUILD; to compare builds)
+#   WIREHUB_ARGS="..."  extra `wirehub serve` flags, e.g. "--broker redis://127.0.0.1:6379"
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,7 +56,7 @@ start_server() {
     case $kind in
         wirehub)
             RUST_LOG=warn,wirehub_server=info,wirehub_server::session=warn taskset -c "$SERVER_CPU" "$BIN" serve \
-                --listen 127.0.0.1:0 --publish-rate 0 >"$log" 2>&1 &
+                --listen 127.0.0.1:0 --publish-rate 0 ${WIREHUB_ARGS:-} >"$log" 2>&1 &
             ;;
         node)
             taskset -c "$SERVER_CPU" node bench/reference/server.js 0 127.0.0.1 >"$log" 2>&1 &
