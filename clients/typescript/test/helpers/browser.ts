@@ -76,6 +76,11 @@ export class Browser {
         "--disable-dev-shm-usage",
         "--no-first-run",
         "--no-default-browser-check",
+        // No calls home: the tests run on machines without outside network access.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
         "--remote-debugging-address=127.0.0.1",
         "--remote-debugging-port=0",
         `--user-data-dir=${profile}`,
