@@ -112,10 +112,20 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let hub = build_hub(&config).await?;
-    let state = Arc::new(AppState::new(config, hub, shutdown.clone())?);
+    let state = prepare(config, shutdown).await?;
     serve(listener, state).await;
     Ok(())
+}
+
+/// Builds the broker and the shared state, ready for [`serve`]; `run` is `prepare` then
+/// `serve`. Keep a clone of the state to act on the running server, e.g.
+/// [`AppState::reload_tls`].
+///
+/// # Errors
+/// As [`run`], and when the token key or TLS certificate cannot be used.
+pub async fn prepare(config: ServerConfig, shutdown: CancellationToken) -> Result<Arc<AppState>> {
+    let hub = build_hub(&config).await?;
+    Ok(Arc::new(AppState::new(config, hub, shutdown)?))
 }
 
 /// Socket options for every accepted connection: `TCP_NODELAY`, so that small pushes leave at
@@ -200,7 +210,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let app = app.clone();
         let shutdown = shutdown.clone();
         let header_timeout = state.config.header_read_timeout;
-        let tls = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let tls = state.tls_settings().map(tokio_rustls::TlsAcceptor::from);
         state.tracker.spawn(async move {
             match tls {
                 None => serve_http(TokioIo::new(stream), app, peer, shutdown, header_timeout).await,

@@ -1,7 +1,7 @@
 //! State shared by every connection and request of one server.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,8 +26,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies tokens when authentication is on.
     pub authenticator: Option<Authenticator>,
-    /// The TLS settings when TLS is on.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
+    tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
 }
 
@@ -46,7 +46,8 @@ impl AppState {
             .tls
             .as_ref()
             .map(crate::tls::server_config)
-            .transpose()?;
+            .transpose()?
+            .map(RwLock::new);
         Ok(AppState {
             authenticator,
             tls,
@@ -56,6 +57,34 @@ impl AppState {
             tracker: TaskTracker::new(),
             shutdown,
             sessions: AtomicU64::new(0),
+        })
+    }
+
+    /// Replaces the certificate and key for every TLS handshake from now on (connections
+    /// already open keep theirs), e.g. after a renewal. Nothing changes when the new pair
+    /// cannot be used.
+    ///
+    /// # Errors
+    /// [`crate::TlsError`] when the pair cannot be used, or when the server was started
+    /// without TLS.
+    pub fn reload_tls(&self, tls: &crate::TlsConfig) -> Result<(), crate::TlsError> {
+        let Some(current) = &self.tls else {
+            return Err(crate::TlsError::Config(
+                "the server was started without TLS".to_owned(),
+            ));
+        };
+        let settings = crate::tls::server_config(tls)?;
+        *current.write().unwrap_or_else(PoisonError::into_inner) = settings;
+        Ok(())
+    }
+
+    /// The TLS settings for the next handshake, when TLS is on.
+    pub(crate) fn tls_settings(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.as_ref().map(|current| {
+            current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         })
     }
 

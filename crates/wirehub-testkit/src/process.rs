@@ -117,6 +117,22 @@ impl ServerProcess {
         }
     }
 
+    /// Waits for a log line containing `needle` (skipping the others) and returns it.
+    ///
+    /// # Panics
+    /// When none comes in time.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?} within {TIMEOUT:?}"),
+            }
+        }
+    }
+
     /// Log lines printed so far (stderr).
     pub fn log_lines(&self) -> Vec<String> {
         self.log.try_iter().collect()

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(resolved.log_format);
-            match runtime.block_on(serve::run(resolved.server)) {
+            match runtime.block_on(serve::run(resolved)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -150,6 +150,8 @@ pub(crate) enum LogFormat {
 pub(crate) struct Resolved {
     pub(crate) server: ServerConfig,
     pub(crate) log_format: LogFormat,
+    /// The certificate and key files, read again on SIGHUP.
+    pub(crate) tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
@@ -357,6 +359,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     };
     let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
     let tls_key = args.tls_key.clone().or(file.tls_key.clone());
+    let mut tls_files = None;
     config.tls = match (tls_cert, tls_key) {
         (None, None) => None,
         (Some(_), None) => return Err(bad("tls_key", "--tls-cert needs --tls-key")),
@@ -372,6 +375,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
             };
             tls.check()
                 .map_err(|err| bad("tls_cert", err.to_string()))?;
+            tls_files = Some((cert, key));
             Some(tls)
         }
     };
@@ -389,14 +393,16 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     Ok(Resolved {
         server: config,
         log_format,
+        tls_files,
     })
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate and key.
 ///
 /// # Errors
 /// When the address cannot be bound or the server cannot start.
-pub(crate) async fn run(config: ServerConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(resolved: Resolved) -> anyhow::Result<()> {
+    let config = resolved.server;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -407,8 +413,60 @@ pub(crate) async fn run(config: ServerConfig) -> anyhow::Result<()> {
         tracing::info!("signal received; shutting down");
         signal_token.cancel();
     });
-    wirehub_server::run(listener, config, shutdown).await?;
+    let state = wirehub_server::prepare(config, shutdown.clone()).await?;
+    if let Some(files) = resolved.tls_files {
+        tokio::spawn(reload_tls_on_sighup(state.clone(), files, shutdown));
+    }
+    wirehub_server::serve(listener, state).await;
     Ok(())
+}
+
+/// On every SIGHUP, reads the certificate and key files again and uses them for new TLS
+/// handshakes (a renewed certificate without a restart). A pair that cannot be used is logged
+/// and the current one kept.
+async fn reload_tls_on_sighup(
+    state: std::sync::Arc<wirehub_server::AppState>,
+    (cert, key): (PathBuf, PathBuf),
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP: no TLS reloads");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = hangup.recv() => if received.is_none() { return },
+            }
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let outcome = read(&cert).and_then(|cert_pem| {
+                let tls = TlsConfig {
+                    cert_pem,
+                    key_pem: read(&key)?,
+                };
+                state.reload_tls(&tls).map_err(anyhow::Error::from)
+            });
+            match outcome {
+                Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "TLS reload failed; keeping the current certificate"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state, cert, key, shutdown);
+    }
 }
 
 async fn wait_for_signal() {

@@ -204,3 +204,121 @@ async fn token_command_makes_tokens_that_serve_accepts() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+mod tls_reload {
+    use std::sync::Arc;
+
+    use futures_util::{SinkExt, StreamExt};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::net::TcpStream;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use wirehub_testkit::{ServerProcess, TIMEOUT};
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../wirehub-server/tests/fixtures"
+    );
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+    }
+
+    fn der(pem: &[u8]) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem)
+            .expect("a certificate")
+            .as_ref()
+            .to_vec()
+    }
+
+    /// A TLS connection trusting the test CA, and the certificate the server presented.
+    async fn connect(server: &ServerProcess) -> (TlsStream<TcpStream>, Vec<u8>) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(der(&fixture("tls-ca.pem"))))
+            .expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(server.addr()).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let stream = tokio::time::timeout(
+            TIMEOUT,
+            TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+        let presented = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .expect("a server certificate")
+            .as_ref()
+            .to_vec();
+        (stream, presented)
+    }
+
+    #[tokio::test]
+    async fn sighup_reloads_the_certificate_without_dropping_connections() {
+        let dir = std::env::temp_dir().join(format!("wirehub-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, fixture("tls-cert.pem")).expect("write");
+        std::fs::write(&key, fixture("tls-key.pem")).expect("write");
+        let server = ServerProcess::serve(
+            super::BIN,
+            &[
+                "--tls-cert",
+                cert.to_str().expect("utf-8"),
+                "--tls-key",
+                key.to_str().expect("utf-8"),
+            ],
+        );
+
+        let (stream, presented) = connect(&server).await;
+        assert_eq!(presented, der(&fixture("tls-cert.pem")));
+        let (mut old, _) = tokio_tungstenite::client_async("wss://localhost/ws", stream)
+            .await
+            .expect("upgrade over TLS");
+        let welcome = old.next().await.expect("a frame").expect("welcome");
+        assert!(welcome.to_text().expect("text").contains("welcome"));
+
+        // The renewed pair replaces the files, then SIGHUP.
+        std::fs::write(&cert, fixture("tls-cert-2.pem")).expect("write");
+        std::fs::write(&key, fixture("tls-key-2.pem")).expect("write");
+        server.signal("HUP");
+        server.wait_log("TLS certificate reloaded");
+        let (_new, presented) = connect(&server).await;
+        assert_eq!(
+            presented,
+            der(&fixture("tls-cert-2.pem")),
+            "new handshakes use the new pair"
+        );
+
+        // The connection made before the reload is still served.
+        old.send(Message::text(r#"{"type":"ping","id":7}"#))
+            .await
+            .expect("send");
+        let pong = tokio::time::timeout(TIMEOUT, old.next())
+            .await
+            .expect("pong in time")
+            .expect("a frame")
+            .expect("pong");
+        assert_eq!(pong.to_text().expect("text"), r#"{"type":"pong","id":7}"#);
+
+        // A broken file is refused and the current pair kept.
+        std::fs::write(&cert, b"not a certificate").expect("write");
+        server.signal("HUP");
+        server.wait_log("TLS reload failed");
+        let (_again, presented) = connect(&server).await;
+        assert_eq!(presented, der(&fixture("tls-cert-2.pem")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
