@@ -4,6 +4,8 @@
 //! - `wirehub:{news}:epoch`: the stream's epoch (a string);
 //! - `wirehub:{news}:offset`: its latest offset (`INCR`ed by every publish);
 //! - `wirehub:{news}:history`: a list of `OFFSET MILLIS DATA` entries, oldest first;
+//! - `wirehub:{news}:keys`: a hash, idempotency key → `EPOCH OFFSET MILLIS` of the message
+//!   published with it (kept as long as the history);
 //! - `wirehub:{news}:messages`: the pub/sub channel, payload `EPOCH OFFSET DATA`;
 //! - `wirehub:node:ID`: one node's private pub/sub channel, for fences (see `fence`).
 //!
@@ -33,6 +35,11 @@ impl Keys {
             format!("{prefix}{{{channel}}}:offset"),
             format!("{prefix}{{{channel}}}:history"),
         ]
+    }
+
+    /// The hash of a channel's idempotency keys (the publish script's fourth key).
+    pub(crate) fn idempotency(&self, channel: &str) -> String {
+        format!("{}{{{channel}}}:keys", self.prefix)
     }
 
     /// The pub/sub channel that carries a channel's publications.

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use redis::Client;
 use redis::aio::PubSub;
 use tokio_util::sync::CancellationToken;
-use wirehub_core::{BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery};
+use wirehub_core::{BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Published};
 
 pub use config::RedisConfig;
 pub use error::{Error, Result};
@@ -162,8 +162,9 @@ impl Broker for RedisBroker {
         &'a self,
         channel: &'a str,
         data: &'a [u8],
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        Box::pin(async move { Ok(self.shared.publish(channel, data).await?) })
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        Box::pin(async move { Ok(self.shared.publish(channel, data, key).await?) })
     }
 
     fn history<'a>(

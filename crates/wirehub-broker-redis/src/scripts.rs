@@ -2,9 +2,10 @@
 //!
 //! Each runs atomically, so a publish (epoch, offset, history, `PUBLISH`) is one step for
 //! every node: the order of the `PUBLISH`es on a channel is the order of its offsets.
-//! - `publish`: get or create the epoch, `INCR` the offset, append `OFFSET MILLIS DATA` to the
-//!   history list and trim it, refresh expiries, `PUBLISH EPOCH OFFSET DATA`; returns the
-//!   offset.
+//! - `publish`: get or create the epoch; when the publish has an idempotency key that a
+//!   message still in the history was published with, return that message's offset and stop;
+//!   else `INCR` the offset, append `OFFSET MILLIS DATA` to the history list and trim it,
+//!   remember the key, refresh expiries, `PUBLISH EPOCH OFFSET DATA`; returns the offset.
 //! - `read`: get or create the epoch, then the offset and the history entries after `since`
 //!   (a consistent snapshot), refresh the epoch's expiry, and optionally `PUBLISH` a fence
 //!   token on the reading node's private channel (see `fence` in `subscriptions`).
@@ -35,27 +36,66 @@ local function open_stream(fresh, keep)
 end
 ";
 
-/// KEYS: epoch, offset, history. ARGV: fresh epoch, data, history size, history TTL (ms, 0:
-/// none), keep (ms), pub/sub channel.
+/// KEYS: epoch, offset, history, idempotency keys. ARGV: fresh epoch, data, history size,
+/// history TTL (ms, 0: none), keep (ms), pub/sub channel, idempotency key ('' for none).
+/// Returns {offset, 1 when the key matched a message still in the history (nothing was
+/// published; the offset is that message's), else 0}.
+///
+/// The keys hash maps an idempotency key to `EPOCH OFFSET MILLIS` of the message published
+/// with it; an entry counts while that message would still be in the history (one of the last
+/// `size` offsets of the same epoch, younger than the TTL). Entries past that are pruned once
+/// the hash holds twice the history size, so it stays bounded by the history's size.
 const PUBLISH: &str = r"
 local keep = tonumber(ARGV[5])
-local epoch = open_stream(ARGV[1], keep)
+local epoch, top = open_stream(ARGV[1], keep)
+local size = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local key = ARGV[7]
+local now = now_ms()
+local function kept(entry, latest)
+  local a = string.find(entry, ' ', 1, true)
+  local b = string.find(entry, ' ', a + 1, true)
+  local offset = tonumber(string.sub(entry, a + 1, b - 1))
+  local ok = string.sub(entry, 1, a - 1) == epoch
+    and offset > latest - size
+    and (ttl == 0 or tonumber(string.sub(entry, b + 1)) > now - ttl)
+  return ok, offset
+end
+if key ~= '' and size > 0 then
+  local seen = redis.call('HGET', KEYS[4], key)
+  if seen then
+    local ok, offset = kept(seen, top)
+    if ok then
+      return {offset, 1}
+    end
+  end
+end
 local offset = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
-local size = tonumber(ARGV[3])
 if size > 0 then
-  redis.call('RPUSH', KEYS[3], offset .. ' ' .. now_ms() .. ' ' .. ARGV[2])
+  redis.call('RPUSH', KEYS[3], offset .. ' ' .. now .. ' ' .. ARGV[2])
   redis.call('LTRIM', KEYS[3], -size, -1)
-  local ttl = tonumber(ARGV[4])
+  local expiry = keep
   if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  else
-    redis.call('PEXPIRE', KEYS[3], keep)
+    expiry = ttl
+  end
+  redis.call('PEXPIRE', KEYS[3], expiry)
+  if key ~= '' then
+    redis.call('HSET', KEYS[4], key, epoch .. ' ' .. offset .. ' ' .. now)
+    if redis.call('HLEN', KEYS[4]) > 2 * size then
+      local all = redis.call('HGETALL', KEYS[4])
+      for i = 1, #all, 2 do
+        if not kept(all[i + 1], offset) then
+          redis.call('HDEL', KEYS[4], all[i])
+        end
+      end
+    end
+    redis.call('PEXPIRE', KEYS[4], expiry)
   end
 end
 redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
-return offset
+return {offset, 0}
 ";
 
 /// KEYS: epoch, offset, history. ARGV: fresh epoch, since epoch ('' for none), since offset,

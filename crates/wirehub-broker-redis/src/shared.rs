@@ -26,7 +26,7 @@ use redis::aio::PubSubSink;
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
 use wirehub_core::{
-    Deliver, HistoryPage, HistoryQuery, Publication, encode_publication, new_epoch,
+    Deliver, HistoryPage, HistoryQuery, Publication, Published, encode_publication, new_epoch,
 };
 use wirehub_protocol::StreamPosition;
 
@@ -113,20 +113,31 @@ impl Shared {
     }
 
     /// Publishes `data` on `channel`; returns its offset.
-    pub(crate) async fn publish(&self, channel: &str, data: &[u8]) -> Result<u64> {
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        key: Option<&str>,
+    ) -> Result<Published> {
         let [epoch, offset, history] = self.keys.stream(channel);
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(epoch)
             .key(offset)
             .key(history)
+            .key(self.keys.idempotency(channel))
             .arg(&*new_epoch())
             .arg(data)
             .arg(self.config.history_size)
             .arg(self.config.history_ttl_millis())
             .arg(self.config.keep_millis())
-            .arg(self.keys.messages(channel));
-        self.commands.invoke(&invocation).await
+            .arg(self.keys.messages(channel))
+            .arg(key.unwrap_or(""));
+        let (offset, duplicate): (u64, u8) = self.commands.invoke(&invocation).await?;
+        Ok(Published {
+            offset,
+            duplicate: duplicate == 1,
+        })
     }
 
     /// Runs the `read` script: the stream's position and its kept entries after `since`.

@@ -88,7 +88,14 @@ async fn a_read_of_a_watched_channel_returns_once_the_publications_before_it_wer
     let publisher = broker(&redis, 100, Arc::new(Recorder::default())).await;
     node.watch("c").await.expect("watch");
     for n in 1..=50 {
-        assert_eq!(publisher.publish("c", b"1").await.expect("publish"), n);
+        assert_eq!(
+            publisher
+                .publish("c", b"1", None)
+                .await
+                .expect("publish")
+                .offset,
+            n
+        );
     }
     let page = node
         .history("c", HistoryQuery::default())
@@ -108,8 +115,11 @@ async fn watch_returns_once_the_node_receives_the_channel() {
     let node = broker(&redis, 10, sink.clone()).await;
     let publisher = broker(&redis, 10, Arc::new(Recorder::default())).await;
     node.watch("w").await.expect("watch");
-    publisher.publish("w", b"1").await.expect("publish");
-    publisher.publish("other", b"1").await.expect("publish");
+    publisher.publish("w", b"1", None).await.expect("publish");
+    publisher
+        .publish("other", b"1", None)
+        .await
+        .expect("publish");
     let delivered = sink.wait_for_deliveries(1).await;
     assert_eq!(delivered[0].0, "w");
     assert_eq!(delivered[0].2, 1);
@@ -117,12 +127,12 @@ async fn watch_returns_once_the_node_receives_the_channel() {
     // Watched twice, unwatched once: still delivered; unwatched again: not any more.
     node.watch("w").await.expect("watch");
     node.unwatch("w").await.expect("unwatch");
-    publisher.publish("w", b"2").await.expect("publish");
+    publisher.publish("w", b"2", None).await.expect("publish");
     sink.wait_for_deliveries(2).await;
     node.unwatch("w").await.expect("unwatch");
-    publisher.publish("w", b"3").await.expect("publish");
+    publisher.publish("w", b"3", None).await.expect("publish");
     node.watch("x").await.expect("watch");
-    publisher.publish("x", b"1").await.expect("publish");
+    publisher.publish("x", b"1", None).await.expect("publish");
     let delivered = sink.wait_for_deliveries(3).await;
     assert_eq!(delivered.len(), 3);
     assert_eq!(delivered[2].0, "x", "w's third message was not delivered");
@@ -208,7 +218,7 @@ async fn history_pages_are_the_memory_brokers_pages() {
             }
         }
         for broker in brokers {
-            broker.publish("h", b"{}").await.expect("publish");
+            broker.publish("h", b"{}", None).await.expect("publish");
         }
     }
     // A position of another epoch recovers nothing.
@@ -239,10 +249,10 @@ async fn a_flush_is_reported_as_lost_publications() {
         .history("f", HistoryQuery::default())
         .await
         .expect("history");
-    node.publish("f", b"1").await.expect("publish");
+    node.publish("f", b"1", None).await.expect("publish");
     sink.wait_for_deliveries(1).await;
     redis.flush();
-    node.publish("f", b"1").await.expect("publish");
+    node.publish("f", b"1", None).await.expect("publish");
     let delivered = sink.wait_for_deliveries(2).await;
     assert_ne!(delivered[1].1, before.epoch.to_string(), "a new epoch");
     assert_eq!(delivered[1].2, 1);

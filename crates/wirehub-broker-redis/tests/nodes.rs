@@ -250,3 +250,81 @@ async fn deployments_with_different_prefixes_share_a_redis_without_meeting() {
     assert_eq!(redis.command(&["GET", "green:{news}:offset"]), "2");
     assert_eq!(redis.command(&["EXISTS", "wirehub:{news}:offset"]), "0");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_shared_by_every_node_while_its_message_is_in_history() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(config(&redis.url(), 3)).await;
+    let b = TestServer::start(config(&redis.url(), 3)).await;
+    let (mut subscriber, _) = WsClient::connect(&a.ws_url()).await;
+    subscriber.subscribe("orders").await;
+    let publish = |node: &TestServer, data: serde_json::Value, key: Option<&str>| {
+        let url = node.http_url("/api/publish");
+        let mut body = json!({"channel": "orders", "data": data});
+        if let Some(key) = key {
+            body["idempotency_key"] = json!(key);
+        }
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST")
+                .json::<serde_json::Value>()
+                .await
+                .expect("JSON")
+        }
+    };
+    assert_eq!(
+        publish(&a, json!("first"), Some("k1")).await,
+        json!({"offset": 1})
+    );
+    // The retry lands on the other node: still a duplicate.
+    assert_eq!(
+        publish(&b, json!("retry"), Some("k1")).await,
+        json!({"offset": 1, "duplicate": true})
+    );
+    // Over WebSocket on B as well.
+    let (mut publisher, _) = WsClient::connect(&b.ws_url()).await;
+    publisher
+        .send(&json!({"type": "publish", "channel": "orders", "data": "ws", "idempotency_key": "k1", "id": 1}))
+        .await;
+    assert_eq!(
+        publisher.expect("ack").await,
+        json!({"type": "ack", "id": 1, "offset": 1, "duplicate": true})
+    );
+    assert_eq!(
+        publish(&b, json!("second"), Some("k2")).await,
+        json!({"offset": 2})
+    );
+    // Three more messages push k1's out of the 3-message history: k1 is new again.
+    for n in 3..=5 {
+        assert_eq!(publish(&a, json!(n), None).await, json!({"offset": n}));
+    }
+    assert_eq!(
+        publish(&b, json!("again"), Some("k1")).await,
+        json!({"offset": 6})
+    );
+    let data = read_through(&mut subscriber, 0, 6).await;
+    assert_eq!(
+        data,
+        [
+            json!("first"),
+            json!("second"),
+            json!(3),
+            json!(4),
+            json!(5),
+            json!("again")
+        ]
+    );
+    // The keys hash stays bounded by the history size.
+    for n in 0..20 {
+        publish(&a, json!(n), Some(&format!("bulk-{n}"))).await;
+    }
+    let kept: usize = redis
+        .command(&["HLEN", "wirehub:{orders}:keys"])
+        .parse()
+        .expect("a count");
+    assert!(kept <= 2 * 3, "{kept} keys kept for a 3-message history");
+}

@@ -57,6 +57,13 @@ pub struct ClientConfig {
     /// How long `subscribe`, `unsubscribe` and `publish` wait for the server's answer,
     /// including any time spent waiting for a connection. Default 10 s.
     pub request_timeout: Duration,
+    /// Whether a publish whose `ack` was lost with the connection is sent again after the
+    /// reconnect. Every publish then carries a random `idempotency_key`, and the server
+    /// acknowledges a repeated key with the first message's offset instead of publishing it
+    /// twice, as long as that message is still in the channel's history (the server's
+    /// `--history-size`, 100 by default, and `--history-ttl`). With `false`, such a publish
+    /// fails with [`Error::Disconnected`](crate::Error::Disconnected). Default `true`.
+    pub retry_publishes: bool,
     /// Certificate authorities trusted for `wss://` URLs in addition to the bundled Mozilla
     /// roots (the `webpki-roots` crate), DER-encoded: for a server whose certificate comes
     /// from a private CA, or a self-signed one. Default none.
@@ -77,6 +84,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("publish_buffer", &self.publish_buffer)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("request_timeout", &self.request_timeout)
+            .field("retry_publishes", &self.retry_publishes)
             .field("root_certificates", &self.root_certificates.len())
             .finish()
     }
@@ -97,6 +105,7 @@ impl ClientConfig {
             publish_buffer: 64,
             subscription_capacity: 1024,
             request_timeout: Duration::from_secs(10),
+            retry_publishes: true,
             root_certificates: Vec::new(),
         }
     }
@@ -158,6 +167,12 @@ impl ClientConfig {
     /// Sets how long requests wait for the server's answer.
     pub fn request_timeout(mut self, request_timeout: Duration) -> Self {
         self.request_timeout = request_timeout;
+        self
+    }
+
+    /// Sets whether publishes whose ack was lost are sent again after a reconnect.
+    pub fn retry_publishes(mut self, retry_publishes: bool) -> Self {
+        self.retry_publishes = retry_publishes;
         self
     }
 

@@ -146,6 +146,8 @@ struct Registration {
 struct BufferedPublish {
     channel: String,
     data: Box<RawValue>,
+    /// Sent with the publish, so that sending it again after a lost ack is safe.
+    key: Option<Box<str>>,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -159,9 +161,7 @@ enum Pending {
     Unsubscribe {
         reply: Option<oneshot::Sender<Result<()>>>,
     },
-    Publish {
-        reply: oneshot::Sender<Result<u64>>,
-    },
+    Publish(BufferedPublish),
     Refresh {
         reply: oneshot::Sender<Result<()>>,
     },
@@ -458,11 +458,20 @@ impl Actor {
             }));
             return;
         }
+        let key = self.idempotency_key();
         self.buffer.push_back(BufferedPublish {
             channel,
             data,
+            key,
             reply,
         });
+    }
+
+    /// A fresh idempotency key (128 random bits, hex), when publishes are retried.
+    fn idempotency_key(&self) -> Option<Box<str>> {
+        self.config
+            .retry_publishes
+            .then(|| format!("{:032x}", rand::random::<u128>()).into_boxed_str())
     }
 
     /// Serves one established connection until it ends; fails what was in flight.
@@ -494,10 +503,21 @@ impl Actor {
             Ended::Stop(error) => error.clone(),
             Ended::Lost { .. } => Error::Disconnected,
         };
-        for (_, pending) in conn.pending.drain() {
+        // Publishes whose ack was lost with the connection go back to the front of the
+        // buffer, in the order they were sent, when they carry an idempotency key: sending
+        // them again is safe, the server acknowledges a message it already has as a duplicate.
+        let mut unacknowledged = Vec::new();
+        for (id, pending) in conn.pending.drain() {
             match pending {
-                Pending::Publish { reply } => {
-                    let _ = reply.send(Err(error.clone()));
+                Pending::Publish(publish) => {
+                    if matches!(ended, Ended::Lost { .. })
+                        && publish.key.is_some()
+                        && !publish.reply.is_closed()
+                    {
+                        unacknowledged.push((id, publish));
+                    } else {
+                        let _ = publish.reply.send(Err(error.clone()));
+                    }
                 }
                 Pending::Unsubscribe { reply: Some(reply) } => {
                     // The server forgets every subscription of a closed connection.
@@ -512,6 +532,10 @@ impl Actor {
                 | Pending::Unsubscribe { reply: None }
                 | Pending::Ping => {}
             }
+        }
+        unacknowledged.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (_, publish) in unacknowledged {
+            self.buffer.push_front(publish);
         }
         for registration in self.subscriptions.values_mut() {
             registration.sent = false;
@@ -621,7 +645,14 @@ impl Actor {
                 reply,
             } => {
                 if !reply.is_closed() {
-                    self.send_publish(conn, &channel, &data, reply).await?;
+                    let key = self.idempotency_key();
+                    let publish = BufferedPublish {
+                        channel,
+                        data,
+                        key,
+                        reply,
+                    };
+                    self.send_publish(conn, publish).await?;
                 }
             }
             Command::Refresh { token, reply } => {
@@ -667,8 +698,7 @@ impl Actor {
                     if publish.reply.is_closed() {
                         continue;
                     }
-                    self.send_publish(conn, &publish.channel, &publish.data, publish.reply)
-                        .await?;
+                    self.send_publish(conn, publish).await?;
                 }
                 self.check_health(conn);
             }
@@ -712,10 +742,10 @@ impl Actor {
                 data,
                 offset,
             } => self.on_message(conn, channel, data, offset).await?,
-            ServerMessage::Ack { id, offset } => {
-                if let Some(Pending::Publish { reply }) = id.and_then(|id| conn.pending.remove(&id))
+            ServerMessage::Ack { id, offset, .. } => {
+                if let Some(Pending::Publish(publish)) = id.and_then(|id| conn.pending.remove(&id))
                 {
-                    let _ = reply.send(Ok(offset));
+                    let _ = publish.reply.send(Ok(offset));
                 }
             }
             ServerMessage::Refreshed { id, .. } => {
@@ -732,8 +762,8 @@ impl Actor {
             ServerMessage::Error { id, code, message } => {
                 let error = Error::Server { code, message };
                 match id.and_then(|id| conn.pending.remove(&id)) {
-                    Some(Pending::Publish { reply }) => {
-                        let _ = reply.send(Err(error));
+                    Some(Pending::Publish(publish)) => {
+                        let _ = publish.reply.send(Err(error));
                     }
                     Some(Pending::Unsubscribe { reply }) => {
                         if let Some(reply) = reply {
@@ -923,21 +953,17 @@ impl Actor {
         self.send(conn, &message).await
     }
 
-    async fn send_publish(
-        &mut self,
-        conn: &mut Conn,
-        channel: &str,
-        data: &RawValue,
-        reply: oneshot::Sender<Result<u64>>,
-    ) -> Flow {
+    async fn send_publish(&mut self, conn: &mut Conn, publish: BufferedPublish) -> Flow {
         let id = self.next_id();
         let message = ClientMessage::Publish {
             id: Some(id),
-            channel: channel.into(),
-            data: std::borrow::Cow::Borrowed(data),
+            channel: publish.channel.as_str().into(),
+            data: std::borrow::Cow::Borrowed(&publish.data),
+            idempotency_key: publish.key.as_deref().map(std::borrow::Cow::Borrowed),
         };
-        conn.pending.insert(id, Pending::Publish { reply });
-        self.send(conn, &message).await
+        let sent = self.send(conn, &message).await;
+        conn.pending.insert(id, Pending::Publish(publish));
+        sent
     }
 
     /// Writes one request; a write that blocks for `pong_timeout` means a dead connection.
@@ -1234,7 +1260,15 @@ mod tests {
             parse_server_message(r#"{"type":"ack","id":3,"offset":9}"#),
             Ok(ServerMessage::Ack {
                 id: Some(3),
-                offset: 9
+                offset: 9,
+                duplicate: false
+            })
+        ));
+        assert!(matches!(
+            parse_server_message(r#"{"type":"ack","id":3,"offset":9,"duplicate":true}"#),
+            Ok(ServerMessage::Ack {
+                duplicate: true,
+                ..
             })
         ));
         assert!(matches!(

@@ -70,8 +70,10 @@ pub enum Error {
         /// A description for people.
         reason: String,
     },
-    /// The connection was lost before the server answered this request. For a publish this
-    /// means the outcome is unknown: the server may or may not have accepted it. Also the
+    /// The connection was lost before the server answered this request. For a publish (only
+    /// with [`ClientConfig::retry_publishes`](crate::ClientConfig::retry_publishes) off, or
+    /// when the client stops) this means the outcome is unknown: the server may or may not
+    /// have accepted it. Also the
     /// fatal error when the connection is lost and the reconnect limit is reached.
     #[error("the connection was lost before the server answered")]
     Disconnected,

@@ -27,8 +27,9 @@
 //! - **Publishing while disconnected.** Up to [`ClientConfig::publish_buffer`] publishes
 //!   are held and sent in order once the next connection has resubscribed; more fail at
 //!   once with [`Error::BufferFull`]. A publish already sent when the connection dropped
-//!   fails with [`Error::Disconnected`] (it may or may not have been published; it is not
-//!   resent, so there are no duplicates the application did not choose).
+//!   is sent again after the reconnect with the same idempotency key, so the server
+//!   publishes it once (see [`ClientConfig::retry_publishes`]; with it off, such a publish
+//!   fails with [`Error::Disconnected`]).
 //! - **Tokens.** [`ClientConfig::token`] is sent as `Authorization: Bearer` on every upgrade;
 //!   [`Client::refresh_token`] replaces it on the live connection before it expires. A
 //!   subscription the server ends on its own (a refreshed token no longer allows it) ends

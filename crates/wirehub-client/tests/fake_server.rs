@@ -378,7 +378,7 @@ async fn buffered_publishes_are_sent_in_order_and_overflow_is_reported() {
 }
 
 #[tokio::test]
-async fn a_publish_in_flight_when_the_connection_drops_fails_with_disconnected() {
+async fn without_retries_a_publish_in_flight_when_the_connection_drops_fails_with_disconnected() {
     let server = FakeServer::start(|n| {
         if n == 0 {
             Behavior::Serve(ServeOptions::default().ack_publishes(false))
@@ -387,14 +387,15 @@ async fn a_publish_in_flight_when_the_connection_drops_fails_with_disconnected()
         }
     })
     .await;
-    let client = Client::connect(config(&server.url())).expect("connect");
+    let client = Client::connect(config(&server.url()).retry_publishes(false)).expect("connect");
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move { client.publish("chat", &json!("lost?")).await })
     };
-    server
+    let sent = server
         .wait_for_received(1, WAIT, |r| r.kind() == "publish")
         .await;
+    assert!(sent[0].message.get("idempotency_key").is_none());
     server.close_all(1001);
     let result = in_flight.await.expect("task");
     assert!(matches!(result, Err(Error::Disconnected)), "{result:?}");
@@ -410,6 +411,102 @@ async fn a_publish_in_flight_when_the_connection_drops_fails_with_disconnected()
         .wait_for_received(2, WAIT, |r| r.kind() == "publish")
         .await;
     assert_eq!(sent[1].message["data"], json!("next"));
+    client.close().await;
+}
+
+/// The first connection carries publishes out but its acks never arrive; the next one
+/// answers normally.
+async fn acks_lost_then_served(lose: ServeOptions) -> (FakeServer, Client) {
+    let server = FakeServer::start(move |n| {
+        if n == 0 {
+            Behavior::Serve(lose.clone())
+        } else {
+            Behavior::serve()
+        }
+    })
+    .await;
+    let client = Client::connect(config(&server.url())).expect("connect");
+    (server, client)
+}
+
+#[tokio::test]
+async fn a_publish_whose_ack_was_lost_is_sent_again_and_published_once() {
+    let (server, client) = acks_lost_then_served(ServeOptions::default().lose_acks(true)).await;
+    let mut events = client.events();
+    // Three publishes reach the server (which publishes them) but no ack comes back.
+    let in_flight: Vec<_> = (1..=3)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.publish("chat", &json!(n)).await })
+        })
+        .collect();
+    let sent = server
+        .wait_for_received(3, WAIT, |r| r.kind() == "publish")
+        .await;
+    server.close_all(1001);
+    wait_for(&mut events, "the reconnect", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let mut offsets = Vec::new();
+    for task in in_flight {
+        offsets.push(
+            task.await
+                .expect("task")
+                .expect("acknowledged after the retry"),
+        );
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, [1, 2, 3], "the first offsets, as duplicates");
+    // Sent again in the same order with the same keys, and not published twice: the next
+    // publish gets offset 4.
+    let resent = server
+        .wait_for_received(6, WAIT, |r| r.kind() == "publish")
+        .await;
+    let keys = |requests: &[wirehub_testkit::fake::Received]| -> Vec<String> {
+        requests
+            .iter()
+            .map(|r| {
+                r.message["idempotency_key"]
+                    .as_str()
+                    .expect("a key")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(keys(&sent[..3]), keys(&resent[3..]));
+    assert!(resent[3..].iter().all(|r| r.connection == 1));
+    let data: Vec<_> = resent[3..]
+        .iter()
+        .map(|r| r.message["data"].clone())
+        .collect();
+    assert_eq!(data, data_of(&sent));
+    assert_eq!(client.publish("chat", &json!(4)).await.expect("publish"), 4);
+    client.close().await;
+}
+
+/// The `data` of recorded publishes, in the order they were received.
+fn data_of(requests: &[wirehub_testkit::fake::Received]) -> Vec<serde_json::Value> {
+    requests.iter().map(|r| r.message["data"].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_publish_that_never_reached_the_server_is_sent_again_and_published() {
+    let (server, client) =
+        acks_lost_then_served(ServeOptions::default().ack_publishes(false)).await;
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.publish("chat", &json!("retried")).await })
+    };
+    server
+        .wait_for_received(1, WAIT, |r| r.kind() == "publish")
+        .await;
+    server.close_all(1001);
+    let offset = in_flight
+        .await
+        .expect("task")
+        .expect("acknowledged after the retry");
+    assert_eq!(offset, 1, "published by the second connection");
     client.close().await;
 }
 

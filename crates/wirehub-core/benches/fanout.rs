@@ -87,7 +87,9 @@ fn publish(c: &mut Criterion) {
                     let batch = left.min(BATCH);
                     let started = Instant::now();
                     for _ in 0..batch {
-                        black_box(now(hub.publish("bench", black_box(data))).expect("publishes"));
+                        black_box(
+                            now(hub.publish("bench", black_box(data), None)).expect("publishes"),
+                        );
                     }
                     timed += started.elapsed();
                     drain(&sessions, &mut scratch);

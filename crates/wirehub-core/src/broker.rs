@@ -54,6 +54,16 @@ pub trait Deliver: Send + Sync + 'static {
     }
 }
 
+/// The outcome of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset; for a duplicate, the offset of the message first published with
+    /// the same idempotency key.
+    pub offset: u64,
+    /// The idempotency key matched a message still in the history: nothing was published.
+    pub duplicate: bool,
+}
+
 /// What to read from a channel's history.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
@@ -90,12 +100,15 @@ pub enum BrokerError {
 /// Orders, stores and distributes the messages of channel streams.
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Publishes `data` (JSON text) on `channel`: assigns the next offset, keeps the message in
-    /// history and delivers it. Returns the assigned offset.
+    /// history and delivers it. With an idempotency `key` that a message still in the
+    /// channel's history was published with, nothing is published and that message's offset
+    /// is returned as a duplicate.
     fn publish<'a>(
         &'a self,
         channel: &'a str,
         data: &'a [u8],
-    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>>;
 
     /// Reads a channel's position and history.
     fn history<'a>(

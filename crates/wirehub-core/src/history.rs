@@ -3,8 +3,12 @@
 //! Bounded by count per channel, by age (optional TTL), and by bytes across all channels (a
 //! shared budget): appending beyond the budget evicts this channel's oldest entries first.
 //! Whatever leaves the history makes recovery from before it report `recovered: false`.
+//!
+//! It also remembers the `idempotency_key` of each kept publication that had one, so that a
+//! retried publish is recognized for as long as the original is kept (the key's bytes count
+//! against the same budget).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,15 +39,32 @@ impl HistoryBudget {
 
 #[derive(Debug, Default)]
 pub(crate) struct History {
-    entries: VecDeque<(Instant, Publication)>,
+    entries: VecDeque<Entry>,
     bytes: usize,
+    /// Idempotency key → offset, for the kept entries that have a key.
+    keys: HashMap<Box<str>, u64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    publication: Publication,
+    key: Option<Box<str>>,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.publication.frame.len() + self.key.as_ref().map_or(0, |key| key.len())
+    }
 }
 
 impl History {
-    /// Appends a publication, evicting what the limits require.
+    /// Appends a publication (with its idempotency key, if it had one), evicting what the
+    /// limits require.
     pub(crate) fn push(
         &mut self,
         publication: Publication,
+        key: Option<&str>,
         limits: &HistoryLimits,
         budget: &HistoryBudget,
         now: Instant,
@@ -51,7 +72,12 @@ impl History {
         if limits.size == 0 {
             return;
         }
-        let len = publication.frame.len();
+        let entry = Entry {
+            at: now,
+            publication,
+            key: key.map(Box::from),
+        };
+        let len = entry.bytes();
         while self.entries.len() >= limits.size
             || (!self.entries.is_empty() && budget.used() + len > limits.max_total_bytes)
         {
@@ -62,14 +88,17 @@ impl History {
         }
         budget.used.fetch_add(len, Ordering::Relaxed);
         self.bytes += len;
-        self.entries.push_back((now, publication));
+        if let Some(key) = &entry.key {
+            self.keys.insert(key.clone(), entry.publication.offset);
+        }
+        self.entries.push_back(entry);
     }
 
     /// Drops entries older than the TTL.
     pub(crate) fn expire(&mut self, limits: &HistoryLimits, budget: &HistoryBudget, now: Instant) {
         let Some(ttl) = limits.ttl else { return };
-        while let Some((at, _)) = self.entries.front() {
-            if now.saturating_duration_since(*at) < ttl {
+        while let Some(entry) = self.entries.front() {
+            if now.saturating_duration_since(entry.at) < ttl {
                 break;
             }
             self.pop_front(budget);
@@ -77,11 +106,21 @@ impl History {
     }
 
     fn pop_front(&mut self, budget: &HistoryBudget) {
-        if let Some((_, publication)) = self.entries.pop_front() {
-            let len = publication.frame.len();
+        if let Some(entry) = self.entries.pop_front() {
+            let len = entry.bytes();
             self.bytes -= len;
             budget.used.fetch_sub(len, Ordering::Relaxed);
+            if let Some(key) = &entry.key
+                && self.keys.get(key) == Some(&entry.publication.offset)
+            {
+                self.keys.remove(key);
+            }
         }
+    }
+
+    /// The offset of the kept publication published with `key`, if there is one.
+    pub(crate) fn offset_of_key(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).copied()
     }
 
     /// Frees everything (the stream is dropped).
@@ -89,6 +128,7 @@ impl History {
         budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
         self.bytes = 0;
         self.entries.clear();
+        self.keys.clear();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -97,16 +137,18 @@ impl History {
 
     /// The oldest offset kept.
     pub(crate) fn first_offset(&self) -> Option<u64> {
-        self.entries.front().map(|(_, p)| p.offset)
+        self.entries.front().map(|entry| entry.publication.offset)
     }
 
     /// The publications after `offset`, oldest first, at most `limit`.
     pub(crate) fn after(&self, offset: u64, limit: usize) -> Vec<Publication> {
-        let start = self.entries.partition_point(|(_, p)| p.offset <= offset);
+        let start = self
+            .entries
+            .partition_point(|entry| entry.publication.offset <= offset);
         self.entries
             .range(start..)
             .take(limit)
-            .map(|(_, p)| p.clone())
+            .map(|entry| entry.publication.clone())
             .collect()
     }
 }

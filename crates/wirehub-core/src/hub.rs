@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wirehub_protocol::{ErrorCode, ServerMessage, StreamPosition, encode_server_message};
 
-use crate::broker::{Broker, BrokerError, Deliver, HistoryPage, HistoryQuery};
+use crate::broker::{Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Published};
 use crate::channel::{Added, Fanout, SessionRef};
 use crate::history::HistoryLimits;
 use crate::memory::MemoryBroker;
@@ -177,12 +177,18 @@ impl Hub {
         }
     }
 
-    /// Publishes JSON `data` to a channel; returns its offset.
+    /// Publishes JSON `data` to a channel, once per idempotency `key` while the first message
+    /// with that key is kept in history (see [`Broker::publish`]).
     ///
     /// # Errors
     /// A broker failure.
-    pub async fn publish(&self, channel: &str, data: &[u8]) -> Result<u64, HubError> {
-        Ok(self.broker.publish(channel, data).await?)
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        key: Option<&str>,
+    ) -> Result<Published, HubError> {
+        Ok(self.broker.publish(channel, data, key).await?)
     }
 
     /// Reads a channel's position and history.

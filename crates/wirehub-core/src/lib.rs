@@ -19,7 +19,7 @@ mod memory;
 mod outbox;
 
 pub use broker::{
-    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Publication,
+    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Publication, Published,
     encode_publication,
 };
 pub use channel::{Fanout, SessionRef};

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::broker::{
-    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, encode_publication,
+    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Published,
+    encode_publication,
 };
 use crate::history::{History, HistoryBudget, HistoryLimits};
 use crate::outbox::lock;
@@ -113,7 +114,7 @@ impl MemoryBroker {
         }
     }
 
-    fn publish_now(&self, channel: &str, data: &[u8]) -> u64 {
+    fn publish_now(&self, channel: &str, data: &[u8], key: Option<&str>) -> Published {
         loop {
             let (name, stream) = self.stream(channel);
             let mut state = lock(&stream);
@@ -122,19 +123,28 @@ impl MemoryBroker {
             }
             let now = Instant::now();
             state.history.expire(&self.limits, &self.budget, now);
+            if let Some(offset) = key.and_then(|key| state.history.offset_of_key(key)) {
+                return Published {
+                    offset,
+                    duplicate: true,
+                };
+            }
             state.top += 1;
             let publication = encode_publication(name, state.epoch.clone(), state.top, data);
             self.sink.deliver(&publication);
             let offset = publication.offset;
             state
                 .history
-                .push(publication, &self.limits, &self.budget, now);
+                .push(publication, key, &self.limits, &self.budget, now);
             let unused = state.watchers == 0 && state.history.is_empty();
             drop(state);
             if unused {
                 self.release_if_unused(channel);
             }
-            return offset;
+            return Published {
+                offset,
+                duplicate: false,
+            };
         }
     }
 
@@ -178,9 +188,10 @@ impl Broker for MemoryBroker {
         &'a self,
         channel: &'a str,
         data: &'a [u8],
-    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        let offset = self.publish_now(channel, data);
-        Box::pin(async move { Ok(offset) })
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        let published = self.publish_now(channel, data, key);
+        Box::pin(async move { Ok(published) })
     }
 
     fn history<'a>(

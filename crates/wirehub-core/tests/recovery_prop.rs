@@ -164,7 +164,11 @@ fn run(history: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         for op in ops {
             match op {
                 Op::Publish(index) => {
-                    let offset = hub.publish(CHANNELS[index], b"{}").await.expect("publish");
+                    let offset = hub
+                        .publish(CHANNELS[index], b"{}", None)
+                        .await
+                        .expect("publish")
+                        .offset;
                     published[index] += 1;
                     prop_assert_eq!(offset, published[index]);
                 }

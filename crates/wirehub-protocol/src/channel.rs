@@ -79,6 +79,23 @@ pub fn channel_matches(pattern: &str, channel: &str) -> bool {
     }
 }
 
+/// The longest `idempotency_key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 64;
+
+/// Checks a publish's `idempotency_key`: 1 to 64 visible ASCII characters (`!` to `~`).
+///
+/// # Errors
+/// A sentence saying what is wrong, for the `invalid_message` error.
+pub fn validate_idempotency_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err("field `idempotency_key` must be 1 to 64 characters long");
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("field `idempotency_key` may hold visible ASCII characters only (no spaces)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,8 @@ mod parse;
 mod schema;
 
 pub use channel::{
-    ChannelError, MAX_CHANNEL_LEN, channel_matches, validate_channel, validate_pattern,
+    ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
+    validate_idempotency_key, validate_pattern,
 };
 pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
 pub use encode::{encode_message, encode_server_message};

@@ -60,6 +60,12 @@ pub enum ClientMessage<'a> {
         /// Any JSON value, delivered verbatim.
         #[schemars(with = "serde_json::Value")]
         data: Cow<'a, RawValue>,
+        /// Makes a retried publish safe: while a message published with the same key is still
+        /// in the channel's history, the server does not publish again but acknowledges with
+        /// that message's offset (and `duplicate: true`). 1 to 64 visible ASCII characters.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 64))]
+        idempotency_key: Option<Cow<'a, str>>,
     },
     /// Ask for a `pong` (liveness check for clients that cannot see WebSocket pings).
     Ping {
@@ -163,6 +169,10 @@ pub enum ServerMessage {
         id: Option<u64>,
         /// The offset assigned to the published message.
         offset: u64,
+        /// True when the publish carried an `idempotency_key` already used by a message still
+        /// in the channel's history: nothing was published again, `offset` is that message's.
+        #[serde(default, skip_serializing_if = "is_false")]
+        duplicate: bool,
     },
     /// The reply to `refresh`: the new token is in force.
     Refreshed {
@@ -226,6 +236,8 @@ enum Derived {
         #[serde(default)]
         id: Option<u64>,
         offset: u64,
+        #[serde(default)]
+        duplicate: bool,
     },
     Refreshed {
         #[serde(default)]
@@ -299,12 +311,25 @@ impl<'de> Deserialize<'de> for ServerMessage {
                 recovered,
             },
             Derived::Unsubscribed { id, channel } => ServerMessage::Unsubscribed { id, channel },
-            Derived::Ack { id, offset } => ServerMessage::Ack { id, offset },
+            Derived::Ack {
+                id,
+                offset,
+                duplicate,
+            } => ServerMessage::Ack {
+                id,
+                offset,
+                duplicate,
+            },
             Derived::Refreshed { id, expires } => ServerMessage::Refreshed { id, expires },
             Derived::Pong { id } => ServerMessage::Pong { id },
             Derived::Error { id, code, message } => ServerMessage::Error { id, code, message },
         })
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[cfg(test)]

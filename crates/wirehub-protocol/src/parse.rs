@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::{ClientMessage, ErrorCode, StreamPosition, validate_channel};
+use crate::{ClientMessage, ErrorCode, StreamPosition, validate_channel, validate_idempotency_key};
 
 /// Why a text frame could not be turned into a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +52,8 @@ struct Fields<'a> {
     since: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     token: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 /// Keeps a field that is present (even when it is `null`) as raw JSON.
@@ -132,10 +134,21 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
                     "missing field `data`",
                 ));
             };
+            let idempotency_key = match fields.idempotency_key {
+                None => None,
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) => {
+                    let key = string_field(id, "idempotency_key", Some(raw))?;
+                    validate_idempotency_key(&key)
+                        .map_err(|why| ParseError::new(id, ErrorCode::InvalidMessage, why))?;
+                    Some(key)
+                }
+            };
             Ok(ClientMessage::Publish {
                 id,
                 channel,
                 data: Cow::Borrowed(data),
+                idempotency_key,
             })
         }
         "ping" => Ok(ClientMessage::Ping { id }),
@@ -222,6 +235,31 @@ mod tests {
         check(
             r#"{"type":"publish","channel":"c","data":null}"#,
             r#"{"type":"publish","channel":"c","data":null}"#,
+        );
+        check(
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":"k-1"}"#,
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":"k-1"}"#,
+        );
+        check(
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":null}"#,
+            r#"{"type":"publish","channel":"c","data":1}"#,
+        );
+        check(
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":"","id":3}"#,
+            "error invalid_message id=Some(3)",
+        );
+        check(
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":"a b"}"#,
+            "error invalid_message id=None",
+        );
+        check(
+            r#"{"type":"publish","channel":"c","data":1,"idempotency_key":7}"#,
+            "error invalid_message id=None",
+        );
+        let long = "k".repeat(65);
+        check(
+            &format!(r#"{{"type":"publish","channel":"c","data":1,"idempotency_key":"{long}"}}"#),
+            "error invalid_message id=None",
         );
         check(r#"{"type":"ping"}"#, r#"{"type":"ping"}"#);
         check(r#"{"type":"ping","id":null}"#, r#"{"type":"ping"}"#);
@@ -325,7 +363,7 @@ mod tests {
             let input = request.to_string();
             let parsed = parse_client_message(&input).expect("valid publish");
             match parsed {
-                ClientMessage::Publish { id: got_id, channel: got_channel, data: got_data } => {
+                ClientMessage::Publish { id: got_id, channel: got_channel, data: got_data, .. } => {
                     prop_assert_eq!(got_id, id);
                     prop_assert_eq!(&*got_channel, channel.as_str());
                     let got: String = serde_json::from_str(got_data.get()).expect("string data");

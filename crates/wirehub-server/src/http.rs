@@ -12,7 +12,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use wirehub_core::HistoryQuery;
-use wirehub_protocol::{ErrorCode, StreamPosition, validate_channel};
+use wirehub_protocol::{ErrorCode, StreamPosition, validate_channel, validate_idempotency_key};
 
 use crate::metrics::Metrics;
 use crate::session::Mode;
@@ -105,6 +105,8 @@ struct PublishBody<'a> {
     channel: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default, borrow)]
+    idempotency_key: Option<std::borrow::Cow<'a, str>>,
 }
 
 async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -146,14 +148,28 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             err.to_string(),
         );
     }
+    if let Some(key) = &request.idempotency_key
+        && let Err(why) = validate_idempotency_key(key)
+    {
+        return api_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, why);
+    }
     match state
         .hub
-        .publish(&request.channel, request.data.get().as_bytes())
+        .publish(
+            &request.channel,
+            request.data.get().as_bytes(),
+            request.idempotency_key.as_deref(),
+        )
         .await
     {
-        Ok(offset) => {
+        Ok(published) if published.duplicate => {
+            Metrics::add(&state.metrics.publish_duplicates_total, 1);
+            axum::Json(serde_json::json!({"offset": published.offset, "duplicate": true}))
+                .into_response()
+        }
+        Ok(published) => {
             Metrics::add(&state.metrics.published_total, 1);
-            axum::Json(serde_json::json!({"offset": offset})).into_response()
+            axum::Json(serde_json::json!({"offset": published.offset})).into_response()
         }
         Err(err) => api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
     }

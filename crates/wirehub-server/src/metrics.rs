@@ -27,6 +27,8 @@ pub struct Metrics {
     pub bytes_out_total: AtomicU64,
     /// Messages published (WebSocket and HTTP).
     pub published_total: AtomicU64,
+    /// Publishes not carried out because their idempotency key matched a kept message.
+    pub publish_duplicates_total: AtomicU64,
     /// Messages replayed from history on recovery.
     pub replayed_total: AtomicU64,
     /// Connections ended by a missing pong.
@@ -111,6 +113,12 @@ impl Metrics {
             "counter",
             "Messages published.",
             get(&self.published_total),
+        );
+        metric(
+            "wirehub_publish_duplicates_total",
+            "counter",
+            "Publishes acknowledged without publishing again: their idempotency key matched a message still in history.",
+            get(&self.publish_duplicates_total),
         );
         metric(
             "wirehub_messages_delivered_total",

@@ -550,7 +550,12 @@ impl Session {
                     Err(err) => self.send_error(id, err.code(), &err.to_string()),
                 }
             }
-            ClientMessage::Publish { id, channel, data } => {
+            ClientMessage::Publish {
+                id,
+                channel,
+                data,
+                idempotency_key,
+            } => {
                 if self
                     .claims
                     .as_ref()
@@ -583,12 +588,21 @@ impl Session {
                 match self
                     .state
                     .hub
-                    .publish(&channel, data.get().as_bytes())
+                    .publish(&channel, data.get().as_bytes(), idempotency_key.as_deref())
                     .await
                 {
-                    Ok(offset) => {
-                        Metrics::add(&self.metrics().published_total, 1);
-                        self.send(&ServerMessage::Ack { id, offset });
+                    Ok(published) => {
+                        let counter = if published.duplicate {
+                            &self.metrics().publish_duplicates_total
+                        } else {
+                            &self.metrics().published_total
+                        };
+                        Metrics::add(counter, 1);
+                        self.send(&ServerMessage::Ack {
+                            id,
+                            offset: published.offset,
+                            duplicate: published.duplicate,
+                        });
                     }
                     Err(err) => self.send_error(id, err.code(), &err.to_string()),
                 }

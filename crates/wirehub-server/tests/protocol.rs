@@ -316,3 +316,117 @@ async fn publishing_far_beyond_the_rate_closes_with_4102() {
         101
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_publish_a_duplicate_not_a_second_message() {
+    let server = TestServer::start(config().publish_rate(0).history_size(3)).await;
+    let (mut subscriber, _) = WsClient::connect(&server.ws_url()).await;
+    subscriber.subscribe("orders").await;
+    let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
+    let publish = |key: &str, data: Value, id: u64| json!({"type": "publish", "channel": "orders", "data": data, "idempotency_key": key, "id": id});
+
+    publisher.send(&publish("order-1", json!("first"), 1)).await;
+    let ack = publisher.expect("ack").await;
+    assert_schema(&ack);
+    assert_eq!(ack, json!({"type": "ack", "id": 1, "offset": 1}));
+    // The retry (same key, even with other data) is acknowledged with the first offset.
+    publisher.send(&publish("order-1", json!("retry"), 2)).await;
+    let ack = publisher.expect("ack").await;
+    assert_schema(&ack);
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "id": 2, "offset": 1, "duplicate": true})
+    );
+    // Another key is another message; the same key on another channel is independent.
+    publisher
+        .send(&publish("order-2", json!("second"), 3))
+        .await;
+    assert_eq!(publisher.expect("ack").await["offset"], 2);
+    publisher
+        .send(&json!({"type": "publish", "channel": "invoices", "data": 1, "idempotency_key": "order-1", "id": 4}))
+        .await;
+    let ack = publisher.expect("ack").await;
+    assert_eq!(
+        (ack["offset"].clone(), ack.get("duplicate")),
+        (json!(1), None)
+    );
+
+    // The subscriber got each message once.
+    assert_eq!(subscriber.expect("message").await["data"], "first");
+    assert_eq!(subscriber.expect("message").await["data"], "second");
+
+    // Over HTTP too, sharing the keys of the WebSocket publishes.
+    let post = |body: Value| {
+        let url = server.http_url("/api/publish");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    assert_eq!(
+        post(json!({"channel": "orders", "data": 0, "idempotency_key": "order-2"})).await,
+        (200, json!({"offset": 2, "duplicate": true}))
+    );
+    assert_eq!(
+        post(json!({"channel": "orders", "data": "third", "idempotency_key": "order-3"})).await,
+        (200, json!({"offset": 3}))
+    );
+    let (status, error) =
+        post(json!({"channel": "orders", "data": 0, "idempotency_key": ""})).await;
+    assert_eq!(
+        (status, error["error"]["code"].clone()),
+        (400, json!("invalid_message"))
+    );
+    assert_eq!(subscriber.expect("message").await["data"], "third");
+    assert_eq!(server.metric("wirehub_publish_duplicates_total").await, 2);
+
+    // A key is remembered as long as its message is in the history (3 messages here):
+    // two more publishes push order-1 out, and the same key is then a new message.
+    for n in 4..=5 {
+        publisher
+            .send(&json!({"type": "publish", "channel": "orders", "data": n, "id": 10 + n}))
+            .await;
+        assert_eq!(publisher.expect("ack").await["offset"], n);
+    }
+    publisher
+        .send(&publish("order-1", json!("again"), 20))
+        .await;
+    assert_eq!(
+        publisher.expect("ack").await,
+        json!({"type": "ack", "id": 20, "offset": 6})
+    );
+
+    // A malformed key is refused and the connection stays open.
+    publisher.send(&publish("with space", json!(0), 21)).await;
+    let error = publisher.expect("error").await;
+    assert_eq!(
+        (error["id"].clone(), error["code"].clone()),
+        (json!(21), json!("invalid_message"))
+    );
+    publisher.send(&json!({"type": "ping", "id": 22})).await;
+    assert_eq!(publisher.expect("pong").await["id"], 22);
+}
+
+#[tokio::test]
+async fn without_history_there_is_nothing_to_deduplicate_against() {
+    let server = TestServer::start(config().publish_rate(0).history_size(0)).await;
+    let (mut subscriber, _) = WsClient::connect(&server.ws_url()).await;
+    subscriber.subscribe("c").await;
+    let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
+    for (id, offset) in [(1, 1), (2, 2)] {
+        publisher
+            .send(&json!({"type": "publish", "channel": "c", "data": 1, "idempotency_key": "k", "id": id}))
+            .await;
+        assert_eq!(
+            publisher.expect("ack").await,
+            json!({"type": "ack", "id": id, "offset": offset})
+        );
+        assert_eq!(subscriber.expect("message").await["offset"], offset);
+    }
+}

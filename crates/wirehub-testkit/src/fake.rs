@@ -75,6 +75,9 @@ pub struct ServeOptions {
     pub answer_subscribes: bool,
     /// Close the connection with this code after this long. Default never.
     pub close_after: Option<(Duration, u16)>,
+    /// Whether acks are lost: publishes are carried out (fanned out, their idempotency keys
+    /// remembered) but never acknowledged. Default `false`.
+    pub lose_acks: bool,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +88,7 @@ impl Default for ServeOptions {
             history: true,
             answer_subscribes: true,
             close_after: None,
+            lose_acks: false,
         }
     }
 }
@@ -111,6 +115,12 @@ impl ServeOptions {
     /// Sets whether `subscribe` is answered.
     pub fn answer_subscribes(mut self, answer: bool) -> Self {
         self.answer_subscribes = answer;
+        self
+    }
+
+    /// Sets whether publishes are carried out without an ack reaching the client.
+    pub fn lose_acks(mut self, lose: bool) -> Self {
+        self.lose_acks = lose;
         self
     }
 
@@ -176,6 +186,8 @@ struct Log {
 struct Stream {
     offset: u64,
     history: Vec<(u64, Box<RawValue>)>,
+    /// Idempotency key → offset of the message published with it.
+    keys: HashMap<String, u64>,
     subscribers: HashMap<usize, mpsc::UnboundedSender<Control>>,
 }
 
@@ -556,12 +568,40 @@ fn handle(
                 channel: channel.to_string(),
             })]
         }
-        ClientMessage::Publish { id, channel, data } => {
+        ClientMessage::Publish {
+            id,
+            channel,
+            data,
+            idempotency_key,
+        } => {
             if !options.ack_publishes {
                 return Vec::new();
             }
-            let offset = publish(shared, &channel, data.into_owned());
-            vec![encode_server_message(&ServerMessage::Ack { id, offset })]
+            let seen = idempotency_key.as_deref().and_then(|key| {
+                lock(&shared.streams)
+                    .get(&*channel)
+                    .and_then(|stream| stream.keys.get(key).copied())
+            });
+            let (offset, duplicate) = match seen {
+                Some(offset) => (offset, true),
+                None => {
+                    let offset = publish(shared, &channel, data.into_owned());
+                    if let Some(key) = idempotency_key
+                        && let Some(stream) = lock(&shared.streams).get_mut(&*channel)
+                    {
+                        stream.keys.insert(key.into_owned(), offset);
+                    }
+                    (offset, false)
+                }
+            };
+            if options.lose_acks {
+                return Vec::new();
+            }
+            vec![encode_server_message(&ServerMessage::Ack {
+                id,
+                offset,
+                duplicate,
+            })]
         }
         ClientMessage::Ping { id } => vec![encode_server_message(&ServerMessage::Pong { id })],
         ClientMessage::Refresh { .. } => Vec::new(),
