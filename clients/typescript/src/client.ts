@@ -62,6 +62,13 @@ export interface ClientOptions {
   pongTimeout?: number | undefined;
   /** Publishes held while disconnected. Default 64. */
   publishBuffer?: number | undefined;
+  /**
+   * Give every publish a random `idempotency_key` and send the ones whose ack was lost with
+   * the connection again after the reconnect: the server publishes each once (while the first
+   * message is in the channel's history). With `false` they reject with `disconnected`.
+   * Default `true`.
+   */
+  retryPublishes?: boolean | undefined;
   /** Events queued per subscription's async iterator before `lagged`. Default 1024. */
   subscriptionBuffer?: number | undefined;
   /** How long `subscribe`, `unsubscribe`, `publish` and `refreshToken` wait. Default 10000. */
@@ -116,6 +123,7 @@ interface Settings {
   idleTimeout: number;
   pongTimeout: number;
   publishBuffer: number;
+  retryPublishes: boolean;
   subscriptionBuffer: number;
   requestTimeout: number;
 }
@@ -145,6 +153,8 @@ interface HeldPublish {
   readonly channel: string;
   /** The data, serialized when `publish` was called. */
   readonly json: string;
+  /** Sent with the publish (and with its retries). */
+  readonly key: string | undefined;
   readonly request: Request<number>;
   /** The id once sent. */
   id: number | undefined;
@@ -215,6 +225,18 @@ function describeSocketError(event: unknown): string | undefined {
   if (typeof message === "string" && message !== "") return message;
   if (error instanceof Error) return error.message;
   return undefined;
+}
+
+/** 128 random bits as 32 hex digits (Web Crypto where there is one: browsers, Node 20). */
+function idempotencyKey(): string {
+  const bytes = new Uint8Array(16);
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (array: Uint8Array) => Uint8Array } }).crypto;
+  if (typeof crypto?.getRandomValues === "function") {
+    crypto.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 const closedError = (): WirehubError => new WirehubError("closed", "the client is closed");
@@ -310,6 +332,7 @@ export class WirehubClient {
       idleTimeout: duration("idleTimeout", options.idleTimeout, DEFAULTS.idleTimeout),
       pongTimeout: duration("pongTimeout", options.pongTimeout, DEFAULTS.pongTimeout),
       publishBuffer: count("publishBuffer", options.publishBuffer, DEFAULTS.publishBuffer),
+      retryPublishes: options.retryPublishes ?? true,
       subscriptionBuffer: count(
         "subscriptionBuffer",
         options.subscriptionBuffer,
@@ -474,6 +497,7 @@ export class WirehubClient {
       const publish: HeldPublish = {
         channel,
         json,
+        key: this.#settings.retryPublishes ? idempotencyKey() : undefined,
         id: undefined,
         request: this.#request(resolve, reject, () => this.#publishTimedOut(publish)),
       };
@@ -709,10 +733,17 @@ export class WirehubClient {
     this.#clock.clearTimeout(conn.idleTimer);
     this.#clock.clearTimeout(conn.healthTimer);
     const failure = error ?? closedError();
+    // Publishes whose ack was lost with the connection are held again, in the order they were
+    // sent, when they carry an idempotency key: the server acknowledges a repeat as a duplicate.
+    const unacknowledged: HeldPublish[] = [];
     for (const pending of conn.pending.values()) {
       switch (pending.kind) {
         case "publish":
-          pending.publish.request.reject(failure);
+          if (!this.#stopped && pending.publish.key !== undefined && !pending.publish.request.done) {
+            unacknowledged.push(pending.publish);
+          } else {
+            pending.publish.request.reject(failure);
+          }
           break;
         case "unsubscribe":
           // The server forgets every subscription of a closed connection.
@@ -728,6 +759,9 @@ export class WirehubClient {
       }
     }
     conn.pending.clear();
+    unacknowledged.sort((a, b) => (a.id ?? 0) - (b.id ?? 0));
+    for (const publish of unacknowledged) publish.id = undefined;
+    this.#buffer.unshift(...unacknowledged);
     for (const registration of this.#subscriptions.values()) {
       registration.sent = false;
       registration.inFlight = undefined;
@@ -1079,9 +1113,10 @@ export class WirehubClient {
     const id = this.#id();
     publish.id = id;
     conn.pending.set(id, { kind: "publish", publish });
+    const key = publish.key === undefined ? "" : `,"idempotency_key":"${publish.key}"`;
     this.#send(
       conn,
-      `{"type":"publish","id":${id},"channel":${JSON.stringify(publish.channel)},"data":${publish.json}}`,
+      `{"type":"publish","id":${id},"channel":${JSON.stringify(publish.channel)},"data":${publish.json}${key}}`,
     );
   }
 

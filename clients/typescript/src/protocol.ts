@@ -53,6 +53,8 @@ export interface AckMessage {
   readonly type: "ack";
   readonly id?: number;
   readonly offset: number;
+  /** True when the publish's `idempotency_key` matched a kept message: nothing was published. */
+  readonly duplicate?: boolean;
 }
 
 /** The answer to `refresh`: when the new token expires (seconds since the Unix epoch). */
@@ -188,7 +190,9 @@ export function parseServerMessage(text: string): ParseResult {
         need(isOffset(frame.offset), "`offset` must be a non-negative integer");
       break;
     case "ack":
-      problem = need(isOffset(frame.offset), "`offset` must be a non-negative integer");
+      problem =
+        need(isOffset(frame.offset), "`offset` must be a non-negative integer") ??
+        need(frame.duplicate === undefined || typeof frame.duplicate === "boolean", "`duplicate` must be a boolean");
       break;
     case "refreshed":
       problem = need(typeof frame.expires === "number", "`expires` must be a number");

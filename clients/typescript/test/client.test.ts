@@ -100,7 +100,11 @@ describe("client against a scripted server", () => {
     assert.deepEqual(subscription.position, { epoch: "e1", offset: 4 });
 
     const publishing = client.publish("chat", { text: "hi" });
-    assert.deepEqual(socket.sentOf("publish"), [{ type: "publish", id: 2, channel: "chat", data: { text: "hi" } }]);
+    const [sent] = socket.sentOf("publish");
+    assert.match(String(sent?.idempotency_key), /^[0-9a-f]{32}$/);
+    assert.deepEqual(socket.sentOf("publish"), [
+      { type: "publish", id: 2, channel: "chat", data: { text: "hi" }, idempotency_key: sent?.idempotency_key },
+    ]);
     socket.receive({ type: "ack", id: 2, offset: 5 });
     assert.equal(await publishing, 5);
     socket.receive({ type: "message", channel: "chat", data: { text: "hi" }, offset: 5 });
@@ -390,14 +394,49 @@ describe("client against a scripted server", () => {
     assert.deepEqual(await Promise.all([first, second]), [1, 2]);
   });
 
-  test("a sent publish whose ack was lost fails with disconnected and is not resent", async () => {
-    const { clock, fake, client } = await connected();
+  test("with retryPublishes off, a sent publish whose ack was lost fails with disconnected and is not resent", async () => {
+    const { clock, fake, client } = await connected({ retryPublishes: false });
     const publishing = client.publish("chat", "x");
+    assert.equal(fake.last().sentOf("publish")[0]?.idempotency_key, undefined);
     fake.last().serverClose(1001);
     await assert.rejects(publishing, { code: "disconnected" });
     clock.advance(500);
     fake.last().accept();
     assert.deepEqual(fake.last().sentOf("publish"), []);
+  });
+
+  test("publishes whose ack was lost are sent again, first and in order, with the same keys", async () => {
+    const { clock, fake, client } = await connected();
+    const first = fake.last();
+    const lost = [client.publish("chat", 1), client.publish("chat", 2)];
+    const sent = first.sentOf("publish");
+    assert.equal(sent.length, 2);
+    const keys = sent.map((frame) => frame.idempotency_key as string);
+    assert.ok(keys.every((key) => /^[0-9a-f]{32}$/.test(key)), keys.join());
+    assert.notEqual(keys[0], keys[1]);
+    first.serverClose(1001);
+    const later = client.publish("chat", 3); // held while disconnected
+    clock.advance(1000);
+    const second = fake.last();
+    assert.notEqual(second, first);
+    second.accept("s2");
+    const resent = second.sentOf("publish");
+    assert.deepEqual(
+      resent.map((frame) => [frame.data, frame.idempotency_key]),
+      [[1, keys[0]], [2, keys[1]], [3, resent[2]?.idempotency_key]],
+    );
+    // The server had published the first two: it answers them as duplicates.
+    second.receive({ type: "ack", id: resent[0]?.id, offset: 1, duplicate: true });
+    second.receive({ type: "ack", id: resent[1]?.id, offset: 2, duplicate: true });
+    second.receive({ type: "ack", id: resent[2]?.id, offset: 3 });
+    assert.deepEqual(await Promise.all([...lost, later]), [1, 2, 3]);
+  });
+
+  test("a stop fails unacknowledged publishes instead of holding them", async () => {
+    const { fake, client } = await connected();
+    const publishing = client.publish("chat", "x");
+    fake.last().serverClose(4003, "forbidden");
+    await assert.rejects(publishing, { code: "rejected" });
   });
 
   test("a held publish whose caller timed out is not sent", async () => {

@@ -175,6 +175,35 @@ describe("against the real server", () => {
     assert.equal(client.state, "connected");
   });
 
+  test("a publish whose ack was lost is sent again and the server keeps one message", async () => {
+    const server = await startServer();
+    const proxy = await startProxy(server);
+    const watcher = await connectedClient(server.url);
+    const seen = new Collector<Message>();
+    await watcher.subscribe("orders", seen.push);
+    const publisher = await connectedClient(proxy.url, { idleTimeout: 300, pongTimeout: 300 });
+
+    // The publish reaches the server, which publishes it; its ack never comes back.
+    proxy.freezeDownstream();
+    const publishing = publisher.publish("orders", { order: 1 });
+    await seen.waitFor(1);
+    const dead = nextEvent(publisher, "disconnected", (event) => /presumed dead/.test(event.reason), 5000);
+    await dead;
+    proxy.restore();
+    // Sent again on the next connection with the same key: acknowledged as offset 1.
+    assert.equal(await withTimeout(publishing, 10_000, "the retried publish"), 1);
+    assert.equal(await publisher.publish("orders", { order: 2 }), 2, "nothing was published twice");
+    const all = await seen.waitFor(2);
+    assert.deepEqual(
+      all.map((message) => [message.offset, message.data]),
+      [
+        [1, { order: 1 }],
+        [2, { order: 2 }],
+      ],
+    );
+    assert.equal(await server.metric("wirehub_publish_duplicates_total"), 1);
+  });
+
   test("graceful shutdown (1001) reconnects with the first ceiling, then recovers", async () => {
     const server = await startServer(["--shutdown-drain", "0s"]);
     const client = await connectedClient(server.url);

@@ -203,7 +203,7 @@ export class Collector<T> {
 export class TcpProxy {
   readonly #server: net.Server;
   readonly #pairs = new Set<[net.Socket, net.Socket]>();
-  #mode: "pass" | "refuse" | "freeze" = "pass";
+  #mode: "pass" | "refuse" | "freeze" | "oneway" = "pass";
   readonly target: number;
   port = 0;
 
@@ -235,10 +235,12 @@ export class TcpProxy {
     this.#pairs.add(pair);
     const forward = (from: net.Socket, to: net.Socket): void => {
       from.on("data", (chunk) => {
-        if (this.#mode !== "freeze") to.write(chunk);
+        if (this.#mode === "freeze") return;
+        if (this.#mode === "oneway" && from === upstream) return;
+        to.write(chunk);
       });
       from.on("close", () => {
-        if (this.#mode === "freeze") return;
+        if (this.#mode === "freeze" || this.#mode === "oneway") return;
         to.destroy();
         this.#pairs.delete(pair);
       });
@@ -259,9 +261,17 @@ export class TcpProxy {
     this.#mode = "freeze";
   }
 
+  /**
+   * Forwards what clients send but nothing the server sends back (acks, pongs…), and hides
+   * closes: requests arrive, answers are lost.
+   */
+  freezeDownstream(): void {
+    this.#mode = "oneway";
+  }
+
   /** Accepts and forwards again (frozen connections are dropped). */
   restore(): void {
-    if (this.#mode === "freeze") this.#dropAll();
+    if (this.#mode === "freeze" || this.#mode === "oneway") this.#dropAll();
     this.#mode = "pass";
   }
 
