@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Publish {
         channel: String,
         data: Box<RawValue>,
+        /// Chosen by the caller; `None`: the client picks one (when retrying publishes).
+        key: Option<Box<str>>,
         reply: oneshot::Sender<Result<u64>>,
     },
     Refresh {
@@ -176,6 +178,34 @@ impl Client {
         self.request(|reply| Command::Publish {
             channel,
             data,
+            key: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Client::publish_raw`], with an idempotency key of the caller's choosing instead
+    /// of a random one: publishing again with the same key (from this client or any other,
+    /// e.g. a script that retries) returns the first message's offset without publishing
+    /// twice, while that message is in the channel's history.
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdempotencyKey`] for a key that is not 1 to 64 visible ASCII
+    /// characters, else as for [`Client::publish`].
+    pub async fn publish_raw_with_key(
+        &self,
+        channel: impl Into<String>,
+        data: Box<RawValue>,
+        key: impl Into<String>,
+    ) -> Result<u64> {
+        let channel = channel.into();
+        validate_channel(&channel)?;
+        let key = key.into();
+        wirehub_protocol::validate_idempotency_key(&key).map_err(Error::InvalidIdempotencyKey)?;
+        self.request(|reply| Command::Publish {
+            channel,
+            data,
+            key: Some(key.into_boxed_str()),
             reply,
         })
         .await

@@ -344,8 +344,9 @@ impl Actor {
             Command::Publish {
                 channel,
                 data,
+                key,
                 reply,
-            } => self.hold(channel, data, reply),
+            } => self.hold(channel, data, key, reply),
             Command::Refresh { token, reply } => {
                 // Used at the next upgrade.
                 self.config.token = Some(token);
@@ -448,7 +449,13 @@ impl Actor {
     }
 
     /// Holds a publish until the next session, or refuses it when the buffer is full.
-    fn hold(&mut self, channel: String, data: Box<RawValue>, reply: oneshot::Sender<Result<u64>>) {
+    fn hold(
+        &mut self,
+        channel: String,
+        data: Box<RawValue>,
+        key: Option<Box<str>>,
+        reply: oneshot::Sender<Result<u64>>,
+    ) {
         if reply.is_closed() {
             return;
         }
@@ -458,7 +465,7 @@ impl Actor {
             }));
             return;
         }
-        let key = self.idempotency_key();
+        let key = key.or_else(|| self.idempotency_key());
         self.buffer.push_back(BufferedPublish {
             channel,
             data,
@@ -511,6 +518,7 @@ impl Actor {
             match pending {
                 Pending::Publish(publish) => {
                     if matches!(ended, Ended::Lost { .. })
+                        && self.config.retry_publishes
                         && publish.key.is_some()
                         && !publish.reply.is_closed()
                     {
@@ -642,10 +650,11 @@ impl Actor {
             Command::Publish {
                 channel,
                 data,
+                key,
                 reply,
             } => {
                 if !reply.is_closed() {
-                    let key = self.idempotency_key();
+                    let key = key.or_else(|| self.idempotency_key());
                     let publish = BufferedPublish {
                         channel,
                         data,

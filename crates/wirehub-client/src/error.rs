@@ -39,6 +39,11 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The idempotency key given to
+    /// [`Client::publish_raw_with_key`](crate::Client::publish_raw_with_key) is not 1 to 64
+    /// visible ASCII characters. Concerns this publish only.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(&'static str),
     /// [`Client::connect`](crate::Client::connect) was called outside a Tokio runtime.
     #[error("the client must be started inside a Tokio runtime")]
     NoRuntime,
@@ -132,6 +137,7 @@ impl Error {
             Error::InvalidToken => "invalid_token",
             Error::NoRuntime => "no_runtime",
             Error::Tls { .. } => "tls",
+            Error::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             Error::Unauthorized { .. } => "unauthorized",
             Error::Rejected { .. } => "rejected",
             Error::Connect { .. } => "connect_failed",

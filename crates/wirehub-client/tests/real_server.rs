@@ -390,3 +390,38 @@ async fn wss_with_a_trusted_ca_and_refusal_of_an_unknown_one() {
     let not_der = Client::connect(ClientConfig::new(&url).add_root_certificate(vec![1, 2, 3]));
     assert!(matches!(not_der, Err(Error::Tls { .. })), "{not_der:?}");
 }
+
+#[tokio::test]
+async fn a_caller_chosen_idempotency_key_publishes_at_most_once() {
+    let server = TestServer::start(server_config()).await;
+    let client = Client::connect(config(&server.ws_url())).expect("connect");
+    let mut jobs = client.subscribe("jobs").await.expect("subscribe");
+    let data = || serde_json::value::to_raw_value(&json!("nightly")).expect("JSON");
+    let first = client
+        .publish_raw_with_key("jobs", data(), "job-42")
+        .await
+        .expect("publish");
+    let again = client
+        .publish_raw_with_key("jobs", data(), "job-42")
+        .await
+        .expect("publish");
+    assert_eq!((first, again), (1, 1));
+    assert_eq!(
+        client
+            .publish("jobs", &json!("next"))
+            .await
+            .expect("publish"),
+        2
+    );
+    assert_eq!(
+        message_of(next_item(&mut jobs).await),
+        (1, json!("nightly"))
+    );
+    assert_eq!(message_of(next_item(&mut jobs).await), (2, json!("next")));
+    let refused = client.publish_raw_with_key("jobs", data(), "").await;
+    assert!(
+        matches!(refused, Err(Error::InvalidIdempotencyKey(_))),
+        "{refused:?}"
+    );
+    client.close().await;
+}

@@ -37,6 +37,13 @@ pub(crate) struct PubArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) ca_cert: Option<std::path::PathBuf>,
 
+    /// Publish at most once with this key (1 to 64 visible ASCII characters): running the
+    /// command again with the same key, e.g. from a script that retries, prints the first
+    /// message's offset instead of publishing again, while that message is in the channel's
+    /// history.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+
     /// How long connecting plus waiting for the acknowledgement may take in total.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
@@ -83,7 +90,14 @@ pub(crate) async fn run(args: PubArgs) -> anyhow::Result<()> {
     }
     let config = trust_ca_file(config, args.ca_cert.as_deref())?;
     let client = Client::connect(config).context("cannot start the client")?;
-    let result = client.publish_raw(args.channel.as_str(), data).await;
+    let result = match &args.idempotency_key {
+        Some(key) => {
+            client
+                .publish_raw_with_key(args.channel.as_str(), data, key.as_str())
+                .await
+        }
+        None => client.publish_raw(args.channel.as_str(), data).await,
+    };
     client.close().await;
     match result {
         Ok(offset) => {
@@ -108,8 +122,15 @@ fn explain(error: Error, args: &PubArgs) -> anyhow::Error {
         ),
         Error::Server { .. } => anyhow::Error::new(error)
             .context(format!("the server refused the publish to {channel:?}")),
+        Error::Disconnected if args.idempotency_key.is_some() => {
+            anyhow::Error::new(error).context(format!(
+                "the connection to {url} was lost; run the command again with the same \
+                 --idempotency-key: the message is published at most once"
+            ))
+        }
         Error::Disconnected => anyhow::Error::new(error).context(format!(
-            "the connection to {url} was lost; the message may or may not have been published"
+            "the connection to {url} was lost; the message may or may not have been published \
+             (publish with --idempotency-key to be able to retry safely)"
         )),
         _ => anyhow::Error::new(error).context(format!("cannot publish to {channel:?} at {url}")),
     }

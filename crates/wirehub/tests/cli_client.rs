@@ -336,3 +336,41 @@ fn sub_and_pub_speak_wss_with_a_ca_file() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn pub_with_an_idempotency_key_publishes_at_most_once() {
+    let (_server, addr) = serve("127.0.0.1:0");
+    let url = format!("ws://{addr}/ws");
+    let sub = Process::spawn(wirehub().args(["sub", &url, "jobs"]));
+    sub.wait_stderr("connected (session");
+    for _ in 0..2 {
+        let published = publish_with(
+            &url,
+            "jobs",
+            "\"nightly\"",
+            &["--idempotency-key", "job-2026-11-26"],
+        );
+        assert!(published.status.success(), "{}", text(&published.stderr));
+        assert_eq!(
+            text(&published.stdout).trim(),
+            "1",
+            "the same offset both times"
+        );
+    }
+    let other = publish(&url, "jobs", "\"next\"");
+    assert_eq!(text(&other.stdout).trim(), "2");
+    assert_eq!(sub.next_stdout("the first message"), r#""nightly""#);
+    assert_eq!(
+        sub.next_stdout("the next message"),
+        r#""next""#,
+        "published once"
+    );
+
+    let bad = publish_with(&url, "jobs", "1", &["--idempotency-key", "has space"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("idempotency key"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
