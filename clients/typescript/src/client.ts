@@ -459,12 +459,25 @@ export class WirehubClient {
    * Publishes `data` (any JSON value) and resolves with the offset the server gave it (its
    * `ack`). While disconnected the publish waits in a bounded buffer and is sent, in order,
    * on the next connection; when the buffer is full it fails at once with `buffer_full`.
-   * A publish that was sent when the connection dropped fails with `disconnected`: it is not
-   * resent (the server may or may not have accepted it).
+   * A publish whose ack was lost with the connection is sent again after the reconnect with
+   * the same idempotency key, so it is published once (see `retryPublishes`).
+   *
+   * `options.idempotencyKey` replaces the random key with one of your choosing (e.g. an order
+   * id): publishing again with it, from anywhere, resolves with the first message's offset
+   * instead of publishing twice, while that message is in the channel's history.
    */
-  publish(channel: string, data: unknown): Promise<number> {
+  publish(channel: string, data: unknown, options: { idempotencyKey?: string } = {}): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       if (this.#stopped) return reject(this.#stopError ?? closedError());
+      const chosenKey = options.idempotencyKey;
+      if (chosenKey !== undefined && !/^[!-~]{1,64}$/.test(chosenKey)) {
+        return reject(
+          new WirehubError(
+            "invalid_idempotency_key",
+            "an idempotency key is 1 to 64 visible ASCII characters (no spaces)",
+          ),
+        );
+      }
       if (!isValidChannel(channel)) {
         return reject(
           new WirehubError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`, {
@@ -497,7 +510,7 @@ export class WirehubClient {
       const publish: HeldPublish = {
         channel,
         json,
-        key: this.#settings.retryPublishes ? idempotencyKey() : undefined,
+        key: chosenKey ?? (this.#settings.retryPublishes ? idempotencyKey() : undefined),
         id: undefined,
         request: this.#request(resolve, reject, () => this.#publishTimedOut(publish)),
       };
@@ -739,7 +752,12 @@ export class WirehubClient {
     for (const pending of conn.pending.values()) {
       switch (pending.kind) {
         case "publish":
-          if (!this.#stopped && pending.publish.key !== undefined && !pending.publish.request.done) {
+          if (
+            !this.#stopped &&
+            this.#settings.retryPublishes &&
+            pending.publish.key !== undefined &&
+            !pending.publish.request.done
+          ) {
             unacknowledged.push(pending.publish);
           } else {
             pending.publish.request.reject(failure);
@@ -1113,7 +1131,7 @@ export class WirehubClient {
     const id = this.#id();
     publish.id = id;
     conn.pending.set(id, { kind: "publish", publish });
-    const key = publish.key === undefined ? "" : `,"idempotency_key":"${publish.key}"`;
+    const key = publish.key === undefined ? "" : `,"idempotency_key":${JSON.stringify(publish.key)}`;
     this.#send(
       conn,
       `{"type":"publish","id":${id},"channel":${JSON.stringify(publish.channel)},"data":${publish.json}${key}}`,

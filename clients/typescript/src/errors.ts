@@ -26,6 +26,8 @@ export type ClientErrorCode =
   | "invalid_channel"
   /** The data to publish cannot be serialized to JSON. */
   | "invalid_data"
+  /** The `idempotencyKey` given to `publish` is not 1 to 64 visible ASCII characters. */
+  | "invalid_idempotency_key"
   /** The server sent a frame that is not valid protocol v1; it was ignored. */
   | "invalid_frame";
 

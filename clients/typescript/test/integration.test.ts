@@ -204,6 +204,20 @@ describe("against the real server", () => {
     assert.equal(await server.metric("wirehub_publish_duplicates_total"), 1);
   });
 
+  test("a key of the caller's choosing publishes at most once, from any client", async () => {
+    const server = await startServer();
+    const first = await connectedClient(server.url);
+    const second = await connectedClient(server.url);
+    const key = 'order-42/"quoted"\\';
+    assert.equal(await first.publish("orders", { n: 1 }, { idempotencyKey: key }), 1);
+    assert.equal(await second.publish("orders", { n: 1 }, { idempotencyKey: key }), 1);
+    assert.equal(await second.publish("orders", { n: 2 }), 2);
+    await assert.rejects(first.publish("orders", 1, { idempotencyKey: "with space" }), {
+      code: "invalid_idempotency_key",
+    });
+    assert.equal(await server.metric("wirehub_publish_duplicates_total"), 1);
+  });
+
   test("graceful shutdown (1001) reconnects with the first ceiling, then recovers", async () => {
     const server = await startServer(["--shutdown-drain", "0s"]);
     const client = await connectedClient(server.url);
