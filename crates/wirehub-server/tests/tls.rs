@@ -1,15 +1,11 @@
 //! TLS on the one port: `wss://` and HTTPS with a PEM certificate, including large messages
 //! that pass through rustls's bounded buffers in pieces.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use wirehub_server::{ServerConfig, TlsConfig};
 use wirehub_testkit::{TIMEOUT, TestServer};
@@ -24,24 +20,8 @@ fn tls_config() -> TlsConfig {
 }
 
 async fn tls_connect(server: &TestServer) -> TlsStream<TcpStream> {
-    let cert = CertificateDer::from_pem_file(format!("{FIXTURES}/tls-ca.pem")).expect("CA cert");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(server.addr()).await.expect("connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    tokio::time::timeout(
-        TIMEOUT,
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake")
+    let ca = std::fs::read(format!("{FIXTURES}/tls-ca.pem")).expect("CA cert");
+    wirehub_testkit::tls_connect(server.addr(), &ca).await
 }
 
 #[tokio::test]

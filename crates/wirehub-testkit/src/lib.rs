@@ -9,10 +9,12 @@ mod process;
 mod proxy;
 mod redis;
 mod server;
+mod tls;
 mod ws;
 
 pub use process::ServerProcess;
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;
 pub use server::TestServer;
+pub use tls::tls_connect;
 pub use ws::{TIMEOUT, WsClient};

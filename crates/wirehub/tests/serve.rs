@@ -206,13 +206,10 @@ async fn token_command_makes_tokens_that_serve_accepts() {
 }
 
 mod tls_reload {
-    use std::sync::Arc;
-
     use futures_util::{SinkExt, StreamExt};
+    use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName};
     use tokio::net::TcpStream;
-    use tokio_rustls::TlsConnector;
     use tokio_rustls::client::TlsStream;
     use tokio_tungstenite::tungstenite::Message;
     use wirehub_testkit::{ServerProcess, TIMEOUT};
@@ -235,25 +232,7 @@ mod tls_reload {
 
     /// A TLS connection trusting the test CA, and the certificate the server presented.
     async fn connect(server: &ServerProcess) -> (TlsStream<TcpStream>, Vec<u8>) {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(der(&fixture("tls-ca.pem"))))
-            .expect("root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(server.addr()).await.expect("connect");
-        let name = ServerName::try_from("localhost").expect("name");
-        let stream = tokio::time::timeout(
-            TIMEOUT,
-            TlsConnector::from(Arc::new(config)).connect(name, tcp),
-        )
-        .await
-        .expect("handshake in time")
-        .expect("handshake");
+        let stream = wirehub_testkit::tls_connect(server.addr(), &fixture("tls-ca.pem")).await;
         let presented = stream
             .get_ref()
             .1
