@@ -9,6 +9,7 @@
 //! against the same budget).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,15 +42,16 @@ impl HistoryBudget {
 pub(crate) struct History {
     entries: VecDeque<Entry>,
     bytes: usize,
-    /// Idempotency key → offset, for the kept entries that have a key.
-    keys: HashMap<Box<str>, u64>,
+    /// Idempotency key → offset, for the kept entries that have a key (the same allocation
+    /// as the entry's key).
+    keys: HashMap<Arc<str>, u64>,
 }
 
 #[derive(Debug)]
 struct Entry {
     at: Instant,
     publication: Publication,
-    key: Option<Box<str>>,
+    key: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -75,7 +77,7 @@ impl History {
         let entry = Entry {
             at: now,
             publication,
-            key: key.map(Box::from),
+            key: key.map(Arc::from),
         };
         let len = entry.bytes();
         while self.entries.len() >= limits.size
@@ -89,7 +91,7 @@ impl History {
         budget.used.fetch_add(len, Ordering::Relaxed);
         self.bytes += len;
         if let Some(key) = &entry.key {
-            self.keys.insert(key.clone(), entry.publication.offset);
+            self.keys.insert(Arc::clone(key), entry.publication.offset);
         }
         self.entries.push_back(entry);
     }
@@ -110,7 +112,7 @@ impl History {
             let len = entry.bytes();
             self.bytes -= len;
             budget.used.fetch_sub(len, Ordering::Relaxed);
-            if let Some(key) = &entry.key
+            if let Some(key) = entry.key.as_deref()
                 && self.keys.get(key) == Some(&entry.publication.offset)
             {
                 self.keys.remove(key);
