@@ -33,6 +33,7 @@ import {
   type ServerMessage,
   type StreamPosition,
   isValidChannel,
+  isValidIdempotencyKey,
   parseServerMessage,
 } from "./protocol.js";
 import {
@@ -470,7 +471,7 @@ export class WirehubClient {
     return new Promise<number>((resolve, reject) => {
       if (this.#stopped) return reject(this.#stopError ?? closedError());
       const chosenKey = options.idempotencyKey;
-      if (chosenKey !== undefined && !/^[!-~]{1,64}$/.test(chosenKey)) {
+      if (chosenKey !== undefined && !isValidIdempotencyKey(chosenKey)) {
         return reject(
           new WirehubError(
             "invalid_idempotency_key",

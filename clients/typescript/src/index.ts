@@ -23,6 +23,7 @@ export {
 export type { Clock, NetworkEvents, WebSocketConstructor, WebSocketLike } from "./platform.js";
 export {
   isValidChannel,
+  isValidIdempotencyKey,
   parseServerMessage,
   type AckMessage,
   type ClientMessage,

@@ -219,3 +219,8 @@ const CHANNEL = /^[A-Za-z0-9_\-:.@/=+,#]{1,128}$/;
 export function isValidChannel(channel: unknown): channel is string {
   return typeof channel === "string" && CHANNEL.test(channel);
 }
+
+/** Whether `key` is a valid `idempotency_key`: 1 to 64 visible ASCII characters (`!` to `~`). */
+export function isValidIdempotencyKey(key: unknown): key is string {
+  return typeof key === "string" && /^[!-~]{1,64}$/.test(key);
+}

@@ -465,20 +465,30 @@ impl Actor {
             }));
             return;
         }
-        let key = key.or_else(|| self.idempotency_key());
-        self.buffer.push_back(BufferedPublish {
+        let publish = self.keyed(channel, data, key, reply);
+        self.buffer.push_back(publish);
+    }
+
+    /// A publish with its idempotency key: the caller's, else a fresh random one (128 bits,
+    /// hex) when publishes are retried.
+    fn keyed(
+        &self,
+        channel: String,
+        data: Box<RawValue>,
+        key: Option<Box<str>>,
+        reply: oneshot::Sender<Result<u64>>,
+    ) -> BufferedPublish {
+        let key = key.or_else(|| {
+            self.config
+                .retry_publishes
+                .then(|| format!("{:032x}", rand::random::<u128>()).into_boxed_str())
+        });
+        BufferedPublish {
             channel,
             data,
             key,
             reply,
-        });
-    }
-
-    /// A fresh idempotency key (128 random bits, hex), when publishes are retried.
-    fn idempotency_key(&self) -> Option<Box<str>> {
-        self.config
-            .retry_publishes
-            .then(|| format!("{:032x}", rand::random::<u128>()).into_boxed_str())
+        }
     }
 
     /// Serves one established connection until it ends; fails what was in flight.
@@ -654,13 +664,7 @@ impl Actor {
                 reply,
             } => {
                 if !reply.is_closed() {
-                    let key = key.or_else(|| self.idempotency_key());
-                    let publish = BufferedPublish {
-                        channel,
-                        data,
-                        key,
-                        reply,
-                    };
+                    let publish = self.keyed(channel, data, key, reply);
                     self.send_publish(conn, publish).await?;
                 }
             }

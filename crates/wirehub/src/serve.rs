@@ -2,7 +2,7 @@
 //! embedded defaults), then the server library runs until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -365,14 +365,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
         (Some(_), None) => return Err(bad("tls_key", "--tls-cert needs --tls-key")),
         (None, Some(_)) => return Err(bad("tls_cert", "--tls-key needs --tls-cert")),
         (Some(cert), Some(key)) => {
-            let read = |field: &'static str, path: &PathBuf| {
-                std::fs::read(path)
-                    .map_err(|err| bad(field, format!("cannot read {}: {err}", path.display())))
-            };
-            let tls = TlsConfig {
-                cert_pem: read("tls_cert", &cert)?,
-                key_pem: read("tls_key", &key)?,
-            };
+            let tls = read_tls_files(&cert, &key)?;
             tls.check()
                 .map_err(|err| bad("tls_cert", err.to_string()))?;
             tls_files = Some((cert, key));
@@ -394,6 +387,18 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
         server: config,
         log_format,
         tls_files,
+    })
+}
+
+/// Reads the TLS certificate chain and key files (at start and on every SIGHUP).
+fn read_tls_files(cert: &Path, key: &Path) -> Result<TlsConfig, ConfigError> {
+    let read = |field: &'static str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|err| bad(field, format!("cannot read {}: {err}", path.display())))
+    };
+    Ok(TlsConfig {
+        cert_pem: read("tls_cert", cert)?,
+        key_pem: read("tls_key", key)?,
     })
 }
 
@@ -444,16 +449,9 @@ async fn reload_tls_on_sighup(
                 () = shutdown.cancelled() => return,
                 received = hangup.recv() => if received.is_none() { return },
             }
-            let read = |path: &PathBuf| {
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-            };
-            let outcome = read(&cert).and_then(|cert_pem| {
-                let tls = TlsConfig {
-                    cert_pem,
-                    key_pem: read(&key)?,
-                };
-                state.reload_tls(&tls).map_err(anyhow::Error::from)
-            });
+            let outcome = read_tls_files(&cert, &key)
+                .map_err(anyhow::Error::from)
+                .and_then(|tls| state.reload_tls(&tls).map_err(anyhow::Error::from));
             match outcome {
                 Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
                 Err(err) => tracing::error!(
