@@ -231,9 +231,9 @@ fn fill(shared: &Shared, channel: &str, last: Option<Position>, snapshot: Snapsh
             %channel,
             epoch = %snapshot.epoch,
             offset = snapshot.top,
-            "publications missed while disconnected are not in the history; closing the channel's subscribers (4200)"
+            "publications missed while disconnected are not in the history; sending the channel's subscribers a gap"
         );
-        shared.sink.lost(channel);
+        shared.sink.lost(channel, &snapshot.epoch, snapshot.top);
         shared.jump(channel, &snapshot.epoch, snapshot.top);
     }
 }
@@ -265,8 +265,8 @@ async fn handle(shared: &Shared, message: &Msg) -> Result<()> {
                 return Ok(());
             }
             Step::NewEpoch(publication) => {
-                warn!(%channel, %epoch, "the stream started a new epoch; closing the channel's subscribers (4200)");
-                shared.sink.lost(channel);
+                warn!(%channel, %epoch, "the stream started a new epoch; sending the channel's subscribers a gap");
+                shared.sink.lost(channel, epoch, offset.saturating_sub(1));
                 shared.sink.deliver(&publication);
                 return Ok(());
             }

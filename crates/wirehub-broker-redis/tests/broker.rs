@@ -58,7 +58,7 @@ impl Deliver for Recorder {
             ));
     }
 
-    fn lost(&self, channel: &str) {
+    fn lost(&self, channel: &str, _epoch: &str, _offset: u64) {
         self.lost
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -8,12 +8,19 @@ use common::{config, epoch, read_through};
 use serde_json::json;
 use wirehub_testkit::{RedisServer, TcpProxy, TestServer, WsClient};
 
-/// The close code for "publications were lost: reconnect and resubscribe with `since`".
-const RECONNECT: u16 = 4200;
+/// Waits for the `gap` of `channel`: publications were lost, the connection stays open.
+async fn expect_gap(client: &mut WsClient, channel: &str) -> serde_json::Value {
+    let gap = client.expect("gap").await;
+    assert_eq!(gap["channel"], channel, "{gap}");
+    gap
+}
 
-async fn expect_close_code(client: &mut WsClient, code: u16) {
-    let frame = client.expect_close().await.expect("a close frame");
-    assert_eq!(u16::from(frame.code), code, "closed with {frame:?}");
+/// Ends the subscription on the same connection, so that it can be made again with `since`.
+async fn unsubscribe(client: &mut WsClient, channel: &str) {
+    client
+        .send(&json!({"type": "unsubscribe", "channel": channel}))
+        .await;
+    client.expect("unsubscribed").await;
 }
 
 #[tokio::test]
@@ -45,7 +52,7 @@ async fn a_broken_link_to_redis_loses_nothing_when_the_history_covers_the_gap() 
 }
 
 #[tokio::test]
-async fn a_broken_link_beyond_the_history_closes_subscribers_with_4200() {
+async fn a_broken_link_beyond_the_history_sends_a_gap_and_keeps_the_connection() {
     let redis = RedisServer::start();
     let link = TcpProxy::start(redis.addr()).await;
     let a = TestServer::start(config(&format!("redis://{}", link.addr()), 5)).await;
@@ -60,10 +67,12 @@ async fn a_broken_link_beyond_the_history_closes_subscribers_with_4200() {
         b.publish_http("feed", json!({"n": n})).await;
     }
     link.restore();
-    expect_close_code(&mut client, RECONNECT).await;
+    let gap = expect_gap(&mut client, "feed").await;
+    assert_eq!(gap["epoch"], stream_epoch.as_str(), "{gap}");
+    assert_eq!(gap["offset"], 20, "{gap}");
 
-    // The client reconnects and learns that it missed messages.
-    let (mut client, _) = WsClient::connect(&a.ws_url()).await;
+    // On the same connection, the client learns that it missed messages.
+    unsubscribe(&mut client, "feed").await;
     let subscribed = client.subscribe_since("feed", &stream_epoch, 1).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_eq!(subscribed["epoch"], stream_epoch.as_str());
@@ -86,9 +95,13 @@ async fn a_redis_flush_starts_a_new_epoch_and_subscribers_are_told() {
 
     redis.flush();
     assert_eq!(b.publish_http("flushed", json!({"n": 1})).await, 1);
-    expect_close_code(&mut client, RECONNECT).await;
+    let gap = expect_gap(&mut client, "flushed").await;
+    assert_ne!(gap["epoch"], stream_epoch.as_str(), "{gap}");
+    // The new epoch's first publication follows the gap on the same connection.
+    let message = client.expect("message").await;
+    assert_eq!(message["offset"], 1, "{message}");
 
-    let (mut client, _) = WsClient::connect(&a.ws_url()).await;
+    unsubscribe(&mut client, "flushed").await;
     let subscribed = client.subscribe_since("flushed", &stream_epoch, 3).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_ne!(subscribed["epoch"], stream_epoch.as_str(), "a new epoch");
@@ -96,7 +109,8 @@ async fn a_redis_flush_starts_a_new_epoch_and_subscribers_are_told() {
 }
 
 #[tokio::test]
-async fn a_redis_restart_closes_subscribers_with_4200_and_they_resubscribe_in_a_new_epoch() {
+async fn a_redis_restart_sends_a_gap_and_subscribers_resubscribe_in_a_new_epoch_on_the_same_connection()
+ {
     let mut redis = RedisServer::start();
     let a = TestServer::start(config(&redis.url(), 100)).await;
     let b = TestServer::start(config(&redis.url(), 100)).await;
@@ -108,9 +122,9 @@ async fn a_redis_restart_closes_subscribers_with_4200_and_they_resubscribe_in_a_
     read_through(&mut client, 0, 3).await;
 
     redis.restart();
-    expect_close_code(&mut client, RECONNECT).await;
+    expect_gap(&mut client, "restarted").await;
 
-    let (mut client, _) = WsClient::connect(&a.ws_url()).await;
+    unsubscribe(&mut client, "restarted").await;
     let subscribed = client.subscribe_since("restarted", &stream_epoch, 3).await;
     assert_eq!(subscribed["recovered"], false, "{subscribed}");
     assert_ne!(subscribed["epoch"], stream_epoch.as_str(), "a new epoch");

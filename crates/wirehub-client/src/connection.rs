@@ -755,6 +755,11 @@ impl Actor {
                 data,
                 offset,
             } => self.on_message(conn, channel, data, offset).await?,
+            // Recovery from a `gap` comes with the SDK's flow control; until then the stream
+            // goes on from the server's position.
+            ServerMessage::Gap { channel, .. } => {
+                tracing::warn!(%channel, "the server reported a gap in the channel's stream");
+            }
             ServerMessage::Ack { id, offset, .. } => {
                 if let Some(Pending::Publish(publish)) = id.and_then(|id| conn.pending.remove(&id))
                 {

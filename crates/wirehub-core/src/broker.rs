@@ -47,10 +47,11 @@ pub trait Deliver: Send + Sync + 'static {
 
     /// Tells the local subscribers of `channel` that publications were lost and cannot be
     /// delivered (the broker's link to the other nodes broke and the history no longer covers
-    /// the gap, or the stream's epoch changed). They must resubscribe with `since` to learn
-    /// what they missed. The default does nothing.
-    fn lost(&self, channel: &str) {
-        let _ = channel;
+    /// the gap, or the stream's epoch changed). `epoch` and `offset` are the stream's position
+    /// now: deliveries go on from there. The subscribers learn what they missed with
+    /// `subscribe` + `since`. The default does nothing.
+    fn lost(&self, channel: &str, epoch: &str, offset: u64) {
+        let _ = (channel, epoch, offset);
     }
 }
 

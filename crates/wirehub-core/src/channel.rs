@@ -194,15 +194,27 @@ impl Deliver for Fanout {
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
 
-    /// Closes the outbox of every local subscriber of `channel` (pending ones too) with
-    /// [`CloseCode::Reconnect`](wirehub_protocol::CloseCode::Reconnect) (4200): their clients
-    /// reconnect and resubscribe with `since`, which tells them whether the gap was recovered.
-    fn lost(&self, channel: &str) {
+    /// Sends every local subscriber of `channel` (pending ones too) a `gap` message with the
+    /// stream's position now, built once and shared: the connection and its other
+    /// subscriptions are untouched, and the client recovers with `subscribe` + `since`, which
+    /// tells it whether the history still covers what it missed.
+    fn lost(&self, channel: &str, epoch: &str, offset: u64) {
         let shard = lock(self.shard(channel));
-        for subscriber in shard.get(channel).into_iter().flatten() {
-            subscriber
-                .outbox
-                .close(wirehub_protocol::CloseCode::Reconnect);
+        let Some(subscribers) = shard.get(channel) else {
+            return;
+        };
+        let frame = crate::hub::text_frame(&wirehub_protocol::encode_server_message(
+            &wirehub_protocol::ServerMessage::Gap {
+                channel: channel.to_owned(),
+                epoch: epoch.to_owned(),
+                offset,
+                from: None,
+                to: None,
+            },
+        ));
+        for subscriber in subscribers {
+            // A full outbox closes the connection as a slow consumer, as for any frame.
+            let _ = subscriber.outbox.push(frame.clone());
         }
     }
 }

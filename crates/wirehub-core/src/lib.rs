@@ -6,6 +6,7 @@
 //! - [`Outbox`] (`outbox`): a connection's bounded queue of ready-made frames.
 //! - [`Broker`] (`broker`): the seam to whatever assigns offsets and keeps history;
 //!   [`MemoryBroker`] (`memory`) is the in-process one, with its `history` ring.
+//! - [`ChannelRules`] (`policy`): options per kind of channel (`[[channels]]`).
 //!
 //! This crate knows nothing about sockets, HTTP or Redis. It builds WebSocket frames (with
 //! `wirehub-ws`) and JSON (with `wirehub-protocol`) once per message, so that every
@@ -17,6 +18,7 @@ mod history;
 mod hub;
 mod memory;
 mod outbox;
+mod policy;
 
 pub use broker::{
     BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Publication, Published,
@@ -27,3 +29,4 @@ pub use history::HistoryLimits;
 pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
 pub use memory::{MemoryBroker, new_epoch};
 pub use outbox::{Outbox, OutboxLimits, PushError};
+pub use policy::{ChannelOptions, ChannelRules, OnSlow};

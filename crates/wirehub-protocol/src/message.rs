@@ -188,6 +188,23 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Publications of `channel` that this subscription will not be sent: its subscriber fell
+    /// behind under `on_slow = "gap"`, or a broker fault lost them. The subscription stays; the
+    /// client recovers what it can with `subscribe` + `since` (its last position).
+    Gap {
+        /// The channel.
+        channel: String,
+        /// The stream's epoch now.
+        epoch: String,
+        /// The stream's offset now (the last publication assigned).
+        offset: u64,
+        /// The first offset not sent, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+        /// The last offset not sent, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<u64>,
+    },
     /// A request could not be carried out; the connection stays open.
     Error {
         /// The id of the request that failed, when it had one.
@@ -247,6 +264,15 @@ enum Derived {
     Pong {
         #[serde(default)]
         id: Option<u64>,
+    },
+    Gap {
+        channel: String,
+        epoch: String,
+        offset: u64,
+        #[serde(default)]
+        from: Option<u64>,
+        #[serde(default)]
+        to: Option<u64>,
     },
     Error {
         #[serde(default)]
@@ -322,6 +348,19 @@ impl<'de> Deserialize<'de> for ServerMessage {
             },
             Derived::Refreshed { id, expires } => ServerMessage::Refreshed { id, expires },
             Derived::Pong { id } => ServerMessage::Pong { id },
+            Derived::Gap {
+                channel,
+                epoch,
+                offset,
+                from,
+                to,
+            } => ServerMessage::Gap {
+                channel,
+                epoch,
+                offset,
+                from,
+                to,
+            },
             Derived::Error { id, code, message } => ServerMessage::Error { id, code, message },
         })
     }
@@ -347,6 +386,8 @@ mod tests {
             r#"{"type":"ack","id":2,"offset":3}"#,
             r#"{"type":"refreshed","expires":99}"#,
             r#"{"type":"pong"}"#,
+            r#"{"type":"gap","channel":"c","epoch":"e","offset":9,"from":3,"to":9}"#,
+            r#"{"type":"gap","channel":"c","epoch":"e","offset":9}"#,
             r#"{"type":"error","id":4,"code":"forbidden","message":"no"}"#,
         ] {
             let parsed: ServerMessage = serde_json::from_str(text).expect(text);

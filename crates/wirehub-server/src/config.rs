@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use wirehub_core::ChannelRules;
+
 use crate::auth::AuthConfig;
 use crate::tls::TlsConfig;
 
@@ -80,6 +82,13 @@ pub struct ServerConfig {
     pub auth: Option<AuthConfig>,
     /// TLS: when set, the port serves HTTPS and `wss://` only.
     pub tls: Option<TlsConfig>,
+    /// The kernel's send buffer per connection (`SO_SNDBUF`), in bytes: with the outbox, it
+    /// bounds what a connection that stopped reading holds. `None` leaves the kernel's
+    /// autotuning.
+    pub send_buffer: Option<usize>,
+    /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
+    /// that matches a channel's name wins.
+    pub channels: ChannelRules,
 }
 
 impl ServerConfig {
@@ -107,6 +116,8 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             auth: None,
             tls: None,
+            send_buffer: Some(128 << 10),
+            channels: ChannelRules::default(),
         }
     }
 
@@ -221,6 +232,18 @@ impl ServerConfig {
     /// Sets [`ServerConfig::max_connections`].
     pub fn max_connections(mut self, value: usize) -> Self {
         self.max_connections = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::send_buffer`].
+    pub fn send_buffer(mut self, value: Option<usize>) -> Self {
+        self.send_buffer = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::channels`].
+    pub fn channels(mut self, value: ChannelRules) -> Self {
+        self.channels = value;
         self
     }
 
