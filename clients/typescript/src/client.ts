@@ -44,7 +44,13 @@ import {
   isValidIdempotencyKey,
   parseServerMessage,
 } from "./protocol.js";
-import { type HeldPublish, type Registration, Registry, type Request } from "./registry.js";
+import {
+  type HeldPublish,
+  type Registration,
+  Registry,
+  type Request,
+  type ResyncCause,
+} from "./registry.js";
 import { type Message, Subscription, type SubscriptionHandlers } from "./subscription.js";
 
 export type { ClientOptions } from "./options.js";
@@ -70,6 +76,13 @@ export interface ClientEvents {
   disconnected: { code: number | undefined; reason: string };
   reconnecting: { attempt: number; delay: number };
   recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
+  /**
+   * A subscription catches up from the server's history, from `since` (the last position it
+   * was handed): its consumer fell behind (`slow_consumer`: its queue was full) or the server
+   * skipped publications for it (`gap`). Nothing is lost while history covers `since`;
+   * otherwise `recoveryFailed` follows.
+   */
+  resync: { channel: string; since: StreamPosition; cause: ResyncCause };
   subscriptionEnded: { channel: string; error: WirehubError };
   error: WirehubError;
   stopped: { error: WirehubError | undefined };
@@ -150,6 +163,7 @@ export class WirehubClient {
   readonly #registry = new Registry({
     recoveryFailed: (payload) => this.#emit("recoveryFailed", payload),
     subscriptionEnded: (payload) => this.#emit("subscriptionEnded", payload),
+    resync: (registration, cause) => this.#resync(registration, cause),
   });
   #connectWaiters: Request<void>[] = [];
   #stopped = false;
@@ -229,11 +243,17 @@ export class WirehubClient {
    * Subscribes to `channel`. Resolves once the server confirmed (while disconnected: once the
    * next connection did). One subscription per channel per client.
    *
+   * Every message reaches the handlers and the async iterator in offset order, or a
+   * `recoveryFailed` event stands where messages were lost: a consumer that falls behind
+   * (more than `subscriptionBuffer` events waiting) is caught up from the server's history,
+   * never dropped in silence. A callback that returns a promise holds the next event until
+   * it settles.
+   *
    * @param handlers a message callback, or callbacks for messages, recovery failures and the end.
    */
   subscribe<T = unknown>(
     channel: string,
-    handlers?: ((message: Message<T>) => void) | SubscriptionHandlers<T>,
+    handlers?: ((message: Message<T>) => unknown) | SubscriptionHandlers<T>,
   ): Promise<Subscription<T>> {
     const given: SubscriptionHandlers<T> =
       typeof handlers === "function" ? { onMessage: handlers } : { ...handlers };
@@ -258,6 +278,7 @@ export class WirehubClient {
         {
           unsubscribe: () => this.#unsubscribe(channel, subscription),
           position: () => this.#registry.positionOf(channel, subscription),
+          drained: () => this.#registry.drained(channel, subscription),
         },
         given,
         this.#settings.subscriptionBuffer,
@@ -734,6 +755,8 @@ export class WirehubClient {
       }
       case "message":
         return this.#registry.delivery(message.channel, message.data, message.offset);
+      case "gap":
+        return this.#registry.gap(message.channel);
       case "ack": {
         const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
         if (pending?.kind !== "publish" || message.id === undefined) return;
@@ -809,6 +832,7 @@ export class WirehubClient {
   // ---- requests -------------------------------------------------------------------------
 
   #sendSubscribe(conn: Conn, registration: Registration, restoring: boolean): void {
+    this.#registry.sending(registration);
     const id = this.#id();
     registration.sent = true;
     registration.inFlight = id;
@@ -819,6 +843,23 @@ export class WirehubClient {
       frame.since = { epoch: registration.position.epoch, offset: registration.position.offset };
     }
     this.#send(conn, JSON.stringify(frame));
+  }
+
+  /**
+   * Catches a subscription up from its position: `unsubscribe`, then `subscribe` with
+   * `since` (the server replays from there, or answers `recovered: false`). While
+   * disconnected nothing is sent: the next connection resubscribes with `since` anyway.
+   */
+  #resync(registration: Registration, cause: ResyncCause): void {
+    const position = registration.position;
+    if (position === undefined) return;
+    this.#emit("resync", { channel: registration.channel, since: position, cause });
+    const conn = this.#conn;
+    if (conn?.ready !== true || !registration.sent) return;
+    const id = this.#id();
+    conn.pending.set(id, { kind: "unsubscribe", request: undefined });
+    this.#send(conn, JSON.stringify({ type: "unsubscribe", id, channel: registration.channel }));
+    this.#sendSubscribe(conn, registration, false);
   }
 
   #sendPublish(conn: Conn, publish: HeldPublish): void {

@@ -70,6 +70,24 @@ export interface PongMessage {
   readonly id?: number;
 }
 
+/**
+ * Publications of `channel` this subscription will not be sent (its subscriber fell behind
+ * under `on_slow = "gap"`, or a broker fault lost them). The subscription stays; the client
+ * catches up with `subscribe` + `since`.
+ */
+export interface GapMessage {
+  readonly type: "gap";
+  readonly channel: string;
+  /** The stream's epoch now. */
+  readonly epoch: string;
+  /** The stream's offset now. */
+  readonly offset: number;
+  /** The first offset not sent, when known. */
+  readonly from?: number;
+  /** The last offset not sent, when known. */
+  readonly to?: number;
+}
+
 /** The contract's error codes (a newer server may send others). */
 export type ServerErrorCode =
   | "invalid_json"
@@ -103,6 +121,7 @@ export type ServerMessage =
   | AckMessage
   | RefreshedMessage
   | PongMessage
+  | GapMessage
   | ErrorMessage;
 
 // ---- client → server ------------------------------------------------------------------
@@ -198,6 +217,14 @@ export function parseServerMessage(text: string): ParseResult {
       problem = need(typeof frame.expires === "number", "`expires` must be a number");
       break;
     case "pong":
+      break;
+    case "gap":
+      problem =
+        need(typeof frame.channel === "string", "`channel` must be a string") ??
+        need(typeof frame.epoch === "string", "`epoch` must be a string") ??
+        need(isOffset(frame.offset), "`offset` must be a non-negative integer") ??
+        need(frame.from === undefined || isOffset(frame.from), "`from` must be a non-negative integer") ??
+        need(frame.to === undefined || isOffset(frame.to), "`to` must be a non-negative integer");
       break;
     case "error":
       problem =

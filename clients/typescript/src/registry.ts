@@ -2,9 +2,18 @@
  * What outlives a connection: the subscriptions, each with the last position it was handed,
  * and the publishes held while disconnected (or whose ack was lost with the connection).
  *
- * The registry decides what a `subscribed` reply or a delivery means for a subscription (a
- * duplicate, a recovery, a loss to report); the client's connection loop only routes frames
- * here and sends what the registry's state asks for.
+ * The registry decides what a `subscribed` reply, a delivery or a `gap` means for a
+ * subscription (a duplicate, a recovery, a loss to report, a catch-up to start); the client's
+ * connection loop only routes frames here and sends what the registry asks for.
+ *
+ * Flow control: a subscription whose queue is full refuses a message. The registry then stops
+ * handing it messages (`paused`: they stay in the server's history) and, once the consumer
+ * drained the queue to half, asks the client to catch up (`resync`: `unsubscribe`, then
+ * `subscribe` with `since` = the last position the queue took). Until that `subscribed`
+ * arrives every delivery is dropped, so that nothing is taken out of order; the replay then
+ * goes through the same queue (a replay larger than it pauses again), offsets at or below the
+ * position are dropped as duplicates, and `recovered: false` puts a `recoveryFailed` event in
+ * the queue, at the place of the loss. A `gap` from the server starts the same catch-up.
  */
 
 import { WirehubError } from "./errors.js";
@@ -30,7 +39,22 @@ export interface Registration {
   sent: boolean;
   /** The id of the `subscribe` awaiting its answer. */
   inFlight: number | undefined;
+  /**
+   * `flowing`: deliveries go to the subscription's queue; `paused`: its queue refused one,
+   * deliveries are dropped until it drained; `resyncing`: a `subscribe` with `since` is on
+   * its way, deliveries are dropped until its `subscribed`.
+   */
+  flow: "flowing" | "paused" | "resyncing";
+  /** Why it was paused (reported with the catch-up). */
+  pausedBy: ResyncCause;
 }
+
+/** Why a subscription catches up from history while connected. */
+export type ResyncCause =
+  /** Its consumer fell behind: the subscription's queue was full. */
+  | "slow_consumer"
+  /** The server sent `gap`: it skipped publications for this subscription. */
+  | "gap";
 
 /** A publish waiting for a connection, or sent and waiting for its ack. */
 export interface HeldPublish {
@@ -44,20 +68,25 @@ export interface HeldPublish {
   id: number | undefined;
 }
 
-/** Where the registry reports what the application hears as client events. */
-export interface RegistryEvents {
+/** What the registry needs from the client: its events, and sending a catch-up. */
+export interface RegistryHooks {
   recoveryFailed(payload: { channel: string; since: StreamPosition; position: StreamPosition }): void;
   subscriptionEnded(payload: { channel: string; error: WirehubError }): void;
+  /**
+   * Catch `registration` up from its position now (`unsubscribe`, then `subscribe` with
+   * `since`); nothing to send while disconnected (the next connection's resubscription does it).
+   */
+  resync(registration: Registration, cause: ResyncCause): void;
 }
 
 /** The subscriptions and the publish buffer of one client. */
 export class Registry {
   readonly #subscriptions = new Map<string, Registration>();
   #held: HeldPublish[] = [];
-  readonly #events: RegistryEvents;
+  readonly #hooks: RegistryHooks;
 
-  constructor(events: RegistryEvents) {
-    this.#events = events;
+  constructor(hooks: RegistryHooks) {
+    this.#hooks = hooks;
   }
 
   // ---- subscriptions ----------------------------------------------------------------------
@@ -81,6 +110,8 @@ export class Registry {
       waiting: undefined,
       sent: false,
       inFlight: undefined,
+      flow: "flowing",
+      pausedBy: "slow_consumer",
     };
     this.#subscriptions.set(channel, registration);
     return registration;
@@ -112,6 +143,7 @@ export class Registry {
     const registration = this.#subscriptions.get(channel);
     if (registration === undefined || registration.inFlight !== id) return;
     registration.inFlight = undefined;
+    registration.flow = "flowing";
     const current: StreamPosition = { epoch: position.epoch, offset: position.offset };
     const since = registration.position;
     let lost: boolean;
@@ -136,25 +168,57 @@ export class Registry {
     waiting?.resolve(registration.subscription);
     if (since !== undefined && lost) {
       const event: RecoveryFailed = { type: "recoveryFailed", channel, since, position: current };
-      this.#events.recoveryFailed({ channel, since, position: current });
-      registration.subscription.deliver(event);
+      this.#hooks.recoveryFailed({ channel, since, position: current });
+      // Taken even by a full queue: it belongs after what the queue holds, and there is at
+      // most one per `subscribed`.
+      registration.subscription.report(event);
     }
   }
 
-  /** A `message` frame: delivered unless it is a duplicate. */
+  /**
+   * A `message` frame: handed to the subscription's queue unless it is a duplicate, or the
+   * subscription is catching up (then history has it).
+   */
   delivery(channel: string, data: unknown, offset: number): void {
     const registration = this.#subscriptions.get(channel);
-    if (registration === undefined) return;
+    if (registration === undefined || registration.flow !== "flowing") return;
     const position = registration.position;
-    if (position !== undefined) {
-      if (offset <= position.offset) {
-        // A duplicate (e.g. a live delivery also replayed): dropped.
-        return;
-      }
-      registration.position = { epoch: position.epoch, offset };
+    if (position !== undefined && offset <= position.offset) {
+      // A duplicate (e.g. a live delivery also replayed): dropped.
+      return;
     }
     const message: Message = { type: "message", channel, data, offset };
-    registration.subscription.deliver(message);
+    if (!registration.subscription.offer(message)) {
+      // The queue is full: this and what follows stay in the server's history until the
+      // consumer drained the queue (see `drained`).
+      registration.flow = "paused";
+      registration.pausedBy = "slow_consumer";
+      return;
+    }
+    if (position !== undefined) {
+      registration.position = { epoch: position.epoch, offset };
+    }
+  }
+
+  /**
+   * A `gap` frame: the server skipped publications for this subscription. It catches up from
+   * its position once its queue has room (at once when it has).
+   */
+  gap(channel: string): void {
+    const registration = this.#subscriptions.get(channel);
+    // While paused or resyncing a catch-up is coming anyway; before the first `subscribed`
+    // there is no position to catch up from (and the server sends none).
+    if (registration === undefined || registration.flow !== "flowing" || registration.position === undefined) {
+      return;
+    }
+    registration.flow = "paused";
+    registration.pausedBy = "gap";
+    registration.subscription.awaitRoom();
+  }
+
+  /** Marks a registration whose `subscribe` is being sent: a paused one is now catching up. */
+  sending(registration: Registration): void {
+    if (registration.flow === "paused") registration.flow = "resyncing";
   }
 
   /** The server refused the `subscribe` with `id`: the subscription ends with `error`. */
@@ -236,6 +300,17 @@ export class Registry {
     }
   }
 
+  /** A paused subscription's queue has room again: catch it up now if connected. */
+  drained(channel: string, subscription: Subscription<any>): void {
+    const registration = this.#subscriptions.get(channel);
+    if (registration?.subscription !== subscription || registration.flow !== "paused") {
+      return;
+    }
+    // `resync` sends the `subscribe`, which moves the registration to `resyncing`; while
+    // disconnected it stays paused and the next connection's resubscription catches it up.
+    this.#hooks.resync(registration, registration.pausedBy);
+  }
+
   /** Ends a removed registration with an error: the waiting caller gets it, or the subscription ends with it. */
   #end(registration: Registration, error: WirehubError): void {
     const waiting = registration.waiting;
@@ -245,7 +320,7 @@ export class Registry {
       return;
     }
     registration.subscription.end(error);
-    this.#events.subscriptionEnded({ channel: registration.channel, error });
+    this.#hooks.subscriptionEnded({ channel: registration.channel, error });
   }
 }
 
