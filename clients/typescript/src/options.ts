@@ -33,7 +33,11 @@ export interface ClientOptions {
    * Default `true`.
    */
   retryPublishes?: boolean | undefined;
-  /** Events queued per subscription's async iterator before `lagged`. Default 1024. */
+  /**
+   * Events a subscription holds for a slow consumer (its async iterator, or callbacks that
+   * return promises). When full it takes no more and catches up from the server's history
+   * once the consumer drained half: nothing is dropped in silence. Default 1024.
+   */
   subscriptionBuffer?: number | undefined;
   /** How long `subscribe`, `unsubscribe`, `publish` and `refreshToken` wait. Default 10000. */
   requestTimeout?: number | undefined;
