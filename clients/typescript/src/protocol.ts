@@ -134,7 +134,7 @@ export function parseServerMessage(text: string): ParseResult {
   if (typeof type !== "string") {
     return fail("the frame has no string `type`");
   }
-  const fields = Object.hasOwn(FIELDS, type) ? FIELDS[type] : undefined;
+  const fields = Object.prototype.hasOwnProperty.call(FIELDS, type) ? FIELDS[type] : undefined;
   if (fields === undefined) {
     return fail(`unknown message type ${JSON.stringify(type)}`, true);
   }

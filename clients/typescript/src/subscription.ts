@@ -184,10 +184,22 @@ export class Subscription<T = unknown> implements AsyncIterable<SubscriptionEven
     return true;
   }
 
-  /** @internal A loss report: always taken (one per catch-up at most, so the queue stays bounded). */
+  /**
+   * @internal A loss report: always taken, even by a full queue. Two reports with no message
+   * between them are one loss (from the first's `since` to the second's `position`), so the
+   * queue holds at most one more than its capacity however often the connection drops.
+   */
   report(event: RecoveryFailed): void {
     if (this.#ended) return;
-    this.#queue.push({ event, handled: false });
+    const last = this.#queue.at(-1);
+    if (last !== undefined && !last.handled && last.event.type === "recoveryFailed") {
+      this.#queue[this.#queue.length - 1] = {
+        event: { ...event, since: last.event.since },
+        handled: false,
+      };
+    } else {
+      this.#queue.push({ event, handled: false });
+    }
     this.#pump();
   }
 

@@ -689,6 +689,30 @@ describe("client against a scripted server", () => {
     assert.deepEqual(offsets, [2, 3, 4, 5, 6]);
   });
 
+  test("issue 9: losses one after another with nobody reading are one report, and the queue stays bounded", async () => {
+    const { clock, fake, client } = await connected({ subscriptionBuffer: 2 });
+    const subscribing = client.subscribe("feed");
+    fake.last().ackSubscribes("e1", 0);
+    const subscription = await subscribing;
+    for (let offset = 1; offset <= 3; offset++) fake.last().receive({ type: "message", channel: "feed", data: offset, offset });
+    // Nobody reads; every reconnect finds the history gone.
+    for (let epoch = 2; epoch <= 6; epoch++) {
+      fake.last().serverClose(1012);
+      clock.advance(30_000);
+      fake.last().accept();
+      fake.last().ackSubscribes(`e${epoch}`, 0, false);
+      assert.ok(subscription.queued <= 3, `queued ${subscription.queued}`);
+    }
+    const iterator = subscription[Symbol.asyncIterator]();
+    const events: SubscriptionEvent[] = [];
+    for (let i = 0; i < 3; i++) events.push((await iterator.next()).value as SubscriptionEvent);
+    assert.deepEqual(events, [
+      { type: "message", channel: "feed", data: 1, offset: 1 },
+      { type: "message", channel: "feed", data: 2, offset: 2 },
+      { type: "recoveryFailed", channel: "feed", since: { epoch: "e1", offset: 2 }, position: { epoch: "e6", offset: 0 } },
+    ]);
+  });
+
   test("issue 9: what was queued before the end is still handed over, then onEnded", async () => {
     const { fake, client } = await connected();
     const history = new ChannelHistory("c");
