@@ -11,16 +11,27 @@ import {
   type Subscription,
   WirehubClient,
 } from "../src/index.js";
-import { Collector, Server, TcpProxy, makeToken, nextEvent, withTimeout } from "./helpers/server.js";
+import {
+  Collector,
+  RedisServer,
+  Server,
+  TcpProxy,
+  makeToken,
+  nextEvent,
+  publishHttp,
+  withTimeout,
+} from "./helpers/server.js";
 
 const servers: Server[] = [];
 const proxies: TcpProxy[] = [];
 const clients: WirehubClient[] = [];
+const redises: RedisServer[] = [];
 
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((client) => client.close()));
   await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
   await Promise.all(servers.splice(0).map((server) => server.stop("SIGKILL")));
+  await Promise.all(redises.splice(0).map((redis) => redis.stop()));
 });
 
 async function startServer(args: string[] = []): Promise<Server> {
@@ -459,5 +470,36 @@ describe("issue 9: a consumer that falls behind gets every message or an explici
     assert.deepEqual(seen.items, [1], "the next delivery waits for the callback's promise");
     paused.open();
     assert.deepEqual(await seen.waitFor(200), range(1, 200));
+  });
+
+  test("issue 9: the server's gap (its Redis link lost more than the history) gives recoveryFailed in place; the connection stays, live messages follow", async () => {
+    const redis = await RedisServer.start();
+    redises.push(redis);
+    const link = await TcpProxy.start(redis.port);
+    proxies.push(link);
+    // Node `a` reaches Redis through a link the test cuts; node `b` publishes directly.
+    const a = await startServer(["--broker", `redis://127.0.0.1:${link.port}`, "--history-size", "5"]);
+    const b = await startServer(["--broker", redis.url, "--history-size", "5"]);
+    const subscriber = await connectedClient(a.url);
+    const disconnects = record(subscriber, "disconnected");
+    const resyncs = record(subscriber, "resync");
+    const events = new Collector<number | string>();
+    const subscription = await subscriber.subscribe<number>("feed", {
+      onMessage: (message) => events.push(message.offset),
+      onRecoveryFailed: (event) => events.push(`lost ${event.since.offset}..${event.position.offset}`),
+    });
+    const epoch = subscription.position?.epoch;
+    assert.equal(await publishHttp(b, "feed", 1), 1);
+    await events.waitFor(1);
+
+    link.cut();
+    for (let n = 2; n <= 20; n++) assert.equal(await publishHttp(b, "feed", n), n);
+    const lost = nextEvent(subscriber, "recoveryFailed", () => true, 15_000);
+    link.restore();
+    assert.deepEqual(await lost, { channel: "feed", since: { epoch, offset: 1 }, position: { epoch, offset: 20 } });
+    assert.deepEqual(resyncs.map((r) => [r.cause, r.since.offset]), [["gap", 1]]);
+    await publishHttp(b, "feed", 21);
+    assert.deepEqual(await events.waitFor(3), [1, "lost 1..20", 21]);
+    assert.deepEqual(disconnects, [], "the connection stayed");
   });
 });
