@@ -1,3 +1,5 @@
+// Real processes for integration tests: the release `wirehub serve` on a free port, a TCP proxy
+// that cuts links, a `redis-server`, and waits that time out with a clear message.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
