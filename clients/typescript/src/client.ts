@@ -1,23 +1,31 @@
 /**
- * The client: one WebSocket connection at a time, re-established with jittered backoff.
+ * The client: the public API and the connection loop. One WebSocket connection at a time,
+ * re-established with jittered backoff.
  *
- * State that outlives a connection lives in the client: the subscriptions with the last
- * position seen on each, the buffer of publishes made while disconnected, and the reconnect
- * schedule. State of one connection lives in a {@link Conn}: requests awaiting an answer,
- * whether `welcome` arrived, whether the connection proved healthy, its timers.
+ * The parts live apart: `connector.ts` opens sockets and classifies how they end,
+ * `registry.ts` holds what outlives a connection (the subscriptions with the last position
+ * handed to each, the buffer of publishes made while disconnected), and this file runs one
+ * connection at a time over them. State of one connection lives in a {@link Conn}: requests
+ * awaiting an answer, whether `welcome` arrived, whether the connection proved healthy, its
+ * timers.
  *
  * Every socket callback checks that its connection is still the current one, so a socket that
  * was given up (dead server, connect timeout) can never disturb the next connection.
  */
 
+import { ReconnectSchedule, type ReconnectAdvice } from "./backoff.js";
 import {
-  type Backoff,
-  DEFAULT_BACKOFF,
-  type ReconnectAdvice,
-  ReconnectSchedule,
-  adviceForCloseCode,
-} from "./backoff.js";
+  checkUrl,
+  classifyClose,
+  classifyRefusal,
+  describeSocketError,
+  onServerPing,
+  openSocket,
+  terminate,
+  upgradeUrl,
+} from "./connector.js";
 import { WirehubError } from "./errors.js";
+import { type ClientOptions, type Settings, resolveSettings } from "./options.js";
 import {
   type Clock,
   type NetworkEvents,
@@ -37,55 +45,15 @@ import {
   parseServerMessage,
 } from "./protocol.js";
 import {
-  type Message,
-  type RecoveryFailed,
-  Subscription,
-  type SubscriptionHandlers,
-} from "./subscription.js";
+  type HeldPublish,
+  type Registration,
+  Registry,
+  type Request,
+  type ResyncCause,
+} from "./registry.js";
+import { type Message, Subscription, type SubscriptionHandlers } from "./subscription.js";
 
-/** Options of {@link WirehubClient} (durations in milliseconds). */
-export interface ClientOptions {
-  /** A JWT, sent as the `?token=` query parameter of every upgrade request. */
-  token?: string | undefined;
-  /** The WebSocket class. Default: the global `WebSocket`; in Node 20 pass `ws`'s export. */
-  WebSocket?: WebSocketConstructor | undefined;
-  /** The reconnect schedule. Default 1000 ms, ×2, 30000 ms, full jitter. */
-  backoff?: Partial<Backoff> | undefined;
-  /** Consecutive reconnects before stopping; default unlimited; `0` = one attempt only. */
-  maxReconnects?: number | undefined;
-  /** Uptime that proves a connection healthy (resets the backoff). Default 10000. */
-  healthyAfter?: number | undefined;
-  /** From the start of an attempt until `welcome`. Default 10000. */
-  connectTimeout?: number | undefined;
-  /** Silence after which an app-level `ping` is sent. Default 45000. */
-  idleTimeout?: number | undefined;
-  /** Silence after that ping after which the server is presumed dead. Default 10000. */
-  pongTimeout?: number | undefined;
-  /** Publishes held while disconnected. Default 64. */
-  publishBuffer?: number | undefined;
-  /**
-   * Give every publish a random `idempotency_key` and send the ones whose ack was lost with
-   * the connection again after the reconnect: the server publishes each once (while the first
-   * message is in the channel's history). With `false` they reject with `disconnected`.
-   * Default `true`.
-   */
-  retryPublishes?: boolean | undefined;
-  /** Events queued per subscription's async iterator before `lagged`. Default 1024. */
-  subscriptionBuffer?: number | undefined;
-  /** How long `subscribe`, `unsubscribe`, `publish` and `refreshToken` wait. Default 10000. */
-  requestTimeout?: number | undefined;
-  /** The jitter source: uniform in `[0, 1)`. Default `Math.random`. */
-  random?: (() => number) | undefined;
-  /** Timers and time. Default the real ones (for tests). */
-  clock?: Clock | undefined;
-  /**
-   * Where `online` and `offline` events come from. Default: `window` in browsers (nothing in
-   * Node); `null` turns this off. When the network comes back the client reconnects at once
-   * instead of waiting out its backoff delay; when it changes while connected, the client
-   * checks the connection with an app-level `ping` (dropped after `pongTimeout` without answer).
-   */
-  network?: NetworkEvents | null | undefined;
-}
+export type { ClientOptions } from "./options.js";
 
 /** The connection state. */
 export type ClientState =
@@ -108,58 +76,19 @@ export interface ClientEvents {
   disconnected: { code: number | undefined; reason: string };
   reconnecting: { attempt: number; delay: number };
   recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
+  /**
+   * A subscription catches up from the server's history, from `since` (the last position it
+   * was handed): its consumer fell behind (`slow_consumer`: its queue was full) or the server
+   * skipped publications for it (`gap`). Nothing is lost while history covers `since`;
+   * otherwise `recoveryFailed` follows.
+   */
+  resync: { channel: string; since: StreamPosition; cause: ResyncCause };
   subscriptionEnded: { channel: string; error: WirehubError };
   error: WirehubError;
   stopped: { error: WirehubError | undefined };
 }
 
 type Listener<K extends keyof ClientEvents> = (payload: ClientEvents[K]) => void;
-
-interface Settings {
-  token: string | undefined;
-  backoff: Backoff;
-  maxReconnects: number | undefined;
-  healthyAfter: number;
-  connectTimeout: number;
-  idleTimeout: number;
-  pongTimeout: number;
-  publishBuffer: number;
-  retryPublishes: boolean;
-  subscriptionBuffer: number;
-  requestTimeout: number;
-}
-
-/** A request that settles once, with a timeout. */
-interface Request<T> {
-  resolve(value: T): void;
-  reject(error: WirehubError): void;
-  readonly done: boolean;
-}
-
-/** A channel the application subscribed to; kept across reconnects. */
-interface Registration {
-  readonly channel: string;
-  readonly subscription: Subscription<any>;
-  /** The last position seen (from `subscribed` and every `message`). */
-  position: StreamPosition | undefined;
-  /** The `subscribe` caller still waiting for the first `subscribed`. */
-  waiting: Request<Subscription<any>> | undefined;
-  /** Whether `subscribe` was sent on the current connection. */
-  sent: boolean;
-  /** The id of the `subscribe` awaiting its answer. */
-  inFlight: number | undefined;
-}
-
-interface HeldPublish {
-  readonly channel: string;
-  /** The data, serialized when `publish` was called. */
-  readonly json: string;
-  /** Sent with the publish (and with its retries). */
-  readonly key: string | undefined;
-  readonly request: Request<number>;
-  /** The id once sent. */
-  id: number | undefined;
-}
 
 type Pending =
   | { kind: "subscribe"; channel: string; restoring: boolean }
@@ -186,46 +115,6 @@ interface Conn {
   connectTimer: unknown;
   idleTimer: unknown;
   healthTimer: unknown;
-}
-
-const DEFAULTS = {
-  healthyAfter: 10_000,
-  connectTimeout: 10_000,
-  idleTimeout: 45_000,
-  pongTimeout: 10_000,
-  publishBuffer: 64,
-  subscriptionBuffer: 1024,
-  requestTimeout: 10_000,
-} as const;
-
-function duration(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value >= 0)) {
-    throw new TypeError(`wirehub: option ${name} must be a non-negative number of milliseconds`);
-  }
-  return value;
-}
-
-function count(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < 0) {
-    throw new TypeError(`wirehub: option ${name} must be a non-negative integer`);
-  }
-  return value;
-}
-
-/** Reads "Unexpected server response: 401" (Node's `ws`) from a socket error. */
-function upgradeStatus(description: string | undefined): number | undefined {
-  const match = description?.match(/Unexpected server response: (\d{3})/);
-  return match?.[1] === undefined ? undefined : Number(match[1]);
-}
-
-function describeSocketError(event: unknown): string | undefined {
-  if (typeof event !== "object" || event === null) return undefined;
-  const { message, error } = event as { message?: unknown; error?: unknown };
-  if (typeof message === "string" && message !== "") return message;
-  if (error instanceof Error) return error.message;
-  return undefined;
 }
 
 /** 128 random bits as 32 hex digits (Web Crypto where there is one: browsers, Node 20). */
@@ -271,8 +160,11 @@ export class WirehubClient {
   #attempts = 0;
   #nextId = 1;
   #session: string | undefined;
-  readonly #subscriptions = new Map<string, Registration>();
-  #buffer: HeldPublish[] = [];
+  readonly #registry = new Registry({
+    recoveryFailed: (payload) => this.#emit("recoveryFailed", payload),
+    subscriptionEnded: (payload) => this.#emit("subscriptionEnded", payload),
+    resync: (registration, cause) => this.#resync(registration, cause),
+  });
   #connectWaiters: Request<void>[] = [];
   #stopped = false;
   #stopError: WirehubError | undefined;
@@ -286,18 +178,7 @@ export class WirehubClient {
    * @throws {TypeError} for invalid options, or when no WebSocket implementation is available.
    */
   constructor(url: string, options: ClientOptions = {}) {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new WirehubError("invalid_url", `invalid URL ${JSON.stringify(url)}`);
-    }
-    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
-      throw new WirehubError(
-        "invalid_url",
-        `invalid URL ${JSON.stringify(url)}: the scheme must be ws:// or wss://`,
-      );
-    }
+    checkUrl(url);
     this.url = url;
     const WebSocketClass = options.WebSocket ?? globalWebSocket();
     if (WebSocketClass === undefined) {
@@ -306,43 +187,9 @@ export class WirehubClient {
       );
     }
     this.#WebSocket = WebSocketClass;
-    const given = options.backoff ?? {};
-    const jitter = given.jitter ?? DEFAULT_BACKOFF.jitter;
-    if (jitter !== "full" && jitter !== "none") {
-      throw new TypeError('wirehub: option backoff.jitter must be "full" or "none"');
-    }
-    const multiplier = given.multiplier ?? DEFAULT_BACKOFF.multiplier;
-    if (typeof multiplier !== "number") {
-      throw new TypeError("wirehub: option backoff.multiplier must be a number");
-    }
-    const backoff: Backoff = {
-      initial: duration("backoff.initial", given.initial, DEFAULT_BACKOFF.initial),
-      max: duration("backoff.max", given.max, DEFAULT_BACKOFF.max),
-      multiplier,
-      jitter,
-    };
-    this.#settings = {
-      token: options.token,
-      backoff,
-      maxReconnects:
-        options.maxReconnects === undefined
-          ? undefined
-          : count("maxReconnects", options.maxReconnects, 0),
-      healthyAfter: duration("healthyAfter", options.healthyAfter, DEFAULTS.healthyAfter),
-      connectTimeout: duration("connectTimeout", options.connectTimeout, DEFAULTS.connectTimeout),
-      idleTimeout: duration("idleTimeout", options.idleTimeout, DEFAULTS.idleTimeout),
-      pongTimeout: duration("pongTimeout", options.pongTimeout, DEFAULTS.pongTimeout),
-      publishBuffer: count("publishBuffer", options.publishBuffer, DEFAULTS.publishBuffer),
-      retryPublishes: options.retryPublishes ?? true,
-      subscriptionBuffer: count(
-        "subscriptionBuffer",
-        options.subscriptionBuffer,
-        DEFAULTS.subscriptionBuffer,
-      ),
-      requestTimeout: duration("requestTimeout", options.requestTimeout, DEFAULTS.requestTimeout),
-    };
+    this.#settings = resolveSettings(options);
     this.#clock = options.clock ?? systemClock;
-    this.#schedule = new ReconnectSchedule(backoff, options.random ?? Math.random);
+    this.#schedule = new ReconnectSchedule(this.#settings.backoff, options.random ?? Math.random);
     this.#network = options.network === null ? undefined : (options.network ?? globalNetworkEvents());
   }
 
@@ -396,11 +243,17 @@ export class WirehubClient {
    * Subscribes to `channel`. Resolves once the server confirmed (while disconnected: once the
    * next connection did). One subscription per channel per client.
    *
+   * Every message reaches the handlers and the async iterator in offset order, or a
+   * `recoveryFailed` event stands where messages were lost: a consumer that falls behind
+   * (more than `subscriptionBuffer` events waiting) is caught up from the server's history,
+   * never dropped in silence. A callback that returns a promise holds the next event until
+   * it settles.
+   *
    * @param handlers a message callback, or callbacks for messages, recovery failures and the end.
    */
   subscribe<T = unknown>(
     channel: string,
-    handlers?: ((message: Message<T>) => void) | SubscriptionHandlers<T>,
+    handlers?: ((message: Message<T>) => unknown) | SubscriptionHandlers<T>,
   ): Promise<Subscription<T>> {
     const given: SubscriptionHandlers<T> =
       typeof handlers === "function" ? { onMessage: handlers } : { ...handlers };
@@ -413,7 +266,7 @@ export class WirehubClient {
           }),
         );
       }
-      if (this.#subscriptions.has(channel)) {
+      if (this.#registry.has(channel)) {
         return reject(
           new WirehubError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`, {
             channel,
@@ -424,23 +277,16 @@ export class WirehubClient {
         channel,
         {
           unsubscribe: () => this.#unsubscribe(channel, subscription),
-          position: () => this.#positionOf(channel, subscription),
+          position: () => this.#registry.positionOf(channel, subscription),
+          drained: () => this.#registry.drained(channel, subscription),
         },
         given,
         this.#settings.subscriptionBuffer,
       );
-      const registration: Registration = {
-        channel,
-        subscription,
-        position: undefined,
-        waiting: undefined,
-        sent: false,
-        inFlight: undefined,
-      };
+      const registration = this.#registry.add(channel, subscription);
       registration.waiting = this.#request(resolve, reject, () =>
         this.#subscribeTimedOut(registration),
       );
-      this.#subscriptions.set(channel, registration);
       const conn = this.#conn;
       if (conn?.ready) {
         this.#sendSubscribe(conn, registration, false);
@@ -450,7 +296,7 @@ export class WirehubClient {
 
   /** Ends the subscription to `channel` (no-op when there is none). */
   unsubscribe(channel: string): Promise<void> {
-    const registration = this.#subscriptions.get(channel);
+    const registration = this.#registry.get(channel);
     return registration === undefined
       ? Promise.resolve()
       : this.#unsubscribe(channel, registration.subscription);
@@ -498,7 +344,7 @@ export class WirehubClient {
         return reject(new WirehubError("invalid_data", "the data is not a JSON value"));
       }
       const conn = this.#conn;
-      if (!conn?.ready && this.#buffer.length >= this.#settings.publishBuffer) {
+      if (!conn?.ready && this.#registry.heldCount >= this.#settings.publishBuffer) {
         const capacity = this.#settings.publishBuffer;
         return reject(
           new WirehubError(
@@ -518,7 +364,7 @@ export class WirehubClient {
       if (conn?.ready) {
         this.#sendPublish(conn, publish);
       } else {
-        this.#buffer.push(publish);
+        this.#registry.hold(publish);
       }
     });
   }
@@ -588,18 +434,13 @@ export class WirehubClient {
     this.#setState("connecting");
     this.#emit("connecting", { attempt: this.#attempts });
     if (this.#stopped) return;
-    let ws: WebSocketLike;
-    try {
-      ws = new this.#WebSocket(this.#upgradeUrl());
-    } catch (error) {
-      const failure = new WirehubError(
-        "connect_failed",
-        `could not connect: ${error instanceof Error ? error.message : String(error)}`,
-      );
-      this.#emit("error", failure);
-      this.#afterLoss("backoff", failure);
+    const opened = openSocket(this.#WebSocket, upgradeUrl(this.url, this.#settings.token));
+    if ("error" in opened) {
+      this.#emit("error", opened.error);
+      this.#afterLoss("backoff", opened.error);
       return;
     }
+    const ws = opened.ws;
     const now = this.#clock.now();
     const conn: Conn = {
       ws,
@@ -648,57 +489,31 @@ export class WirehubClient {
       this.#onSocketClosed(conn, code, reason);
     };
     // Node's `ws` shows the server's WebSocket pings: they prove the server alive too.
-    const emitter = ws as unknown as { on?: (event: string, listener: () => void) => void };
-    if (typeof emitter.on === "function") {
-      emitter.on("ping", () => {
-        if (this.#conn === conn) this.#alive(conn);
-      });
-    }
-  }
-
-  #upgradeUrl(): string {
-    const url = new URL(this.url);
-    if (this.#settings.token !== undefined) {
-      url.searchParams.set("token", this.#settings.token);
-    }
-    return url.toString();
+    onServerPing(ws, () => {
+      if (this.#conn === conn) this.#alive(conn);
+    });
   }
 
   #onSocketClosed(conn: Conn, code: number, reason: string): void {
     if (!conn.opened) {
-      // The upgrade failed. Node's `ws` names the HTTP status; a browser shows only 1006.
-      const status = upgradeStatus(conn.lastError);
-      if (status === 401 || status === 403) {
+      // The upgrade failed.
+      const refusal = classifyRefusal(conn.lastError, code);
+      if ("stop" in refusal) {
         this.#endConnection(conn, undefined);
         terminate(conn.ws);
-        this.#stop(
-          new WirehubError(
-            "unauthorized",
-            `the server refused the connection with HTTP ${status} (authentication failed or forbidden)`,
-            { status },
-          ),
-        );
+        this.#stop(refusal.stop);
         return;
       }
-      const detail =
-        status !== undefined
-          ? `the server answered the upgrade with HTTP ${status}`
-          : (conn.lastError ?? `closed with ${code} before it opened`);
-      this.#connectFailed(conn, detail);
+      this.#connectFailed(conn, refusal.retry);
       return;
     }
-    const advice = adviceForCloseCode(code);
-    if (advice === "stop") {
-      const error = new WirehubError(
-        "rejected",
-        `the server closed the connection with code ${code} (${reason}) and asked not to reconnect`,
-        { closeCode: code, reason },
-      );
-      this.#endConnection(conn, error);
-      this.#stop(error);
+    const closing = classifyClose(code, reason);
+    if ("stop" in closing) {
+      this.#endConnection(conn, closing.stop);
+      this.#stop(closing.stop);
       return;
     }
-    this.#lost(conn, code, reason || conn.lastError || "", advice);
+    this.#lost(conn, code, reason || conn.lastError || "", closing.advice);
   }
 
   /** An attempt that did not reach `welcome` (refused, HTTP error, timeout). */
@@ -778,13 +593,7 @@ export class WirehubClient {
       }
     }
     conn.pending.clear();
-    unacknowledged.sort((a, b) => (a.id ?? 0) - (b.id ?? 0));
-    for (const publish of unacknowledged) publish.id = undefined;
-    this.#buffer.unshift(...unacknowledged);
-    for (const registration of this.#subscriptions.values()) {
-      registration.sent = false;
-      registration.inFlight = undefined;
-    }
+    this.#registry.connectionEnded(unacknowledged);
   }
 
   #markHealthy(conn: Conn): void {
@@ -890,17 +699,7 @@ export class WirehubClient {
         terminate(conn.ws);
       }
     }
-    for (const publish of this.#buffer) publish.request.reject(failure);
-    this.#buffer = [];
-    const registrations = [...this.#subscriptions.values()];
-    this.#subscriptions.clear();
-    for (const registration of registrations) {
-      if (registration.waiting !== undefined) {
-        registration.waiting.reject(failure);
-      } else {
-        registration.subscription.end(error);
-      }
-    }
+    this.#registry.stop(failure, error);
     const waiters = this.#connectWaiters;
     this.#connectWaiters = [];
     for (const waiter of waiters) waiter.reject(failure);
@@ -938,7 +737,7 @@ export class WirehubClient {
         if (pending?.kind !== "subscribe" || message.id === undefined) return;
         conn.pending.delete(message.id);
         if (pending.restoring) conn.restoring = Math.max(0, conn.restoring - 1);
-        this.#onSubscribed(message.channel, message.id, message, message.recovered);
+        this.#registry.subscribed(message.channel, message.id, message, message.recovered);
         if (this.#conn === conn) this.#checkHealth(conn);
         return;
       }
@@ -950,12 +749,14 @@ export class WirehubClient {
         } else if (pending === undefined) {
           // Unasked: the server ended the subscription (e.g. a refreshed token no longer
           // allows the channel).
-          this.#onRevoked(message.channel);
+          this.#registry.revoked(message.channel);
         }
         return;
       }
       case "message":
-        return this.#onDelivery(message.channel, message.data, message.offset);
+        return this.#registry.delivery(message.channel, message.data, message.offset);
+      case "gap":
+        return this.#registry.gap(message.channel);
       case "ack": {
         const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
         if (pending?.kind !== "publish" || message.id === undefined) return;
@@ -993,7 +794,7 @@ export class WirehubClient {
             return;
           case "subscribe":
             if (pending.restoring) conn.restoring = Math.max(0, conn.restoring - 1);
-            this.#onSubscribeRefused(pending.channel, message.id, error);
+            this.#registry.refused(pending.channel, message.id, error);
             if (this.#conn === conn) this.#checkHealth(conn);
             return;
           case "refresh":
@@ -1013,11 +814,10 @@ export class WirehubClient {
     this.#session = session;
     // Resubscriptions first, then the held publishes in order, all before any application
     // code runs (a `connected` listener that publishes comes after them).
-    for (const registration of [...this.#subscriptions.values()]) {
+    for (const registration of this.#registry.registrations()) {
       this.#sendSubscribe(conn, registration, true);
     }
-    const held = this.#buffer;
-    this.#buffer = [];
+    const held = this.#registry.takeHeld();
     for (const publish of held) {
       if (!publish.request.done) this.#sendPublish(conn, publish);
     }
@@ -1029,93 +829,10 @@ export class WirehubClient {
     this.#emit("connected", { session });
   }
 
-  #onSubscribed(
-    channel: string,
-    id: number,
-    position: StreamPosition,
-    recovered: boolean | undefined,
-  ): void {
-    const registration = this.#subscriptions.get(channel);
-    if (registration === undefined || registration.inFlight !== id) return;
-    registration.inFlight = undefined;
-    const current: StreamPosition = { epoch: position.epoch, offset: position.offset };
-    const since = registration.position;
-    let lost: boolean;
-    if (since === undefined) {
-      lost = false;
-    } else if (recovered === false) {
-      lost = true;
-    } else if (recovered === true) {
-      // The replayed messages follow this reply and advance the offset themselves.
-      lost = since.epoch !== current.epoch;
-    } else {
-      // A server that does not say: only an unchanged position proves nothing was missed.
-      lost = since.epoch !== current.epoch || since.offset !== current.offset;
-    }
-    if (since !== undefined && !lost && since.epoch === current.epoch) {
-      registration.position = since;
-    } else {
-      registration.position = current;
-    }
-    const waiting = registration.waiting;
-    registration.waiting = undefined;
-    waiting?.resolve(registration.subscription);
-    if (since !== undefined && lost) {
-      const event: RecoveryFailed = { type: "recoveryFailed", channel, since, position: current };
-      this.#emit("recoveryFailed", { channel, since, position: current });
-      registration.subscription.deliver(event);
-    }
-  }
-
-  #onDelivery(channel: string, data: unknown, offset: number): void {
-    const registration = this.#subscriptions.get(channel);
-    if (registration === undefined) return;
-    const position = registration.position;
-    if (position !== undefined) {
-      if (offset <= position.offset) {
-        // A duplicate (e.g. a live delivery also replayed): dropped.
-        return;
-      }
-      registration.position = { epoch: position.epoch, offset };
-    }
-    const message: Message = { type: "message", channel, data, offset };
-    registration.subscription.deliver(message);
-  }
-
-  #onSubscribeRefused(channel: string, id: number, error: WirehubError): void {
-    const registration = this.#subscriptions.get(channel);
-    if (registration === undefined || registration.inFlight !== id) return;
-    this.#subscriptions.delete(channel);
-    this.#endRegistration(registration, withChannel(error, channel));
-  }
-
-  #onRevoked(channel: string): void {
-    const registration = this.#subscriptions.get(channel);
-    if (registration === undefined) return;
-    this.#subscriptions.delete(channel);
-    this.#endRegistration(
-      registration,
-      new WirehubError("revoked", `the server ended the subscription to ${JSON.stringify(channel)}`, {
-        channel,
-      }),
-    );
-  }
-
-  /** Ends a removed registration with an error: the waiting caller gets it, or the subscription ends with it. */
-  #endRegistration(registration: Registration, error: WirehubError): void {
-    const waiting = registration.waiting;
-    registration.waiting = undefined;
-    if (waiting !== undefined) {
-      waiting.reject(error);
-      return;
-    }
-    registration.subscription.end(error);
-    this.#emit("subscriptionEnded", { channel: registration.channel, error });
-  }
-
   // ---- requests -------------------------------------------------------------------------
 
   #sendSubscribe(conn: Conn, registration: Registration, restoring: boolean): void {
+    this.#registry.sending(registration);
     const id = this.#id();
     registration.sent = true;
     registration.inFlight = id;
@@ -1126,6 +843,23 @@ export class WirehubClient {
       frame.since = { epoch: registration.position.epoch, offset: registration.position.offset };
     }
     this.#send(conn, JSON.stringify(frame));
+  }
+
+  /**
+   * Catches a subscription up from its position: `unsubscribe`, then `subscribe` with
+   * `since` (the server replays from there, or answers `recovered: false`). While
+   * disconnected nothing is sent: the next connection resubscribes with `since` anyway.
+   */
+  #resync(registration: Registration, cause: ResyncCause): void {
+    const position = registration.position;
+    if (position === undefined) return;
+    this.#emit("resync", { channel: registration.channel, since: position, cause });
+    const conn = this.#conn;
+    if (conn?.ready !== true || !registration.sent) return;
+    const id = this.#id();
+    conn.pending.set(id, { kind: "unsubscribe", request: undefined });
+    this.#send(conn, JSON.stringify({ type: "unsubscribe", id, channel: registration.channel }));
+    this.#sendSubscribe(conn, registration, false);
   }
 
   #sendPublish(conn: Conn, publish: HeldPublish): void {
@@ -1149,11 +883,11 @@ export class WirehubClient {
   }
 
   #unsubscribe(channel: string, subscription: Subscription<any>): Promise<void> {
-    const registration = this.#subscriptions.get(channel);
+    const registration = this.#registry.get(channel);
     if (registration === undefined || registration.subscription !== subscription) {
       return Promise.resolve();
     }
-    this.#subscriptions.delete(channel);
+    this.#registry.remove(registration);
     const waiting = registration.waiting;
     registration.waiting = undefined;
     if (waiting !== undefined) {
@@ -1174,8 +908,7 @@ export class WirehubClient {
   }
 
   #subscribeTimedOut(registration: Registration): void {
-    if (this.#subscriptions.get(registration.channel) !== registration) return;
-    this.#subscriptions.delete(registration.channel);
+    if (!this.#registry.remove(registration)) return;
     registration.subscription.discard();
     const conn = this.#conn;
     if (conn?.ready && registration.sent) {
@@ -1188,13 +921,8 @@ export class WirehubClient {
 
   #publishTimedOut(publish: HeldPublish): void {
     // A held publish whose caller gave up is not sent; a sent one's late ack is ignored.
-    this.#buffer = this.#buffer.filter((held) => held !== publish);
+    this.#registry.forget(publish);
     if (publish.id !== undefined) this.#conn?.pending.delete(publish.id);
-  }
-
-  #positionOf(channel: string, subscription: Subscription<any>): StreamPosition | undefined {
-    const registration = this.#subscriptions.get(channel);
-    return registration?.subscription === subscription ? registration.position : undefined;
   }
 
   /** A request that settles once; rejects with `timeout` after `requestTimeout`. */
@@ -1255,23 +983,5 @@ export class WirehubClient {
         reportListenerError(error);
       }
     }
-  }
-}
-
-function withChannel(error: WirehubError, channel: string): WirehubError {
-  return new WirehubError(error.code, error.message, { fromServer: error.fromServer, channel });
-}
-
-/** Drops a socket without waiting for a close handshake. */
-function terminate(ws: WebSocketLike): void {
-  try {
-    const node = ws as unknown as { terminate?: () => void };
-    if (typeof node.terminate === "function") {
-      node.terminate();
-    } else if (ws.readyState <= OPEN) {
-      ws.close(1000, "client gave up the connection");
-    }
-  } catch {
-    // Already closed.
   }
 }

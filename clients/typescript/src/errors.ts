@@ -1,3 +1,9 @@
+/**
+ * The SDK's one error type, {@link WirehubError}, and its codes: the server's codes passed
+ * through, and the client's own for what happens on this side (refusals, timeouts, a full
+ * buffer). `fatal` tells a caller whether the client stopped for good.
+ */
+
 import type { ServerErrorCode } from "./protocol.js";
 
 /** Client-side error codes (the server's own codes are passed through as they are). */

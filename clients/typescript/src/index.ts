@@ -4,6 +4,7 @@ export {
   type ClientOptions,
   type ClientState,
 } from "./client.js";
+export type { ResyncCause } from "./registry.js";
 export {
   DEFAULT_BACKOFF,
   ReconnectSchedule,
@@ -28,6 +29,7 @@ export {
   type AckMessage,
   type ClientMessage,
   type ErrorMessage,
+  type GapMessage,
   type MessageMessage,
   type ParseResult,
   type PongMessage,

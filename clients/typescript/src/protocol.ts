@@ -1,119 +1,85 @@
 /**
  * Protocol version 1: one JSON object per text frame, each with a `type`.
  *
- * The types below describe the frames on the wire; {@link parseServerMessage} validates a
- * received frame against them, so the rest of the client never sees a malformed one.
+ * The frames' types are generated from the server's JSON Schema (`protocol.generated.ts`, see
+ * `scripts/gen-protocol.mjs`); this module names them as the SDK exports them and loosens what
+ * must stay open for newer servers (error codes). {@link parseServerMessage} checks a received
+ * frame against the schema's field table, so the rest of the client never sees a malformed one.
  */
 
+import {
+  type FieldRule,
+  serverMessageFields,
+  type AckServerMessage,
+  type ClientMessage as WireClientMessage,
+  type ErrorCode,
+  type ErrorServerMessage,
+  type GapServerMessage,
+  type MessageServerMessage,
+  type PongServerMessage,
+  type RefreshedServerMessage,
+  type ServerMessage as WireServerMessage,
+  type StreamPosition as WireStreamPosition,
+  type SubscribedServerMessage,
+  type UnsubscribedServerMessage,
+  type WelcomeServerMessage,
+} from "./protocol.generated.js";
+
 /** A position in a channel's stream: the epoch and the offset within it. */
-export interface StreamPosition {
-  readonly epoch: string;
-  readonly offset: number;
-}
+export type StreamPosition = WireStreamPosition;
 
 // ---- server → client ------------------------------------------------------------------
 
 /** First message on every connection. */
-export interface WelcomeMessage {
-  readonly type: "welcome";
-  readonly version: number;
-  readonly session: string;
-  /** The server's heartbeat interval, in seconds. */
-  readonly heartbeat: number;
-}
+export type WelcomeMessage = WelcomeServerMessage;
 
 /** The answer to `subscribe`. `offset` is the stream's latest offset when it took effect. */
-export interface SubscribedMessage {
-  readonly type: "subscribed";
-  readonly id?: number;
-  readonly channel: string;
-  readonly epoch: string;
-  readonly offset: number;
-  /** Present when `since` was given: whether every missed message follows this reply. */
-  readonly recovered?: boolean;
-}
+export type SubscribedMessage = SubscribedServerMessage;
 
 /** The answer to `unsubscribe`, or (without the request's `id`) the server ending a subscription. */
-export interface UnsubscribedMessage {
-  readonly type: "unsubscribed";
-  readonly id?: number;
-  readonly channel: string;
-}
+export type UnsubscribedMessage = UnsubscribedServerMessage;
 
 /** A delivery. `offset` is strictly increasing per channel and epoch, starting at 1. */
-export interface MessageMessage<T = unknown> {
-  readonly type: "message";
-  readonly channel: string;
+export interface MessageMessage<T = unknown> extends Omit<MessageServerMessage, "data"> {
+  /** The published data, parsed. */
   readonly data: T;
-  readonly offset: number;
 }
 
 /** The answer to `publish`: the offset the message got. */
-export interface AckMessage {
-  readonly type: "ack";
-  readonly id?: number;
-  readonly offset: number;
-  /** True when the publish's `idempotency_key` matched a kept message: nothing was published. */
-  readonly duplicate?: boolean;
-}
+export type AckMessage = AckServerMessage;
 
 /** The answer to `refresh`: when the new token expires (seconds since the Unix epoch). */
-export interface RefreshedMessage {
-  readonly type: "refreshed";
-  readonly id?: number;
-  readonly expires: number;
-}
+export type RefreshedMessage = RefreshedServerMessage;
 
 /** The answer to `ping`. */
-export interface PongMessage {
-  readonly type: "pong";
-  readonly id?: number;
-}
+export type PongMessage = PongServerMessage;
 
-/** The contract's error codes (a newer server may send others). */
-export type ServerErrorCode =
-  | "invalid_json"
-  | "unknown_type"
-  | "invalid_message"
-  | "invalid_channel"
-  | "not_subscribed"
-  | "already_subscribed"
-  | "too_many_subscriptions"
-  | "binary_not_supported"
-  | "rate_limited"
-  | "too_large"
-  | "forbidden"
-  | "unauthorized"
-  | "internal";
+/**
+ * Publications of `channel` this subscription will not be sent (its subscriber fell behind
+ * under `on_slow = "gap"`, or a broker fault lost them). The subscription stays; the client
+ * catches up with `subscribe` + `since`.
+ */
+export type GapMessage = GapServerMessage;
+
+/** The error codes this version knows (a newer server may send others). */
+export type ServerErrorCode = Exclude<ErrorCode, "unknown">;
 
 /** A request was refused; the connection stays open. */
-export interface ErrorMessage {
-  readonly type: "error";
-  readonly id?: number;
+export interface ErrorMessage extends Omit<ErrorServerMessage, "code"> {
+  /** A stable snake_case code: one of {@link ServerErrorCode}, or a newer one. */
   readonly code: ServerErrorCode | (string & {});
-  readonly message: string;
 }
 
 /** Every message the server sends. */
 export type ServerMessage =
-  | WelcomeMessage
-  | SubscribedMessage
-  | UnsubscribedMessage
+  | Exclude<WireServerMessage, MessageServerMessage | ErrorServerMessage>
   | MessageMessage
-  | AckMessage
-  | RefreshedMessage
-  | PongMessage
   | ErrorMessage;
 
 // ---- client → server ------------------------------------------------------------------
 
 /** Every message the client sends. */
-export type ClientMessage =
-  | { type: "subscribe"; id?: number; channel: string; since?: StreamPosition }
-  | { type: "unsubscribe"; id?: number; channel: string }
-  | { type: "publish"; id?: number; channel: string; data: unknown }
-  | { type: "ping"; id?: number }
-  | { type: "refresh"; id?: number; token: string };
+export type ClientMessage = WireClientMessage;
 
 // ---- validation ---------------------------------------------------------------------------
 
@@ -128,11 +94,22 @@ type Json = Record<string, unknown>;
 const isObject = (value: unknown): value is Json =>
   typeof value === "object" && value !== null && !Array.isArray(value);
 
-const isOffset = (value: unknown): value is number =>
-  typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+const FIELDS: Readonly<Record<string, Readonly<Record<string, FieldRule>>>> = serverMessageFields;
 
-/** Checks the optional request `id`. */
-const validId = (frame: Json): boolean => frame.id === undefined || isOffset(frame.id);
+/** Whether `value` is of the schema's kind, and how to say what it must be. */
+const KINDS: Readonly<Record<string, { readonly test: (value: unknown) => boolean; readonly what: string }>> = {
+  string: { test: (value) => typeof value === "string", what: "a string" },
+  number: { test: (value) => typeof value === "number", what: "a number" },
+  integer: { test: (value) => Number.isSafeInteger(value), what: "an integer" },
+  offset: {
+    test: (value) => typeof value === "number" && Number.isSafeInteger(value) && value >= 0,
+    what: "a non-negative integer",
+  },
+  boolean: { test: (value) => typeof value === "boolean", what: "a boolean" },
+  object: { test: isObject, what: "an object" },
+  array: { test: (value) => Array.isArray(value), what: "an array" },
+  any: { test: () => true, what: "present" },
+};
 
 function fail(reason: string, unknownType = false): ParseResult {
   return { ok: false, reason, unknownType };
@@ -157,57 +134,23 @@ export function parseServerMessage(text: string): ParseResult {
   if (typeof type !== "string") {
     return fail("the frame has no string `type`");
   }
-  if (!validId(frame)) {
-    return fail(`${type}: \`id\` must be a non-negative integer`);
+  const fields = Object.prototype.hasOwnProperty.call(FIELDS, type) ? FIELDS[type] : undefined;
+  if (fields === undefined) {
+    return fail(`unknown message type ${JSON.stringify(type)}`, true);
   }
-  const need = (ok: boolean, what: string): ParseResult | undefined =>
-    ok ? undefined : fail(`${type}: ${what}`);
-  let problem: ParseResult | undefined;
-  switch (type) {
-    case "welcome":
-      problem =
-        need(typeof frame.version === "number", "`version` must be a number") ??
-        need(typeof frame.session === "string", "`session` must be a string") ??
-        need(typeof frame.heartbeat === "number", "`heartbeat` must be a number");
-      break;
-    case "subscribed":
-      problem =
-        need(typeof frame.channel === "string", "`channel` must be a string") ??
-        need(typeof frame.epoch === "string", "`epoch` must be a string") ??
-        need(isOffset(frame.offset), "`offset` must be a non-negative integer") ??
-        need(
-          frame.recovered === undefined || typeof frame.recovered === "boolean",
-          "`recovered` must be a boolean",
-        );
-      break;
-    case "unsubscribed":
-      problem = need(typeof frame.channel === "string", "`channel` must be a string");
-      break;
-    case "message":
-      problem =
-        need(typeof frame.channel === "string", "`channel` must be a string") ??
-        need("data" in frame, "`data` is missing") ??
-        need(isOffset(frame.offset), "`offset` must be a non-negative integer");
-      break;
-    case "ack":
-      problem =
-        need(isOffset(frame.offset), "`offset` must be a non-negative integer") ??
-        need(frame.duplicate === undefined || typeof frame.duplicate === "boolean", "`duplicate` must be a boolean");
-      break;
-    case "refreshed":
-      problem = need(typeof frame.expires === "number", "`expires` must be a number");
-      break;
-    case "pong":
-      break;
-    case "error":
-      problem =
-        need(typeof frame.code === "string", "`code` must be a string") ??
-        need(typeof frame.message === "string", "`message` must be a string");
-      break;
-    default:
-      return fail(`unknown message type ${JSON.stringify(type)}`, true);
+  for (const [field, rule] of Object.entries(fields)) {
+    const optional = rule.endsWith("?");
+    const kind = KINDS[optional ? rule.slice(0, -1) : rule] ?? KINDS.any!;
+    const value = frame[field];
+    if (value === undefined) {
+      if (optional) continue;
+      return fail(kind === KINDS.any ? `${type}: \`${field}\` is missing` : `${type}: \`${field}\` must be ${kind.what}`);
+    }
+    if (!kind.test(value)) {
+      return fail(`${type}: \`${field}\` must be ${kind.what}`);
+    }
   }
-  return problem ?? { ok: true, message: frame as unknown as ServerMessage };
+  return { ok: true, message: frame as unknown as ServerMessage };
 }
 
 const CHANNEL = /^[A-Za-z0-9_\-:.@/=+,#]{1,128}$/;

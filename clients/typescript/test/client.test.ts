@@ -12,7 +12,7 @@ import {
   WirehubError,
 } from "../src/index.js";
 import { FakeClock, flush, seededRandom } from "./helpers/fake-clock.js";
-import { fakeWebSocket } from "./helpers/fake-socket.js";
+import { type FakeSocket, fakeWebSocket } from "./helpers/fake-socket.js";
 
 type Recorded = { [K in keyof ClientEvents]: [K, ClientEvents[K]] }[keyof ClientEvents];
 
@@ -23,6 +23,7 @@ const EVENTS: (keyof ClientEvents)[] = [
   "disconnected",
   "reconnecting",
   "recoveryFailed",
+  "resync",
   "subscriptionEnded",
   "error",
   "stopped",
@@ -501,17 +502,240 @@ describe("client against a scripted server", () => {
     assert.equal(subscription.active, false);
   });
 
-  test("a slow iterator gets lagged instead of unbounded memory", async () => {
+  test("issue 9: a slow async iterator is caught up from history, every message in order, none dropped", async () => {
+    const { fake, client, of } = await connected({ subscriptionBuffer: 4 });
+    const history = new ChannelHistory("feed");
+    const subscribing = client.subscribe<number>("feed");
+    history.answer(fake.last());
+    const subscription = await subscribing;
+    // 30 messages arrive at once; the queue holds 4.
+    for (let i = 0; i < 30; i++) history.publish(fake.last());
+    assert.equal(subscription.queued, 4);
+    assert.deepEqual(fake.last().sentOf("unsubscribe"), [], "nothing is asked for before the consumer drained");
+    const iterator = subscription[Symbol.asyncIterator]();
+    const seen: (number | string)[] = [];
+    while (seen.length < 30) {
+      const { value } = await iterator.next();
+      const event = value as SubscriptionEvent<number>;
+      seen.push(event.type === "message" ? event.offset : event.type);
+      history.answer(fake.last());
+      assert.ok(subscription.queued <= 4, `the queue stays bounded (${subscription.queued})`);
+    }
+    assert.deepEqual(seen, Array.from({ length: 30 }, (_, i) => i + 1));
+    // The first catch-up starts from the last message the queue took (4), once it drained to
+    // half; a replay larger than the queue pauses again and goes on from where it stopped.
+    const since = fake.last().sentOf("subscribe").slice(1).map((frame) => frame.since.offset);
+    assert.equal(since[0], 4);
+    assert.ok(since.length >= 3, `several catch-ups: ${since.join(",")}`);
+    assert.deepEqual(since, [...since].sort((a, b) => a - b));
+    assert.deepEqual(of("resync")[0], { channel: "feed", since: { epoch: "e1", offset: 4 }, cause: "slow_consumer" });
+    assert.deepEqual(of("recoveryFailed"), []);
+    // Live messages go on.
+    history.publish(fake.last());
+    const { value } = await iterator.next();
+    assert.equal((value as Message).offset, 31);
+  });
+
+  test("issue 9: history that no longer covers the position gives recoveryFailed at the place of the loss, then live messages", async () => {
+    const { fake, client, of } = await connected({ subscriptionBuffer: 2 });
+    const history = new ChannelHistory("feed", 3);
+    const subscribing = client.subscribe<number>("feed");
+    history.answer(fake.last());
+    const subscription = await subscribing;
+    for (let i = 0; i < 10; i++) history.publish(fake.last());
+    const iterator = subscription[Symbol.asyncIterator]();
+    const next = async (): Promise<number | string> => {
+      const { value } = await iterator.next();
+      const event = value as SubscriptionEvent;
+      history.answer(fake.last());
+      return event.type === "message" ? event.offset : `${event.type} ${JSON.stringify(event)}`;
+    };
+    assert.equal(await next(), 1);
+    // Drained to half: catching up from 2, which history (8..10) no longer holds.
+    assert.equal(await next(), 2);
+    const lost = { channel: "feed", since: { epoch: "e1", offset: 2 }, position: { epoch: "e1", offset: 10 } };
+    assert.equal(await next(), `recoveryFailed ${JSON.stringify({ type: "recoveryFailed", ...lost })}`);
+    assert.deepEqual(of("recoveryFailed"), [lost]);
+    history.publish(fake.last());
+    assert.equal(await next(), 11);
+  });
+
+  test("issue 9: a callback that returns a promise holds the next delivery; a full queue catches up the same way", async () => {
     const { fake, client } = await connected({ subscriptionBuffer: 2 });
+    const history = new ChannelHistory("jobs");
+    const seen: number[] = [];
+    let release: (() => void) | undefined;
+    let running = 0;
+    const subscribing = client.subscribe<number>("jobs", (message) => {
+      running += 1;
+      assert.equal(running, 1, "one callback at a time");
+      seen.push(message.offset);
+      return new Promise<void>((resolve) => {
+        release = () => {
+          running -= 1;
+          resolve();
+        };
+      });
+    });
+    history.answer(fake.last());
+    await subscribing;
+    for (let i = 0; i < 8; i++) history.publish(fake.last());
+    assert.deepEqual(seen, [1], "the second waits for the first's promise");
+    while (seen.length < 8) {
+      release?.();
+      await flush();
+      history.answer(fake.last());
+    }
+    release?.();
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.ok(fake.last().sentOf("unsubscribe").length >= 1, "the full queue was caught up from history");
+  });
+
+  test("issue 9: synchronous callbacks are called at once, in order, with no catch-up", async () => {
+    const { fake, client, of } = await connected({ subscriptionBuffer: 1 });
+    const history = new ChannelHistory("ticks");
+    const seen: number[] = [];
+    const subscribing = client.subscribe("ticks", (message) => {
+      seen.push(message.offset);
+    });
+    history.answer(fake.last());
+    await subscribing;
+    for (let i = 0; i < 500; i++) history.publish(fake.last());
+    assert.equal(seen.length, 500);
+    assert.deepEqual(seen.slice(-2), [499, 500]);
+    assert.deepEqual(of("resync"), []);
+  });
+
+  test("issue 9: a gap from the server catches up from the last position handed over", async () => {
+    const { fake, client, of } = await connected();
+    const history = new ChannelHistory("news");
+    const seen: number[] = [];
+    const subscribing = client.subscribe("news", (message) => {
+      seen.push(message.offset);
+    });
+    history.answer(fake.last());
+    await subscribing;
+    history.publish(fake.last());
+    history.publish(fake.last());
+    // The server skips 3..5 for this subscription and says so.
+    history.skip(3);
+    fake.last().receive({ type: "gap", channel: "news", epoch: "e1", offset: 5, from: 3, to: 5 });
+    assert.deepEqual(of("resync"), [{ channel: "news", since: { epoch: "e1", offset: 2 }, cause: "gap" }]);
+    assert.deepEqual(fake.last().sentOf("subscribe").at(-1)?.since, { epoch: "e1", offset: 2 });
+    // A live message that arrives before the `subscribed` is not taken out of order.
+    history.publish(fake.last());
+    assert.deepEqual(seen, [1, 2]);
+    history.answer(fake.last());
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(of("recoveryFailed"), []);
+  });
+
+  test("issue 9: another channel keeps flowing while one catches up", async () => {
+    const { fake, client } = await connected({ subscriptionBuffer: 2 });
+    const slow = new ChannelHistory("slow");
+    const fast = new ChannelHistory("fast");
+    const subscribingSlow = client.subscribe("slow");
+    slow.answer(fake.last());
+    const slowSubscription = await subscribingSlow;
+    const fastSeen: number[] = [];
+    const subscribingFast = client.subscribe("fast", (message) => {
+      fastSeen.push(message.offset);
+    });
+    fast.answer(fake.last());
+    await subscribingFast;
+    for (let i = 0; i < 6; i++) {
+      slow.publish(fake.last());
+      fast.publish(fake.last());
+    }
+    assert.deepEqual(fastSeen, [1, 2, 3, 4, 5, 6]);
+    const iterator = slowSubscription[Symbol.asyncIterator]();
+    assert.equal(((await iterator.next()).value as Message).offset, 1);
+    // `slow` is catching up (its subscribe is not answered yet); `fast` is not disturbed.
+    assert.equal(fake.last().sentOf("subscribe").at(-1)?.channel, "slow");
+    fast.publish(fake.last());
+    assert.deepEqual(fastSeen, [1, 2, 3, 4, 5, 6, 7]);
+    slow.answer(fake.last());
+    const offsets: number[] = [];
+    while (offsets.length < 5) {
+      offsets.push(((await iterator.next()).value as Message).offset);
+      slow.answer(fake.last());
+    }
+    assert.deepEqual(offsets, [2, 3, 4, 5, 6]);
+  });
+
+  test("issue 9: a link cut during the catch-up resubscribes from the same position on the next connection", async () => {
+    const { clock, fake, client, of } = await connected({ subscriptionBuffer: 2 });
+    const history = new ChannelHistory("feed");
+    const subscribing = client.subscribe<number>("feed");
+    history.answer(fake.last());
+    const subscription = await subscribing;
+    for (let i = 0; i < 6; i++) history.publish(fake.last());
+    const iterator = subscription[Symbol.asyncIterator]();
+    assert.equal(((await iterator.next()).value as Message).offset, 1);
+    // The catch-up from 2 is sent; the link dies before the server answers it.
+    assert.deepEqual(fake.last().sentOf("subscribe").at(-1)?.since, { epoch: "e1", offset: 2 });
+    fake.last().serverClose(1006);
+    clock.advance(of("reconnecting").at(-1)!.delay);
+    fake.last().accept("s2");
+    assert.deepEqual(fake.last().sentOf("subscribe"), [
+      { type: "subscribe", id: fake.last().sentOf("subscribe")[0]!.id, channel: "feed", since: { epoch: "e1", offset: 2 } },
+    ]);
+    history.answer(fake.last());
+    const offsets: number[] = [];
+    while (offsets.length < 5) {
+      offsets.push(((await iterator.next()).value as Message).offset);
+      history.answer(fake.last());
+    }
+    assert.deepEqual(offsets, [2, 3, 4, 5, 6]);
+  });
+
+  test("issue 9: losses one after another with nobody reading are one report, and the queue stays bounded", async () => {
+    const { clock, fake, client } = await connected({ subscriptionBuffer: 2 });
     const subscribing = client.subscribe("feed");
     fake.last().ackSubscribes("e1", 0);
     const subscription = await subscribing;
-    for (let offset = 1; offset <= 5; offset++) fake.last().receive({ type: "message", channel: "feed", data: offset, offset });
+    for (let offset = 1; offset <= 3; offset++) fake.last().receive({ type: "message", channel: "feed", data: offset, offset });
+    // Nobody reads; every reconnect finds the history gone.
+    for (let epoch = 2; epoch <= 6; epoch++) {
+      fake.last().serverClose(1012);
+      clock.advance(30_000);
+      fake.last().accept();
+      fake.last().ackSubscribes(`e${epoch}`, 0, false);
+      assert.ok(subscription.queued <= 3, `queued ${subscription.queued}`);
+    }
     const iterator = subscription[Symbol.asyncIterator]();
-    const next = async () => (await iterator.next()).value as SubscriptionEvent;
-    assert.deepEqual(await next(), { type: "message", channel: "feed", data: 1, offset: 1 });
-    assert.deepEqual(await next(), { type: "message", channel: "feed", data: 2, offset: 2 });
-    assert.deepEqual(await next(), { type: "lagged", missed: 3 });
+    const events: SubscriptionEvent[] = [];
+    for (let i = 0; i < 3; i++) events.push((await iterator.next()).value as SubscriptionEvent);
+    assert.deepEqual(events, [
+      { type: "message", channel: "feed", data: 1, offset: 1 },
+      { type: "message", channel: "feed", data: 2, offset: 2 },
+      { type: "recoveryFailed", channel: "feed", since: { epoch: "e1", offset: 2 }, position: { epoch: "e6", offset: 0 } },
+    ]);
+  });
+
+  test("issue 9: what was queued before the end is still handed over, then onEnded", async () => {
+    const { fake, client } = await connected();
+    const history = new ChannelHistory("c");
+    const calls: string[] = [];
+    let release: (() => void) | undefined;
+    const subscribing = client.subscribe("c", {
+      onMessage: (message) => {
+        calls.push(`message ${message.offset}`);
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+      onEnded: (error) => calls.push(`ended ${error?.code}`),
+    });
+    history.answer(fake.last());
+    await subscribing;
+    history.publish(fake.last());
+    history.publish(fake.last());
+    fake.last().receive({ type: "unsubscribed", channel: "c" });
+    assert.deepEqual(calls, ["message 1"]);
+    release?.();
+    await flush();
+    release?.();
+    await flush();
+    assert.deepEqual(calls, ["message 1", "message 2", "ended revoked"]);
   });
 
   test("close() ends subscriptions, fails waiting calls and sends close 1000", async () => {
@@ -625,3 +849,64 @@ describe("client against a scripted server", () => {
     for (const { client } of clients) void client.close();
   });
 });
+
+/**
+ * Plays the server's side of one channel for the scripted socket: publishes with consecutive
+ * offsets, keeps the last `keep` of them as history, and answers `unsubscribe` and `subscribe`
+ * (with `since`: the replay, or `recovered: false` when history no longer covers it).
+ */
+class ChannelHistory {
+  top = 0;
+  readonly #answered = new WeakSet<Record<string, any>>();
+
+  constructor(
+    readonly channel: string,
+    readonly keep = Number.POSITIVE_INFINITY,
+    readonly epoch = "e1",
+  ) {}
+
+  /** The oldest offset still in history. */
+  get oldest(): number {
+    return Math.max(1, this.top - this.keep + 1);
+  }
+
+  /** Publishes one message and delivers it on `socket`. */
+  publish(socket: FakeSocket): void {
+    this.top += 1;
+    socket.receive({ type: "message", channel: this.channel, data: this.top, offset: this.top });
+  }
+
+  /** Publishes `n` messages that this subscriber is not sent. */
+  skip(n: number): void {
+    this.top += n;
+  }
+
+  /** Answers, in order, every `unsubscribe` and `subscribe` of this channel not answered yet. */
+  answer(socket: FakeSocket): void {
+    for (const frame of socket.sent) {
+      if (frame.channel !== this.channel || this.#answered.has(frame)) continue;
+      if (frame.type === "unsubscribe") {
+        this.#answered.add(frame);
+        socket.receive({ type: "unsubscribed", id: frame.id, channel: this.channel });
+      } else if (frame.type === "subscribe") {
+        this.#answered.add(frame);
+        const since = frame.since as { epoch: string; offset: number } | undefined;
+        const recovered =
+          since === undefined ? undefined : since.epoch === this.epoch && since.offset + 1 >= this.oldest;
+        socket.receive({
+          type: "subscribed",
+          id: frame.id,
+          channel: this.channel,
+          epoch: this.epoch,
+          offset: this.top,
+          ...(recovered === undefined ? {} : { recovered }),
+        });
+        if (recovered === true && since !== undefined) {
+          for (let offset = since.offset + 1; offset <= this.top; offset++) {
+            socket.receive({ type: "message", channel: this.channel, data: offset, offset });
+          }
+        }
+      }
+    }
+  }
+}

@@ -8,18 +8,30 @@ import {
   type ClientEvents,
   type ClientOptions,
   type Message,
+  type Subscription,
   WirehubClient,
 } from "../src/index.js";
-import { Collector, Server, TcpProxy, makeToken, nextEvent, withTimeout } from "./helpers/server.js";
+import {
+  Collector,
+  RedisServer,
+  Server,
+  TcpProxy,
+  makeToken,
+  nextEvent,
+  publishHttp,
+  withTimeout,
+} from "./helpers/server.js";
 
 const servers: Server[] = [];
 const proxies: TcpProxy[] = [];
 const clients: WirehubClient[] = [];
+const redises: RedisServer[] = [];
 
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((client) => client.close()));
   await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
   await Promise.all(servers.splice(0).map((server) => server.stop("SIGKILL")));
+  await Promise.all(redises.splice(0).map((redis) => redis.stop()));
 });
 
 async function startServer(args: string[] = []): Promise<Server> {
@@ -296,5 +308,198 @@ describe("against the real server", () => {
       assert.deepEqual(retries, []);
       await assert.rejects(client.publish("chat", 1), { code: "rejected" });
     });
+  });
+});
+
+/** A promise and the function that resolves it. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open: () => void = () => {};
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
+
+/**
+ * Reads `subscription` with its async iterator: takes the first event, then waits for `paused`
+ * to open (a consumer that stops reading), then reads on until `done` says stop. Each event is
+ * written as its offset, or `lost SINCE..POSITION` for a `recoveryFailed`.
+ */
+function consume(
+  subscription: Subscription<number>,
+  paused: Promise<void>,
+  done: (seen: (number | string)[]) => boolean,
+): { first: Promise<void>; seen: Promise<(number | string)[]> } {
+  const first = gate();
+  const seen = (async () => {
+    const seen: (number | string)[] = [];
+    for await (const event of subscription) {
+      if (event.type === "message") seen.push(event.offset);
+      else if (event.type === "recoveryFailed") seen.push(`lost ${event.since.offset}..${event.position.offset}`);
+      if (seen.length === 1) {
+        first.open();
+        await paused;
+      }
+      if (done(seen)) break;
+    }
+    return seen;
+  })();
+  return { first: first.opened, seen };
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe("issue 9: a consumer that falls behind gets every message or an explicit loss, against the real server", () => {
+  test("issue 9: a slow async-iterator consumer gets every message in order; another channel keeps flowing", async () => {
+    const server = await startServer(["--history-size", "1000", "--publish-rate", "100000"]);
+    const subscriber = await connectedClient(server.url, { subscriptionBuffer: 16 });
+    const resyncs = record(subscriber, "resync");
+    const failures = record(subscriber, "recoveryFailed");
+    const slow = await subscriber.subscribe<number>("slow");
+    const fast = new Collector<Message>();
+    await subscriber.subscribe("fast", fast.push);
+    const publisher = await connectedClient(server.url);
+
+    const paused = gate();
+    const reading = consume(slow, paused.opened, (seen) => seen.length >= 300);
+    await publisher.publish("slow", 1);
+    await withTimeout(reading.first, 5000, "the first message");
+    // The consumer stops reading while 299 more messages (far more than its queue of 16) and
+    // 30 on another channel are published.
+    const publishing: Promise<number>[] = [];
+    for (let n = 2; n <= 300; n++) {
+      publishing.push(publisher.publish("slow", n));
+      if (n % 10 === 0) publishing.push(publisher.publish("fast", n));
+    }
+    await withTimeout(Promise.all(publishing), 10_000, "the acks");
+    await fast.waitFor(30);
+    assert.equal(slow.queued, 16, "the slow subscription's queue is full, and no larger");
+    paused.open();
+    const seen = await withTimeout(reading.seen, 20_000, "every message of the slow channel");
+    assert.deepEqual(seen, range(1, 300));
+    assert.deepEqual(failures, []);
+    assert.ok(resyncs.length >= 2, `a replay larger than the queue pauses again (${resyncs.length} catch-ups)`);
+    assert.ok(resyncs.every((r) => r.cause === "slow_consumer"));
+    assert.ok((await server.metric("wirehub_messages_replayed_total")) >= 283, "the catch-ups came from history");
+    assert.deepEqual(
+      fast.items.map((m) => m.offset),
+      range(1, 30),
+    );
+  });
+
+  test("issue 9: history too small for the catch-up gives recoveryFailed at the place of the loss, then live messages", async () => {
+    const server = await startServer(["--history-size", "10", "--publish-rate", "100000"]);
+    const subscriber = await connectedClient(server.url, { subscriptionBuffer: 4 });
+    const marker = new Collector<Message>();
+    await subscriber.subscribe("marker", marker.push);
+    const slow = await subscriber.subscribe<number>("slow");
+    const publisher = await connectedClient(server.url);
+    const paused = gate();
+    const reading = consume(slow, paused.opened, (seen) => seen.includes(51));
+    await publisher.publish("slow", 1);
+    await reading.first;
+    await Promise.all(range(2, 50).map((n) => publisher.publish("slow", n)));
+    // Published after the 49: once it arrived, so did they.
+    await publisher.publish("marker", 0);
+    await marker.waitFor(1);
+    const lost = nextEvent(subscriber, "recoveryFailed");
+    paused.open();
+    assert.deepEqual(await lost, {
+      channel: "slow",
+      since: { epoch: (await lost).since.epoch, offset: 5 },
+      position: { epoch: (await lost).since.epoch, offset: 50 },
+    });
+    await publisher.publish("slow", 51);
+    const seen = await withTimeout(reading.seen, 10_000, "the live message after the loss");
+    // The queue held 2..5; 6..40 left history before the catch-up: said so, in place.
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, "lost 5..50", 51]);
+  });
+
+  test("issue 9: a link cut during the catch-up: the next connection resumes it, every message once, in order", async () => {
+    const server = await startServer(["--history-size", "1000", "--publish-rate", "100000"]);
+    const proxy = await startProxy(server);
+    const subscriber = await connectedClient(proxy.url, { subscriptionBuffer: 8 });
+    const marker = new Collector<Message>();
+    await subscriber.subscribe("marker", marker.push);
+    const slow = await subscriber.subscribe<number>("slow");
+    const publisher = await connectedClient(server.url);
+    // The worst moment: the link dies as the catch-up's unsubscribe and subscribe go out.
+    const cuts: number[] = [];
+    subscriber.on("resync", ({ since }) => {
+      if (cuts.length < 2) {
+        cuts.push(since.offset);
+        proxy.cut();
+      }
+    });
+    subscriber.on("disconnected", () => proxy.restore());
+    const paused = gate();
+    const reading = consume(slow, paused.opened, (seen) => seen.length >= 120);
+    await publisher.publish("slow", 1);
+    await reading.first;
+    await Promise.all(range(2, 100).map((n) => publisher.publish("slow", n)));
+    await publisher.publish("marker", 0);
+    await marker.waitFor(1);
+    paused.open();
+    // Published during the catch-ups and after.
+    await Promise.all(range(101, 120).map((n) => publisher.publish("slow", n)));
+    const seen = await withTimeout(reading.seen, 20_000, "every message despite the cuts");
+    assert.deepEqual(seen, range(1, 120));
+    assert.equal(cuts.length, 2, "the link was cut during two catch-ups");
+    assert.equal(cuts[0], 9, "the first catch-up starts after what the queue took (1, then 2..9)");
+  });
+
+  test("issue 9: an async callback that falls behind gets every message in order", async () => {
+    const server = await startServer(["--history-size", "1000", "--publish-rate", "100000"]);
+    const subscriber = await connectedClient(server.url, { subscriptionBuffer: 8 });
+    const marker = new Collector<Message>();
+    await subscriber.subscribe("marker", marker.push);
+    const paused = gate();
+    const first = gate();
+    const seen = new Collector<number>();
+    await subscriber.subscribe<number>("jobs", async (message) => {
+      seen.push(message.offset);
+      if (message.offset === 1) {
+        first.open();
+        await paused.opened;
+      }
+    });
+    const publisher = await connectedClient(server.url);
+    await publisher.publish("jobs", 1);
+    await first.opened;
+    await Promise.all(range(2, 200).map((n) => publisher.publish("jobs", n)));
+    await publisher.publish("marker", 0);
+    await marker.waitFor(1);
+    assert.deepEqual(seen.items, [1], "the next delivery waits for the callback's promise");
+    paused.open();
+    assert.deepEqual(await seen.waitFor(200), range(1, 200));
+  });
+
+  test("issue 9: the server's gap (its Redis link lost more than the history) gives recoveryFailed in place; the connection stays, live messages follow", async () => {
+    const redis = await RedisServer.start();
+    redises.push(redis);
+    const link = await TcpProxy.start(redis.port);
+    proxies.push(link);
+    // Node `a` reaches Redis through a link the test cuts; node `b` publishes directly.
+    const a = await startServer(["--broker", `redis://127.0.0.1:${link.port}`, "--history-size", "5"]);
+    const b = await startServer(["--broker", redis.url, "--history-size", "5"]);
+    const subscriber = await connectedClient(a.url);
+    const disconnects = record(subscriber, "disconnected");
+    const resyncs = record(subscriber, "resync");
+    const events = new Collector<number | string>();
+    const subscription = await subscriber.subscribe<number>("feed", {
+      onMessage: (message) => events.push(message.offset),
+      onRecoveryFailed: (event) => events.push(`lost ${event.since.offset}..${event.position.offset}`),
+    });
+    const epoch = subscription.position?.epoch;
+    assert.equal(await publishHttp(b, "feed", 1), 1);
+    await events.waitFor(1);
+
+    link.cut();
+    for (let n = 2; n <= 20; n++) assert.equal(await publishHttp(b, "feed", n), n);
+    const lost = nextEvent(subscriber, "recoveryFailed", () => true, 15_000);
+    link.restore();
+    assert.deepEqual(await lost, { channel: "feed", since: { epoch, offset: 1 }, position: { epoch, offset: 20 } });
+    assert.deepEqual(resyncs.map((r) => [r.cause, r.since.offset]), [["gap", 1]]);
+    await publishHttp(b, "feed", 21);
+    assert.deepEqual(await events.waitFor(3), [1, "lost 1..20", 21]);
+    assert.deepEqual(disconnects, [], "the connection stayed");
   });
 });

@@ -17,6 +17,8 @@ describe("server message validation", () => {
     assert.equal(parseServerMessage('{"type":"welcome","version":1,"session":"s","heartbeat":30}').ok, true);
     assert.equal(parseServerMessage('{"type":"subscribed","id":1,"channel":"c","epoch":"e","offset":0,"recovered":false}').ok, true);
     assert.equal(parseServerMessage('{"type":"error","code":"from_the_future","message":"m"}').ok, true);
+    assert.equal(parseServerMessage('{"type":"gap","channel":"c","epoch":"e","offset":5,"from":3,"to":5}').ok, true);
+    assert.equal(parseServerMessage('{"type":"gap","channel":"c","epoch":"e","offset":5}').ok, true);
   });
 
   test("malformed frames are refused with a reason, never thrown", () => {
@@ -35,6 +37,8 @@ describe("server message validation", () => {
       ['{"type":"ack"}', /`offset`/],
       ['{"type":"error","code":1,"message":"m"}', /`code`/],
       ['{"type":"welcome","version":1,"heartbeat":30}', /`session`/],
+      ['{"type":"gap","channel":"c","epoch":"e","offset":5,"from":"3"}', /`from`/],
+      ['{"type":"gap","channel":"c","offset":5}', /`epoch`/],
     ];
     for (const [text, reason] of cases) {
       const parsed = parseServerMessage(text);

@@ -1,3 +1,4 @@
+// A clock for tests: time moves only when the test advances it, so timer logic is exact.
 import type { Clock } from "../../src/index.js";
 
 interface Timer {

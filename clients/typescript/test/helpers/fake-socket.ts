@@ -1,3 +1,4 @@
+// A scripted WebSocket for unit tests: the test plays the server, frame by frame.
 import type { WebSocketConstructor, WebSocketLike } from "../../src/index.js";
 
 /** A scripted WebSocket: the test plays the server. */

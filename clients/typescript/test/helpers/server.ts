@@ -1,3 +1,5 @@
+// Real processes for integration tests: the release `wirehub serve` on a free port, a TCP proxy
+// that cuts links, a `redis-server`, and waits that time out with a clear message.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
@@ -287,4 +289,91 @@ export class TcpProxy {
     this.#dropAll();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+/** A real `redis-server` on a free port of 127.0.0.1, without persistence; `stop()` kills it. */
+export class RedisServer {
+  readonly child: ChildProcess;
+  readonly port: number;
+
+  private constructor(child: ChildProcess, port: number) {
+    this.child = child;
+    this.port = port;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts `redis-server` (or `$REDIS_SERVER`) and waits until it accepts connections. */
+  static async start(): Promise<RedisServer> {
+    const bin = process.env.REDIS_SERVER ?? "redis-server";
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const child = spawn(bin, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      children.add(child);
+      child.once("exit", () => children.delete(child));
+      const ready = await new Promise<boolean>((resolve) => {
+        let log = "";
+        const timer = setTimeout(() => resolve(false), 10_000);
+        child.stdout?.on("data", (chunk: Buffer) => {
+          log += chunk.toString();
+          if (log.includes("Ready to accept connections")) {
+            clearTimeout(timer);
+            resolve(true);
+          }
+        });
+        child.once("exit", () => {
+          clearTimeout(timer);
+          resolve(false);
+        });
+        child.once("error", () => {
+          clearTimeout(timer);
+          resolve(false);
+        });
+      });
+      if (ready) return new RedisServer(child, port);
+      child.kill("SIGKILL");
+      // The free port was taken meanwhile: try another.
+      if (attempt >= 5) throw new Error(`${bin} did not start (is redis-server installed?)`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    this.child.kill("SIGKILL");
+    await withTimeout(exited, 10_000, "redis-server to exit");
+  }
+}
+
+/** A port of 127.0.0.1 that was free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() => {
+        if (address === null || typeof address === "string") reject(new Error("no address"));
+        else resolve(address.port);
+      });
+    });
+  });
+}
+
+/** `POST /api/publish` on `server`: the offset the server gave the message. */
+export async function publishHttp(server: Server, channel: string, data: unknown): Promise<number> {
+  const response = await fetch(`${server.httpUrl}/api/publish`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ channel, data }),
+  });
+  const body = (await response.json()) as { offset?: unknown };
+  if (!response.ok || typeof body.offset !== "number") {
+    throw new Error(`POST /api/publish: HTTP ${response.status} ${JSON.stringify(body)}`);
+  }
+  return body.offset;
 }

@@ -1,0 +1,280 @@
+/**
+ * The wire protocol's types, generated from the server's JSON Schema (`GET /schema/protocol.json`)
+ * by `scripts/gen-protocol.mjs`. Do not edit: run `npm run gen:protocol` after the schema
+ * changed. `src/protocol.ts` builds the SDK's protocol types on these.
+ */
+
+/** How a field is checked at run time: its JSON kind (`offset`: a non-negative integer, `any`: any value); `?` when it may be absent. */
+export type FieldRule = FieldKind | `${FieldKind}?`;
+
+/** The kinds of {@link FieldRule}. */
+export type FieldKind = "string" | "number" | "integer" | "offset" | "boolean" | "object" | "array" | "any";
+
+/** The version of wirehub WebSocket protocol. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * The `code` of an `error` message: a stable snake_case word a program can branch on.
+ *
+ * Every variant except [`ErrorCode::Unknown`] is sent by the server. `Unknown` exists so that a
+ * client built against this version still parses codes added later.
+ */
+export type ErrorCode =
+  /** The text frame is not valid JSON. */
+  | "invalid_json"
+  /** The `type` is not one this protocol version knows. */
+  | "unknown_type"
+  /** A field is missing or has the wrong kind (or the message is not a JSON object). */
+  | "invalid_message"
+  /** The channel name breaks the channel-name rules. */
+  | "invalid_channel"
+  /** The message is larger than the server accepts. */
+  | "too_large"
+  /** The connection's token does not allow this action on this channel. */
+  | "forbidden"
+  /** Too many publishes per second on this connection. */
+  | "rate_limited"
+  /** `unsubscribe` for a channel this connection is not subscribed to. */
+  | "not_subscribed"
+  /** `subscribe` for a channel this connection is already subscribed to. */
+  | "already_subscribed"
+  /** The connection holds as many subscriptions as the server allows. */
+  | "too_many_subscriptions"
+  /** A binary frame: protocol v1 carries JSON in text frames only. */
+  | "binary_not_supported"
+  /** A token in `refresh` (or at the upgrade) is invalid or expired. */
+  | "unauthorized"
+  /** The server could not complete the request (e.g. its broker is unreachable). */
+  | "internal"
+  /** A code this version of the library does not know (sent by a newer server). */
+  | "unknown";
+
+/**
+ * A position in a channel's stream: the stream's `epoch` and an `offset` in it.
+ *
+ * Offsets start at 1 for the first message of an epoch and increase by one per message. An
+ * epoch changes when the stream's history is lost (e.g. the in-memory broker restarted), so
+ * offsets from another epoch say nothing about what was missed.
+ */
+export interface StreamPosition {
+  /** The stream's epoch. */
+  readonly epoch: string;
+  /** The offset of the last message seen (0 when none). */
+  readonly offset: number;
+}
+
+/** Start receiving a channel's messages; with `since`, first replay what was missed. */
+export interface SubscribeClientMessage {
+  readonly type: "subscribe";
+  /** The channel. */
+  readonly channel: string;
+  /** Echoed on the reply. */
+  readonly id?: number;
+  /** The last position the client saw, to recover what it missed. */
+  readonly since?: StreamPosition;
+}
+
+/** Stop receiving a channel's messages. */
+export interface UnsubscribeClientMessage {
+  readonly type: "unsubscribe";
+  /** The channel. */
+  readonly channel: string;
+  /** Echoed on the reply. */
+  readonly id?: number;
+}
+
+/** Publish `data` to every subscriber of `channel`. */
+export interface PublishClientMessage {
+  readonly type: "publish";
+  /** The channel. */
+  readonly channel: string;
+  /** Any JSON value, delivered verbatim. */
+  readonly data: unknown;
+  /** Echoed on the `ack`. */
+  readonly id?: number;
+  /**
+   * Makes a retried publish safe: while a message published with the same key is still
+   * in the channel's history, the server does not publish again but acknowledges with
+   * that message's offset (and `duplicate: true`). 1 to 64 visible ASCII characters.
+   */
+  readonly idempotency_key?: string;
+}
+
+/** Ask for a `pong` (liveness check for clients that cannot see WebSocket pings). */
+export interface PingClientMessage {
+  readonly type: "ping";
+  /** Echoed on the `pong`. */
+  readonly id?: number;
+}
+
+/** Replace the connection's token before it expires. */
+export interface RefreshClientMessage {
+  readonly type: "refresh";
+  /** Echoed on the reply. */
+  readonly id?: number;
+  /** The new token. */
+  readonly token: string;
+}
+
+/** A request from a client. */
+export type ClientMessage =
+  | SubscribeClientMessage
+  | UnsubscribeClientMessage
+  | PublishClientMessage
+  | PingClientMessage
+  | RefreshClientMessage;
+
+/** The first message on every connection. */
+export interface WelcomeServerMessage {
+  readonly type: "welcome";
+  /**
+   * The heartbeat interval in seconds: a client that saw nothing for about twice this
+   * long may assume the server is gone. Whole seconds are written as an integer.
+   */
+  readonly heartbeat: number;
+  /** The connection's session id (also in the server's logs). */
+  readonly session: string;
+  /** The protocol version ([`crate::PROTOCOL_VERSION`]). */
+  readonly version: number;
+}
+
+/** The reply to `subscribe`. */
+export interface SubscribedServerMessage {
+  readonly type: "subscribed";
+  /** The channel. */
+  readonly channel: string;
+  /** The channel stream's current epoch. */
+  readonly epoch: string;
+  /** The request's id. */
+  readonly id?: number;
+  /**
+   * The offset of the channel's latest message when the subscription took effect (0
+   * when none); replayed messages, after a recovery, lead up to it.
+   */
+  readonly offset: number;
+  /**
+   * Present when `since` was given: whether every missed message was replayed.
+   * When false, the client missed messages it cannot get back and should reload state.
+   */
+  readonly recovered?: boolean;
+}
+
+/** The reply to `unsubscribe`. */
+export interface UnsubscribedServerMessage {
+  readonly type: "unsubscribed";
+  /** The channel. */
+  readonly channel: string;
+  /** The request's id. */
+  readonly id?: number;
+}
+
+/** A message published to a subscribed channel. */
+export interface MessageServerMessage {
+  readonly type: "message";
+  /** The channel. */
+  readonly channel: string;
+  /** The published data, verbatim. */
+  readonly data: unknown;
+  /** The message's offset in the channel's stream (strictly increasing per epoch). */
+  readonly offset: number;
+}
+
+/** The reply to `publish`: the message was accepted at this offset. */
+export interface AckServerMessage {
+  readonly type: "ack";
+  /**
+   * True when the publish carried an `idempotency_key` already used by a message still
+   * in the channel's history: nothing was published again, `offset` is that message's.
+   */
+  readonly duplicate?: boolean;
+  /** The request's id. */
+  readonly id?: number;
+  /** The offset assigned to the published message. */
+  readonly offset: number;
+}
+
+/** The reply to `refresh`: the new token is in force. */
+export interface RefreshedServerMessage {
+  readonly type: "refreshed";
+  /** When the new token expires, in seconds since the Unix epoch. */
+  readonly expires: number;
+  /** The request's id. */
+  readonly id?: number;
+}
+
+/** The reply to `ping`. */
+export interface PongServerMessage {
+  readonly type: "pong";
+  /** The request's id. */
+  readonly id?: number;
+}
+
+/**
+ * Publications of `channel` that this subscription will not be sent: its subscriber fell
+ * behind under `on_slow = "gap"`, or a broker fault lost them. The subscription stays; the
+ * client recovers what it can with `subscribe` + `since` (its last position).
+ */
+export interface GapServerMessage {
+  readonly type: "gap";
+  /** The channel. */
+  readonly channel: string;
+  /** The stream's epoch now. */
+  readonly epoch: string;
+  /** The first offset not sent, when known. */
+  readonly from?: number;
+  /** The stream's offset now (the last publication assigned). */
+  readonly offset: number;
+  /** The last offset not sent, when known. */
+  readonly to?: number;
+}
+
+/** A request could not be carried out; the connection stays open. */
+export interface ErrorServerMessage {
+  readonly type: "error";
+  /** A stable snake_case code. */
+  readonly code: ErrorCode;
+  /** The id of the request that failed, when it had one. */
+  readonly id?: number;
+  /** An explanation for people. */
+  readonly message: string;
+}
+
+/**
+ * A message from the server.
+ *
+ * Deserializing works with `serde_json` (a `message`'s `data` is kept as raw JSON, which serde
+ * cannot buffer inside a tagged enum, so the type is read first and the message parsed
+ * once more as the matching variant).
+ */
+export type ServerMessage =
+  | WelcomeServerMessage
+  | SubscribedServerMessage
+  | UnsubscribedServerMessage
+  | MessageServerMessage
+  | AckServerMessage
+  | RefreshedServerMessage
+  | PongServerMessage
+  | GapServerMessage
+  | ErrorServerMessage;
+
+/** The fields of each {@link ClientMessage}, by `type`, for checking a received one at run time. */
+export const clientMessageFields: { readonly [T in ClientMessage["type"]]: { readonly [field: string]: FieldRule } } = {
+  subscribe: { channel: "string", id: "offset?", since: "object?" },
+  unsubscribe: { channel: "string", id: "offset?" },
+  publish: { channel: "string", data: "any", id: "offset?", idempotency_key: "string?" },
+  ping: { id: "offset?" },
+  refresh: { id: "offset?", token: "string" },
+};
+
+/** The fields of each {@link ServerMessage}, by `type`, for checking a received one at run time. */
+export const serverMessageFields: { readonly [T in ServerMessage["type"]]: { readonly [field: string]: FieldRule } } = {
+  welcome: { heartbeat: "number", session: "string", version: "offset" },
+  subscribed: { channel: "string", epoch: "string", id: "offset?", offset: "offset", recovered: "boolean?" },
+  unsubscribed: { channel: "string", id: "offset?" },
+  message: { channel: "string", data: "any", offset: "offset" },
+  ack: { duplicate: "boolean?", id: "offset?", offset: "offset" },
+  refreshed: { expires: "offset", id: "offset?" },
+  pong: { id: "offset?" },
+  gap: { channel: "string", epoch: "string", from: "offset?", offset: "offset", to: "offset?" },
+  error: { code: "string", id: "offset?", message: "string" },
+};
