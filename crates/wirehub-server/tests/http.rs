@@ -177,6 +177,96 @@ async fn history_over_http() {
     assert_eq!(bad.status(), 400);
 }
 
+/// Checks `value` against the schema named `name` under `http` in the document the server
+/// serves at `/schema/protocol.json`.
+#[track_caller]
+fn assert_http_schema(document: &Value, name: &str, value: &Value) {
+    let schema = &document["http"][name];
+    assert!(schema.is_object(), "the served schema has no http.{name}");
+    let validator = jsonschema::validator_for(schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} does not match http.{name}: {errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_10_http_bodies_and_replies_match_the_served_schema() {
+    let server = TestServer::start(config().history_size(2).max_message_size(1024)).await;
+    let document: Value = reqwest::get(server.http_url("/schema/protocol.json"))
+        .await
+        .expect("get the schema")
+        .json()
+        .await
+        .expect("json");
+    for (name, wrong) in [
+        ("publish_reply", json!({"offset": "one"})),
+        (
+            "history_reply",
+            json!({"channel": "c", "epoch": "e", "offset": 0}),
+        ),
+        ("error", json!({"error": {"code": "invalid_json"}})),
+    ] {
+        let validator = jsonschema::validator_for(&document["http"][name]).expect("compiles");
+        assert!(!validator.is_valid(&wrong), "http.{name} accepts {wrong}");
+    }
+
+    let keyed = json!({"channel": "log", "data": {"n": 1}, "idempotency_key": "k-1"});
+    assert_http_schema(&document, "publish_request", &keyed);
+    let (status, reply) = post(&server, &keyed.to_string(), None).await;
+    assert_eq!(status, 200);
+    assert_http_schema(&document, "publish_reply", &reply);
+    let (_, duplicate) = post(&server, &keyed.to_string(), None).await;
+    assert_eq!(duplicate, json!({"offset": 1, "duplicate": true}));
+    assert_http_schema(&document, "publish_reply", &duplicate);
+    for data in [json!(2), json!("three")] {
+        let (status, reply) = post(
+            &server,
+            &json!({"channel": "log", "data": data}).to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    let page: Value = reqwest::get(server.http_url("/api/history?channel=log&limit=5"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["complete"], false, "offset 1 left the history");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2));
+    assert_http_schema(&document, "history_reply", &page);
+    let typed: wirehub_protocol::HistoryReply =
+        serde_json::from_value(page).expect("the reply reads as the protocol type");
+    assert_eq!(typed.offset, 3);
+    assert_eq!(typed.messages[1].data.get(), r#""three""#);
+
+    let bad = reqwest::get(server.http_url("/api/history?channel=a%20b"))
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    assert_http_schema(&document, "error", &bad.json().await.expect("json"));
+    for body in [
+        "{oops".to_owned(),
+        r#"{"data": 1}"#.to_owned(),
+        format!(r#"{{"channel": "c", "data": "{}"}}"#, "x".repeat(2000)),
+    ] {
+        let (status, reply) = post(&server, &body, None).await;
+        assert!(status >= 400, "{body}");
+        assert_http_schema(&document, "error", &reply);
+    }
+    let locked = TestServer::start(config().api_key(Some("s3cret".into()))).await;
+    let (status, reply) = post(&locked, r#"{"channel": "c", "data": 1}"#, None).await;
+    assert_eq!(status, 401);
+    assert_http_schema(&document, "error", &reply);
+}
+
 #[tokio::test]
 async fn the_ws_route_refuses_plain_http_and_foreign_origins() {
     let server = TestServer::start(config()).await;
