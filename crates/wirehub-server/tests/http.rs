@@ -183,15 +183,7 @@ async fn history_over_http() {
 fn assert_http_schema(document: &Value, name: &str, value: &Value) {
     let schema = &document["http"][name];
     assert!(schema.is_object(), "the served schema has no http.{name}");
-    let validator = jsonschema::validator_for(schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{value} does not match http.{name}: {errors:?}"
-    );
+    wirehub_testkit::assert_schema(schema, value);
 }
 
 #[tokio::test]
@@ -211,8 +203,10 @@ async fn issue_10_http_bodies_and_replies_match_the_served_schema() {
         ),
         ("error", json!({"error": {"code": "invalid_json"}})),
     ] {
-        let validator = jsonschema::validator_for(&document["http"][name]).expect("compiles");
-        assert!(!validator.is_valid(&wrong), "http.{name} accepts {wrong}");
+        assert!(
+            !wirehub_testkit::matches_schema(&document["http"][name], &wrong),
+            "http.{name} accepts {wrong}"
+        );
     }
 
     let keyed = json!({"channel": "log", "data": {"n": 1}, "idempotency_key": "k-1"});
