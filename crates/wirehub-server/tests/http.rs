@@ -129,6 +129,17 @@ async fn the_api_key_protects_publish_and_history() {
 }
 
 #[tokio::test]
+async fn issue_10_the_api_key_must_match_exactly() {
+    // Compared with subtle's constant-time equality: only the very key passes.
+    let server = TestServer::start(config().api_key(Some("s3cret".into()))).await;
+    let body = r#"{"channel": "c", "data": 1}"#;
+    for wrong in ["s3cre", "s3crett", "S3cret", "s3creT", "", " s3cret"] {
+        assert_eq!(post(&server, body, Some(wrong)).await.0, 401, "{wrong:?}");
+    }
+    assert_eq!(post(&server, body, Some("s3cret")).await.0, 200);
+}
+
+#[tokio::test]
 async fn history_over_http() {
     let server = TestServer::start(config().history_size(3)).await;
     // A subscriber keeps the channel's stream (and epoch) alive between requests.
