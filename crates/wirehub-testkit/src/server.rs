@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use wirehub_protocol::{PublishReply, PublishRequest};
+use wirehub_protocol::{HistoryQuery, HistoryReply, PublishReply, PublishRequest};
 use wirehub_server::ServerConfig;
 
 use crate::TIMEOUT;
@@ -150,6 +150,27 @@ impl TestServer {
             .await
             .expect("a publish reply");
         reply.offset
+    }
+
+    /// `GET /api/history` with `query`, as JSON; also checks that the answer reads as a
+    /// [`HistoryReply`].
+    ///
+    /// # Panics
+    /// When the request fails or the answer is not a history page.
+    pub async fn history_http(&self, query: &HistoryQuery) -> serde_json::Value {
+        let page: serde_json::Value = reqwest::Client::new()
+            .get(self.http_url("/api/history"))
+            .query(query)
+            .send()
+            .await
+            .expect("GET /api/history")
+            .json()
+            .await
+            .expect("a JSON answer");
+        if let Err(err) = serde_json::from_value::<HistoryReply>(page.clone()) {
+            panic!("{page} is not a history page: {err}");
+        }
+        page
     }
 
     /// The shutdown token (cancel it to start a graceful shutdown).
