@@ -48,7 +48,7 @@ pub struct PublishReply {
     pub offset: u64,
     /// True when the `idempotency_key` was already used by a message still in the history:
     /// nothing was published again.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "crate::message::is_false")]
     pub duplicate: bool,
 }
 
@@ -201,11 +201,6 @@ pub fn encode_history_reply<'m>(
     }
     out.extend_from_slice(b"]}");
     out
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_false(value: &bool) -> bool {
-    !*value
 }
 
 #[cfg(test)]
