@@ -9,7 +9,7 @@ use common::{config, epoch, history_http, read_through};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::BrokerConfig;
-use wirehub_testkit::{RedisServer, TestServer, WsClient};
+use wirehub_testkit::{RedisServer, TestServer, WsClient, fixture, read_fixture};
 
 #[tokio::test]
 async fn a_subscriber_on_one_node_gets_every_publish_made_on_another_once_and_in_order() {
@@ -185,16 +185,10 @@ async fn a_node_does_not_start_when_redis_is_unreachable() {
     );
 }
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../wirehub-server/tests/fixtures")
-        .join(name)
-}
-
 #[tokio::test]
 async fn nodes_talk_to_redis_over_tls_with_a_private_ca() {
     let redis = RedisServer::start_with_tls(&fixture("tls-cert.pem"), &fixture("tls-key.pem"));
-    let ca = std::fs::read(fixture("tls-ca.pem")).expect("CA");
+    let ca = read_fixture("tls-ca.pem");
     let url = redis.tls_url();
     let a = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca.clone()))).await;
     let b = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca))).await;

@@ -12,6 +12,7 @@ use wirehub_client::{
     Backoff, Client, ClientConfig, Error, Event, Events, Jitter, StreamPosition, SubscriptionEvent,
 };
 use wirehub_testkit::fake::{Behavior, BlackHole, FakeServer, ServeOptions};
+use wirehub_testkit::wait_for;
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -31,24 +32,6 @@ fn config(url: &str) -> ClientConfig {
         )
         .request_timeout(WAIT)
         .connect_timeout(ms(2000))
-}
-
-/// Waits for the first event matching `predicate`, skipping others.
-async fn wait_for(events: &mut Events, what: &str, predicate: impl Fn(&Event) -> bool) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(event) = events.recv().await {
-            if predicate(&event) {
-                return Some(event);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the event stream ended before {what}"),
-        Err(_) => panic!("no {what} within {WAIT:?}"),
-    }
 }
 
 /// Collects the delays of the next `n` `Reconnecting` events.

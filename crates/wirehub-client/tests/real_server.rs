@@ -6,11 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::timeout;
 use wirehub_client::{
-    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, SubscriptionEvent,
+    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Jitter, SubscriptionEvent,
 };
 use wirehub_server::{AuthConfig, ServerConfig};
-use wirehub_testkit::TestServer;
-use wirehub_testkit::fake::Proxy;
+use wirehub_testkit::{Claims, TcpProxy, TestServer, hs256_token, read_fixture, wait_for};
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -31,23 +30,6 @@ fn server_config() -> ServerConfig {
     ServerConfig::new()
         .history_size(100)
         .shutdown_drain(Duration::from_millis(50))
-}
-
-async fn wait_for(events: &mut Events, what: &str, predicate: impl Fn(&Event) -> bool) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(event) = events.recv().await {
-            if predicate(&event) {
-                return Some(event);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the event stream ended before {what}"),
-        Err(_) => panic!("no {what} within {WAIT:?}"),
-    }
 }
 
 async fn next_item(subscription: &mut wirehub_client::Subscription) -> SubscriptionEvent {
@@ -184,8 +166,8 @@ async fn a_graceful_shutdown_closes_with_1001_and_the_client_comes_back() {
 #[tokio::test]
 async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     let server = TestServer::start(server_config()).await;
-    let proxy = Proxy::start(server.addr()).await;
-    let client = Client::connect(config(&proxy.url())).expect("connect");
+    let proxy = TcpProxy::start(server.addr()).await;
+    let client = Client::connect(config(&proxy.ws_url())).expect("connect");
     let mut events = client.events();
     let publisher = Client::connect(config(&server.ws_url())).expect("connect");
     let mut chat = client.subscribe("chat").await.expect("subscribe");
@@ -193,7 +175,6 @@ async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     assert_eq!(message_of(next_item(&mut chat).await), (1, json!(1)));
 
     // Cut the client off and keep it off while two messages are published.
-    proxy.block(true);
     proxy.cut();
     wait_for(&mut events, "the disconnect", |e| {
         matches!(e, Event::Disconnected { .. })
@@ -201,7 +182,7 @@ async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     .await;
     publisher.publish("chat", &json!(2)).await.expect("publish");
     publisher.publish("chat", &json!(3)).await.expect("publish");
-    proxy.block(false);
+    proxy.restore();
     wait_for(&mut events, "the reconnect", |e| {
         matches!(e, Event::Connected { .. })
     })
@@ -246,23 +227,10 @@ async fn tokens_are_sent_and_refusals_are_typed() {
     );
 
     let token = |subscribe: &[&str]| {
-        let expires = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs()
-            + 3600;
-        let claims = json!({
-            "sub": "alice",
-            "exp": expires,
-            "subscribe": subscribe,
-            "publish": ["chat:*"],
-        });
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("token")
+        let claims = Claims::valid_for("alice", Duration::from_secs(3600))
+            .subscribe(subscribe.iter().copied())
+            .publish(["chat:*"]);
+        hs256_token(SECRET, &claims)
     };
     let client = Client::connect(config(&url).token(token(&["chat:*"]))).expect("connect");
     let mut events = client.events();
@@ -332,20 +300,11 @@ async fn tokens_are_sent_and_refusals_are_typed() {
     server.stop().await;
 }
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../wirehub-server/tests/fixtures"
-);
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
-}
-
 #[tokio::test]
 async fn wss_with_a_trusted_ca_and_refusal_of_an_unknown_one() {
     let tls = wirehub_server::TlsConfig {
-        cert_pem: fixture("tls-cert.pem"),
-        key_pem: fixture("tls-key.pem"),
+        cert_pem: read_fixture("tls-cert.pem"),
+        key_pem: read_fixture("tls-key.pem"),
     };
     let server = TestServer::start(server_config().tls(Some(tls))).await;
     let url = format!("wss://{}/ws", server.addr());
@@ -366,7 +325,7 @@ async fn wss_with_a_trusted_ca_and_refusal_of_an_unknown_one() {
     }
 
     let trusting = config(&url)
-        .add_root_certificates_pem(&fixture("tls-ca.pem"))
+        .add_root_certificates_pem(&read_fixture("tls-ca.pem"))
         .expect("the CA parses");
     let client = Client::connect(trusting).expect("connect");
     let mut subscription = client

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Every variant except [`ErrorCode::Unknown`] is sent by the server. `Unknown` exists so that a
 /// client built against this version still parses codes added later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {

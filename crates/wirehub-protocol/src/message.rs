@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -18,7 +17,8 @@ use crate::ErrorCode;
 /// Offsets start at 1 for the first message of an epoch and increase by one per message. An
 /// epoch changes when the stream's history is lost (e.g. the in-memory broker restarted), so
 /// offsets from another epoch say nothing about what was missed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StreamPosition {
     /// The stream's epoch.
     pub epoch: String,
@@ -27,9 +27,13 @@ pub struct StreamPosition {
 }
 
 /// A request from a client.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "ClientMessage")
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[schemars(title = "ClientMessage")]
 pub enum ClientMessage<'a> {
     /// Start receiving a channel's messages; with `since`, first replay what was missed.
     Subscribe {
@@ -58,13 +62,13 @@ pub enum ClientMessage<'a> {
         /// The channel.
         channel: Cow<'a, str>,
         /// Any JSON value, delivered verbatim.
-        #[schemars(with = "serde_json::Value")]
+        #[cfg_attr(feature = "schema", schemars(with = "serde_json::Value"))]
         data: Cow<'a, RawValue>,
         /// Makes a retried publish safe: while a message published with the same key is still
         /// in the channel's history, the server does not publish again but acknowledges with
         /// that message's offset (and `duplicate: true`). 1 to 64 visible ASCII characters.
         #[serde(skip_serializing_if = "Option::is_none")]
-        #[schemars(length(min = 1, max = 64))]
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 64)))]
         idempotency_key: Option<Cow<'a, str>>,
     },
     /// Ask for a `pong` (liveness check for clients that cannot see WebSocket pings).
@@ -112,9 +116,13 @@ impl ClientMessage<'_> {
 /// Deserializing works with `serde_json` (a `message`'s `data` is kept as raw JSON, which serde
 /// cannot buffer inside a tagged enum, so the type is read first and the message parsed
 /// once more as the matching variant).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "ServerMessage")
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[schemars(title = "ServerMessage")]
 pub enum ServerMessage {
     /// The first message on every connection.
     Welcome {
@@ -157,7 +165,7 @@ pub enum ServerMessage {
         /// The channel.
         channel: String,
         /// The published data, verbatim.
-        #[schemars(with = "serde_json::Value")]
+        #[cfg_attr(feature = "schema", schemars(with = "serde_json::Value"))]
         data: Box<RawValue>,
         /// The message's offset in the channel's stream (strictly increasing per epoch).
         offset: u64,
@@ -367,7 +375,7 @@ impl<'de> Deserialize<'de> for ServerMessage {
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_false(value: &bool) -> bool {
+pub(crate) fn is_false(value: &bool) -> bool {
     !*value
 }
 

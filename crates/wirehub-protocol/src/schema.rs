@@ -1,11 +1,14 @@
-//! The JSON Schema of protocol v1, derived from the wire types.
+//! The JSON Schema of protocol v1, derived from the wire types (feature `schema`).
 //!
 //! The server serves [`protocol_schema`] at `GET /schema/protocol.json`, and the tests check
-//! what the server sends against [`server_schema`].
+//! what the server sends, over WebSocket and HTTP, against it.
 
 use serde_json::Value;
 
-use crate::{ClientMessage, ServerMessage};
+use crate::{
+    ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PublishReply, PublishRequest,
+    ServerMessage,
+};
 
 /// The schema of every message a client may send.
 pub fn client_schema() -> Value {
@@ -17,13 +20,34 @@ pub fn server_schema() -> Value {
     schemars::schema_for!(ServerMessage).to_value()
 }
 
-/// Both directions in one document: `{"client": …, "server": …}` plus the version.
+/// The schemas of the HTTP API's bodies, one self-contained schema each:
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error"}`.
+pub fn http_schema() -> Value {
+    serde_json::json!({
+        "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
+        "publish_reply": schemars::schema_for!(PublishReply).to_value(),
+        "history_query": schemars::schema_for!(HistoryQuery).to_value(),
+        "history_reply": schemars::schema_for!(HistoryReply).to_value(),
+        "error": schemars::schema_for!(ApiError).to_value(),
+    })
+}
+
+/// The schema of the claims the server reads from a token.
+pub fn claims_schema() -> Value {
+    schemars::schema_for!(Claims).to_value()
+}
+
+/// Everything in one document: `{"client": …, "server": …, "http": {…}, "claims": …}` plus the
+/// version. Each of `client`, `server`, `claims` and the members of `http` is a schema of its
+/// own (its `$ref`s point into itself).
 pub fn protocol_schema() -> Value {
     serde_json::json!({
         "title": "wirehub WebSocket protocol",
         "version": crate::PROTOCOL_VERSION,
         "client": client_schema(),
         "server": server_schema(),
+        "http": http_schema(),
+        "claims": claims_schema(),
     })
 }
 
@@ -56,5 +80,30 @@ mod tests {
                 "server schema lacks {kind}"
             );
         }
+    }
+
+    #[test]
+    fn the_document_holds_the_http_bodies_and_the_claims() {
+        let document = protocol_schema();
+        for body in [
+            "publish_request",
+            "publish_reply",
+            "history_query",
+            "history_reply",
+            "error",
+        ] {
+            assert!(
+                document["http"][body]["properties"].is_object(),
+                "no schema for {body}"
+            );
+        }
+        let reply = &document["http"]["history_reply"];
+        assert!(
+            reply["required"]
+                .as_array()
+                .is_some_and(|required| required.len() == 5),
+            "{reply}"
+        );
+        assert!(document["claims"]["properties"]["exp"].is_object());
     }
 }

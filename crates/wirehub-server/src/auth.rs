@@ -4,13 +4,13 @@
 //! Claims: `sub` (user id), `exp` (required), optional `nbf`, and `subscribe` / `publish`:
 //! lists of channel patterns where a trailing `*` matches any suffix (`chat:*`). A token
 //! without a list grants nothing of that kind. HS256 with `--jwt-secret`; RS256/RS384/RS512
-//! or ES256/ES384 with `--jwt-public-key`.
+//! or ES256/ES384 with `--jwt-public-key`. The claims and their permission rules are
+//! [`wirehub_protocol::Claims`]; this module verifies tokens and finds them in requests.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::borrow::Cow;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-use serde::Deserialize;
-use wirehub_protocol::channel_matches;
+pub use wirehub_protocol::Claims;
 
 /// How tokens are checked.
 #[derive(Clone)]
@@ -44,44 +44,6 @@ pub enum AuthError {
     /// The configured key cannot be used.
     #[error("unusable key: {0}")]
     Key(String),
-}
-
-/// The claims wirehub reads from a token.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Not valid before, seconds since the Unix epoch.
-    #[serde(default)]
-    pub nbf: Option<u64>,
-    /// Channel patterns the holder may subscribe to.
-    #[serde(default)]
-    pub subscribe: Vec<String>,
-    /// Channel patterns the holder may publish to.
-    #[serde(default)]
-    pub publish: Vec<String>,
-}
-
-impl Claims {
-    /// Whether these claims allow subscribing to `channel`.
-    pub fn may_subscribe(&self, channel: &str) -> bool {
-        self.subscribe.iter().any(|p| channel_matches(p, channel))
-    }
-
-    /// Whether these claims allow publishing to `channel`.
-    pub fn may_publish(&self, channel: &str) -> bool {
-        self.publish.iter().any(|p| channel_matches(p, channel))
-    }
-
-    /// How long until the token expires (zero when it has).
-    pub fn expires_in(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Duration::from_secs(self.exp).saturating_sub(now)
-    }
 }
 
 /// Verifies tokens with one key.
@@ -155,55 +117,26 @@ pub(crate) fn token_from_request(headers: &http::HeaderMap, query: Option<&str>)
     }
     query?.split('&').find_map(|pair| {
         let value = pair.strip_prefix("token=")?;
-        Some(percent_decode(value))
+        Some(query_decode(value))
     })
 }
 
-/// Decodes `%XX` escapes and `+` (JWTs are base64url and rarely need it).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        index += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Decodes a query value: `%XX` escapes and `+` for a space (JWTs are base64url and rarely
+/// need either). An escape that is not two hex digits is kept as it is.
+fn query_decode(text: &str) -> String {
+    let spaced: Cow<'_, str> = if text.contains('+') {
+        Cow::Owned(text.replace('+', " "))
+    } else {
+        Cow::Borrowed(text)
+    };
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permissions_follow_patterns() {
-        let claims = Claims {
-            sub: "u".into(),
-            exp: u64::MAX,
-            nbf: None,
-            subscribe: vec!["chat:*".into(), "news".into()],
-            publish: vec!["chat:room1".into()],
-        };
-        assert!(claims.may_subscribe("chat:room1"));
-        assert!(claims.may_subscribe("news"));
-        assert!(!claims.may_subscribe("newsroom"));
-        assert!(claims.may_publish("chat:room1"));
-        assert!(!claims.may_publish("chat:room2"));
-    }
 
     #[test]
     fn token_sources() {
@@ -221,7 +154,18 @@ mod tests {
             token_from_request(&headers, Some("token=abc")),
             Some("xyz".into())
         );
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(query_decode("100%"), "100%");
+        assert_eq!(query_decode("%zz"), "%zz");
+        assert_eq!(query_decode("a+b%2Bc%20d"), "a b+c d");
+    }
+
+    #[test]
+    fn issue_10_a_signed_hex_escape_is_not_decoded() {
+        // `u8::from_str_radix` accepts a leading sign, so `%+1` once decoded to byte 1.
+        assert_eq!(query_decode("%+1"), "% 1");
+        assert_eq!(query_decode("%-1"), "%-1");
+        assert_eq!(query_decode("x%+1y"), "x% 1y");
+        assert_eq!(query_decode("%2"), "%2", "a short escape at the end");
+        assert_eq!(query_decode("%41%4a"), "AJ");
     }
 }

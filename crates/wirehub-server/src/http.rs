@@ -9,10 +9,11 @@ use axum::extract::{Query, Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, StatusCode, header};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use wirehub_core::HistoryQuery;
-use wirehub_protocol::{ErrorCode, StreamPosition, validate_channel, validate_idempotency_key};
+use subtle::ConstantTimeEq as _;
+use wirehub_protocol::{
+    ApiError, ErrorCode, HistoryQuery, PublishReply, PublishRequest, StreamPosition,
+    encode_history_reply, validate_channel, validate_idempotency_key,
+};
 
 use crate::metrics::Metrics;
 use crate::session::Mode;
@@ -70,10 +71,9 @@ async fn echo(State(state): State<Arc<AppState>>, request: Request) -> Response 
     upgrade(&state, request, Mode::Echo)
 }
 
-/// An HTTP API error: `{"error": {"code": …, "message": …}}`.
+/// An HTTP API error: `{"error": {"code": …, "message": …}}` ([`ApiError`]).
 fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(ApiError::new(code, message))).into_response()
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -84,7 +84,9 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
+    // Compared in constant time (for keys of the same length), so that the answer's timing
+    // does not tell how much of a guess was right.
+    if given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(key.as_bytes()))) {
         Ok(())
     } else {
         Err(Box::new(api_error(
@@ -93,20 +95,6 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>
             "this API needs Authorization: Bearer <api key>",
         )))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[derive(Deserialize)]
-struct PublishBody<'a> {
-    #[serde(borrow)]
-    channel: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(default, borrow)]
-    idempotency_key: Option<std::borrow::Cow<'a, str>>,
 }
 
 async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -124,7 +112,7 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             );
         }
     };
-    let request: PublishBody<'_> = match serde_json::from_slice(&body) {
+    let request: PublishRequest<'_> = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) if err.is_data() => {
             return api_error(
@@ -162,25 +150,20 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         )
         .await
     {
-        Ok(published) if published.duplicate => {
-            Metrics::add(&state.metrics.publish_duplicates_total, 1);
-            axum::Json(serde_json::json!({"offset": published.offset, "duplicate": true}))
-                .into_response()
-        }
         Ok(published) => {
-            Metrics::add(&state.metrics.published_total, 1);
-            axum::Json(serde_json::json!({"offset": published.offset})).into_response()
+            if published.duplicate {
+                Metrics::add(&state.metrics.publish_duplicates_total, 1);
+            } else {
+                Metrics::add(&state.metrics.published_total, 1);
+            }
+            axum::Json(PublishReply {
+                offset: published.offset,
+                duplicate: published.duplicate,
+            })
+            .into_response()
         }
         Err(err) => api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
     }
-}
-
-#[derive(Deserialize)]
-struct HistoryParams {
-    channel: String,
-    since: Option<u64>,
-    epoch: Option<String>,
-    limit: Option<usize>,
 }
 
 /// `GET /api/history?channel=C[&since=N][&epoch=E][&limit=M]`: the channel's position and the
@@ -188,7 +171,7 @@ struct HistoryParams {
 async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(response) = authorized(&state, &headers) {
         return *response;
@@ -211,11 +194,12 @@ async fn history(
         );
     }
     // Without an epoch the offset is taken in the current epoch.
+    let limit = params.page_size();
     let epoch = match params.epoch {
         Some(epoch) => epoch,
         None => match state
             .hub
-            .history(&params.channel, HistoryQuery::default())
+            .history(&params.channel, wirehub_core::HistoryQuery::default())
             .await
         {
             Ok(page) => page.epoch.to_string(),
@@ -224,41 +208,24 @@ async fn history(
             }
         },
     };
-    let query = HistoryQuery {
+    let query = wirehub_core::HistoryQuery {
         since: Some(StreamPosition {
             epoch,
             offset: params.since.unwrap_or(0),
         }),
-        limit: Some(params.limit.unwrap_or(100).min(10_000)),
+        limit: Some(limit),
     };
     let page = match state.hub.history(&params.channel, query).await {
         Ok(page) => page,
         Err(err) => return api_error(StatusCode::SERVICE_UNAVAILABLE, err.code(), err.to_string()),
     };
-    let mut body = Vec::with_capacity(
-        128 + page
-            .publications
-            .iter()
-            .map(|p| p.json().len() + 1)
-            .sum::<usize>(),
+    // The kept messages are already encoded deliveries: copied, not parsed again.
+    let body = encode_history_reply(
+        &params.channel,
+        &page.epoch,
+        page.top,
+        page.complete,
+        page.publications.iter().map(|p| p.json()),
     );
-    body.extend_from_slice(b"{\"channel\":");
-    let _ = serde_json::to_writer(&mut body, &params.channel);
-    body.extend_from_slice(b",\"epoch\":");
-    let _ = serde_json::to_writer(&mut body, &*page.epoch);
-    body.extend_from_slice(
-        format!(
-            ",\"offset\":{},\"complete\":{},\"messages\":[",
-            page.top, page.complete
-        )
-        .as_bytes(),
-    );
-    for (index, publication) in page.publications.iter().enumerate() {
-        if index > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(publication.json());
-    }
-    body.extend_from_slice(b"]}");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

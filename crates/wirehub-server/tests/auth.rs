@@ -1,30 +1,18 @@
 //! Token authentication over real sockets: 401 at the upgrade without a valid token, channel
 //! permissions from the claims, expiry (close 4001) and `refresh`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wirehub_server::{AuthConfig, ServerConfig};
-use wirehub_testkit::{TestServer, WsClient};
+use wirehub_testkit::unix_now as now;
+use wirehub_testkit::{Algorithm, TestServer, WsClient, hs256_token, read_fixture, signed_token};
 
 const SECRET: &str = "a-test-secret-of-some-length";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn hs256(claims: &serde_json::Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("encode")
+    hs256_token(SECRET, claims)
 }
 
 fn config() -> ServerConfig {
@@ -76,12 +64,10 @@ async fn the_upgrade_needs_a_valid_token() {
         401,
         "exp is required"
     );
-    let other_key = encode(
-        &Header::default(),
+    let other_key = hs256_token(
+        "another secret entirely",
         &json!({"sub": "ann", "exp": now() + 60}),
-        &EncodingKey::from_secret(b"another secret entirely"),
-    )
-    .expect("encode");
+    );
     assert_eq!(
         status_of(server.ws_url(), Some(&other_key)).await,
         401,
@@ -164,7 +150,6 @@ async fn an_expiring_token_closes_with_4001_unless_refreshed() {
 
 #[tokio::test]
 async fn public_keys_verify_rs256_and_es256_tokens() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     for (public, private, algorithm) in [
         ("rsa-public.pem", "rsa-private.pem", Algorithm::RS256),
         (
@@ -173,22 +158,12 @@ async fn public_keys_verify_rs256_and_es256_tokens() {
             Algorithm::ES256,
         ),
     ] {
-        let public = std::fs::read(format!("{fixtures}/{public}")).expect("public key");
-        let private = std::fs::read(format!("{fixtures}/{private}")).expect("private key");
-        let key = match algorithm {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(&private),
-            _ => EncodingKey::from_ec_pem(&private),
-        }
-        .expect("private key parses");
+        let public = read_fixture(public);
+        let private = read_fixture(private);
         let server =
             TestServer::start(ServerConfig::new().auth(Some(AuthConfig::PublicKeyPem(public))))
                 .await;
-        let token = encode(
-            &Header::new(algorithm),
-            &json!({"sub": "k", "exp": now() + 60}),
-            &key,
-        )
-        .expect("encode");
+        let token = signed_token(algorithm, &private, &json!({"sub": "k", "exp": now() + 60}));
         assert_eq!(
             status_of(server.ws_url(), Some(&token)).await,
             101,

@@ -129,6 +129,17 @@ async fn the_api_key_protects_publish_and_history() {
 }
 
 #[tokio::test]
+async fn issue_10_the_api_key_must_match_exactly() {
+    // Compared with subtle's constant-time equality: only the very key passes.
+    let server = TestServer::start(config().api_key(Some("s3cret".into()))).await;
+    let body = r#"{"channel": "c", "data": 1}"#;
+    for wrong in ["s3cre", "s3crett", "S3cret", "s3creT", "", " s3cret"] {
+        assert_eq!(post(&server, body, Some(wrong)).await.0, 401, "{wrong:?}");
+    }
+    assert_eq!(post(&server, body, Some("s3cret")).await.0, 200);
+}
+
+#[tokio::test]
 async fn history_over_http() {
     let server = TestServer::start(config().history_size(3)).await;
     // A subscriber keeps the channel's stream (and epoch) alive between requests.
@@ -175,6 +186,90 @@ async fn history_over_http() {
         .await
         .expect("get");
     assert_eq!(bad.status(), 400);
+}
+
+/// Checks `value` against the schema named `name` under `http` in the document the server
+/// serves at `/schema/protocol.json`.
+#[track_caller]
+fn assert_http_schema(document: &Value, name: &str, value: &Value) {
+    let schema = &document["http"][name];
+    assert!(schema.is_object(), "the served schema has no http.{name}");
+    wirehub_testkit::assert_schema(schema, value);
+}
+
+#[tokio::test]
+async fn issue_10_http_bodies_and_replies_match_the_served_schema() {
+    let server = TestServer::start(config().history_size(2).max_message_size(1024)).await;
+    let document: Value = reqwest::get(server.http_url("/schema/protocol.json"))
+        .await
+        .expect("get the schema")
+        .json()
+        .await
+        .expect("json");
+    for (name, wrong) in [
+        ("publish_reply", json!({"offset": "one"})),
+        (
+            "history_reply",
+            json!({"channel": "c", "epoch": "e", "offset": 0}),
+        ),
+        ("error", json!({"error": {"code": "invalid_json"}})),
+    ] {
+        assert!(
+            !wirehub_testkit::matches_schema(&document["http"][name], &wrong),
+            "http.{name} accepts {wrong}"
+        );
+    }
+
+    let keyed = json!({"channel": "log", "data": {"n": 1}, "idempotency_key": "k-1"});
+    assert_http_schema(&document, "publish_request", &keyed);
+    let (status, reply) = post(&server, &keyed.to_string(), None).await;
+    assert_eq!(status, 200);
+    assert_http_schema(&document, "publish_reply", &reply);
+    let (_, duplicate) = post(&server, &keyed.to_string(), None).await;
+    assert_eq!(duplicate, json!({"offset": 1, "duplicate": true}));
+    assert_http_schema(&document, "publish_reply", &duplicate);
+    for data in [json!(2), json!("three")] {
+        let (status, reply) = post(
+            &server,
+            &json!({"channel": "log", "data": data}).to_string(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    let page: Value = reqwest::get(server.http_url("/api/history?channel=log&limit=5"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["complete"], false, "offset 1 left the history");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2));
+    assert_http_schema(&document, "history_reply", &page);
+    let typed: wirehub_protocol::HistoryReply =
+        serde_json::from_value(page).expect("the reply reads as the protocol type");
+    assert_eq!(typed.offset, 3);
+    assert_eq!(typed.messages[1].data.get(), r#""three""#);
+
+    let bad = reqwest::get(server.http_url("/api/history?channel=a%20b"))
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    assert_http_schema(&document, "error", &bad.json().await.expect("json"));
+    for body in [
+        "{oops".to_owned(),
+        r#"{"data": 1}"#.to_owned(),
+        format!(r#"{{"channel": "c", "data": "{}"}}"#, "x".repeat(2000)),
+    ] {
+        let (status, reply) = post(&server, &body, None).await;
+        assert!(status >= 400, "{body}");
+        assert_http_schema(&document, "error", &reply);
+    }
+    let locked = TestServer::start(config().api_key(Some("s3cret".into()))).await;
+    let (status, reply) = post(&locked, r#"{"channel": "c", "data": 1}"#, None).await;
+    assert_eq!(status, 401);
+    assert_http_schema(&document, "error", &reply);
 }
 
 #[tokio::test]

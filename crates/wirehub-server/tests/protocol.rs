@@ -15,16 +15,7 @@ fn config() -> ServerConfig {
 /// Checks a server message against the published JSON Schema.
 #[track_caller]
 fn assert_schema(value: &Value) {
-    let schema = wirehub_protocol::server_schema();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{value} does not match the schema: {errors:?}"
-    );
+    wirehub_testkit::assert_schema(&wirehub_protocol::server_schema(), value);
 }
 
 #[tokio::test]

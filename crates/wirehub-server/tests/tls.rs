@@ -8,20 +8,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use wirehub_server::{ServerConfig, TlsConfig};
-use wirehub_testkit::{TIMEOUT, TestServer};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+use wirehub_testkit::{TIMEOUT, TestServer, read_fixture};
 
 fn tls_config() -> TlsConfig {
     TlsConfig {
-        cert_pem: std::fs::read(format!("{FIXTURES}/tls-cert.pem")).expect("cert"),
-        key_pem: std::fs::read(format!("{FIXTURES}/tls-key.pem")).expect("key"),
+        cert_pem: read_fixture("tls-cert.pem"),
+        key_pem: read_fixture("tls-key.pem"),
     }
 }
 
 async fn tls_connect(server: &TestServer) -> TlsStream<TcpStream> {
-    let ca = std::fs::read(format!("{FIXTURES}/tls-ca.pem")).expect("CA cert");
-    wirehub_testkit::tls_connect(server.addr(), &ca).await
+    wirehub_testkit::tls_connect(server.addr(), &read_fixture("tls-ca.pem")).await
 }
 
 #[tokio::test]

@@ -1,20 +1,31 @@
-//! Test support for wirehub: real servers on `127.0.0.1:0`, WebSocket test clients whose
-//! every wait has a timeout, and scripted fake servers that misbehave on purpose.
+//! Test support for wirehub: real servers on `127.0.0.1:0` (in the test's process or as the
+//! built binary), WebSocket test clients whose every wait has a timeout, a cuttable TCP
+//! proxy, real `redis-server`s, tokens, the fixtures (`fixtures/` beside this crate), and
+//! scripted fake servers that misbehave on purpose. Every crate's tests use these, so that
+//! each helper exists once.
 //!
 //! Nothing here stands in for the real server: [`TestServer`] runs `wirehub_server::run` on a
 //! real socket. No fixed ports anywhere.
 
+mod events;
 pub mod fake;
+mod fixtures;
 mod process;
 mod proxy;
 mod redis;
+mod schema;
 mod server;
 mod tls;
+mod token;
 mod ws;
 
-pub use process::ServerProcess;
+pub use events::wait_for;
+pub use fixtures::{fixture, read_fixture};
+pub use process::{ChildProcess, ServerProcess};
 pub use proxy::TcpProxy;
 pub use redis::RedisServer;
+pub use schema::{assert_schema, matches_schema};
 pub use server::TestServer;
 pub use tls::tls_connect;
+pub use token::{Algorithm, Claims, hs256_token, signed_token, unix_now};
 pub use ws::{TIMEOUT, WsClient};

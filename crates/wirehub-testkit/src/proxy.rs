@@ -1,5 +1,9 @@
 //! [`TcpProxy`]: a loopback TCP proxy that a test can cut and restore, to play a flaky
-//! network between a real client and a real server.
+//! network between a real client and a real server (or between a node and Redis).
+//!
+//! Two kinds of fault: [`TcpProxy::cut`] takes the link down (open connections end, new ones
+//! are refused until [`TcpProxy::restore`]), [`TcpProxy::reset`] is a blip (open connections
+//! end, new ones go through at once).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,6 +26,13 @@ struct ProxyState {
     /// While set, new connections are accepted and dropped at once (the link is down).
     down: bool,
     connections: u64,
+}
+
+impl ProxyState {
+    fn end_connections(&mut self) {
+        self.generation.cancel();
+        self.generation = CancellationToken::new();
+    }
 }
 
 impl TcpProxy {
@@ -88,8 +99,16 @@ impl TcpProxy {
     pub fn cut(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.down = true;
-        state.generation.cancel();
-        state.generation = CancellationToken::new();
+        state.end_connections();
+    }
+
+    /// Drops every proxied connection as [`TcpProxy::cut`] does, but keeps accepting new ones
+    /// (a blip rather than an outage).
+    pub fn reset(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .end_connections();
     }
 
     /// Brings the link back.

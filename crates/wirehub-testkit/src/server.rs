@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use wirehub_protocol::{HistoryQuery, HistoryReply, PublishReply, PublishRequest};
 use wirehub_server::ServerConfig;
 
 use crate::TIMEOUT;
@@ -131,20 +132,45 @@ impl TestServer {
     /// Publishes over `POST /api/publish` and returns the offset.
     ///
     /// # Panics
-    /// When the request fails or the answer has no offset.
+    /// When the request fails or the answer is not a [`PublishReply`].
     pub async fn publish_http(&self, channel: &str, data: serde_json::Value) -> u64 {
-        let reply: serde_json::Value = reqwest::Client::new()
+        let data = serde_json::value::to_raw_value(&data).expect("JSON data");
+        let request = PublishRequest {
+            channel: channel.into(),
+            data: &data,
+            idempotency_key: None,
+        };
+        let reply: PublishReply = reqwest::Client::new()
             .post(self.http_url("/api/publish"))
-            .json(&serde_json::json!({"channel": channel, "data": data}))
+            .json(&request)
             .send()
             .await
             .expect("POST /api/publish")
             .json()
             .await
+            .expect("a publish reply");
+        reply.offset
+    }
+
+    /// `GET /api/history` with `query`, as JSON; also checks that the answer reads as a
+    /// [`HistoryReply`].
+    ///
+    /// # Panics
+    /// When the request fails or the answer is not a history page.
+    pub async fn history_http(&self, query: &HistoryQuery) -> serde_json::Value {
+        let page: serde_json::Value = reqwest::Client::new()
+            .get(self.http_url("/api/history"))
+            .query(query)
+            .send()
+            .await
+            .expect("GET /api/history")
+            .json()
+            .await
             .expect("a JSON answer");
-        reply["offset"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no offset in {reply}"))
+        if let Err(err) = serde_json::from_value::<HistoryReply>(page.clone()) {
+            panic!("{page} is not a history page: {err}");
+        }
+        page
     }
 
     /// The shutdown token (cancel it to start a graceful shutdown).

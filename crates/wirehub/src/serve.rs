@@ -532,7 +532,7 @@ mod tests {
         }
         let ca = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../wirehub-server/tests/fixtures/tls-ca.pem"
+            "/../wirehub-testkit/fixtures/tls-ca.pem"
         );
         let config = resolve(&args("wirehub:", "rediss://127.0.0.1:6380", Some(ca)))
             .expect("resolves")

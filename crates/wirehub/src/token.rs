@@ -1,12 +1,12 @@
 //! `wirehub token`: prints an HS256 token for development (the server verifies it with the
 //! same `--jwt-secret`). Production tokens come from your own auth service.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use jsonwebtoken::{EncodingKey, Header, encode};
-use serde::Serialize;
+use wirehub_protocol::Claims;
 
 use crate::duration::parse_duration;
 
@@ -30,15 +30,6 @@ pub(crate) struct TokenArgs {
     ttl: Duration,
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    exp: u64,
-    iat: u64,
-    subscribe: &'a [String],
-    publish: &'a [String],
-}
-
 /// Builds the token.
 ///
 /// # Errors
@@ -48,17 +39,9 @@ pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<String> {
         wirehub_protocol::validate_pattern(pattern)
             .with_context(|| format!("invalid channel pattern {pattern:?}"))?;
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let claims = Claims {
-        sub: &args.sub,
-        exp: now + args.ttl.as_secs().max(1),
-        iat: now,
-        subscribe: &args.subscribe,
-        publish: &args.publish,
-    };
+    let claims = Claims::valid_for(&args.sub, args.ttl)
+        .subscribe(&args.subscribe)
+        .publish(&args.publish);
     encode(
         &Header::default(),
         &claims,

@@ -3,123 +3,28 @@
 //! Every process is killed when its guard is dropped, every wait has a timeout, and no port
 //! is fixed: the server listens on `127.0.0.1:0` and the test reads the address it logs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-/// How long any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(15);
+use wirehub_testkit::{ChildProcess, ServerProcess, TIMEOUT, fixture};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wirehub");
 
 fn wirehub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wirehub"))
+    Command::new(BIN)
 }
 
-/// A child process and its output lines, read by background threads.
-struct Process {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+/// Starts `wirehub serve` on `listen` with a short shutdown drain and extra flags.
+fn serve_with(listen: &str, flags: &[&str]) -> ServerProcess {
+    let mut args = vec!["--shutdown-drain", "100ms"];
+    args.extend_from_slice(flags);
+    ServerProcess::serve_on(BIN, listen, &args)
 }
 
-impl Process {
-    fn spawn(command: &mut Command) -> Process {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wirehub");
-        let stdout = lines(child.stdout.take().expect("stdout"));
-        let stderr = lines(child.stderr.take().expect("stderr"));
-        Process {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The next stdout line.
-    fn next_stdout(&self, what: &str) -> String {
-        self.stdout
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("no {what} on stdout within {WAIT:?}"))
-    }
-
-    /// Skips stderr lines until one contains `needle`, and returns it.
-    fn wait_stderr(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no stderr line containing {needle:?} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// Waits for the process to exit and returns its status code.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Starts `wirehub serve` on `listen` and returns it with the address it bound.
-fn serve(listen: &str) -> (Process, SocketAddr) {
+/// Starts `wirehub serve` on `listen`.
+fn serve(listen: &str) -> ServerProcess {
     serve_with(listen, &[])
-}
-
-/// Like [`serve`], with extra flags.
-fn serve_with(listen: &str, flags: &[&str]) -> (Process, SocketAddr) {
-    let server = Process::spawn(
-        wirehub()
-            .args(["serve", "--listen", listen, "--shutdown-drain", "100ms"])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .env_remove("WIREHUB_CONFIG")
-            .env_remove("WIREHUB_JWT_SECRET")
-            .env_remove("WIREHUB_TOKEN"),
-    );
-    let line = server.wait_stderr("listening");
-    let addr = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
-        .parse()
-        .expect("a socket address");
-    (server, addr)
 }
 
 fn publish(url: &str, channel: &str, data: &str) -> Output {
@@ -141,9 +46,10 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn sub_prints_compact_json_lines_and_survives_a_server_restart() {
-    let (mut server, addr) = serve("127.0.0.1:0");
+    let mut server = serve("127.0.0.1:0");
+    let addr = server.addr();
     let url = format!("ws://{addr}/ws");
-    let sub = Process::spawn(wirehub().args([
+    let sub = ChildProcess::spawn(wirehub().args([
         "sub",
         &url,
         "chat",
@@ -170,10 +76,9 @@ fn sub_prints_compact_json_lines_and_survives_a_server_restart() {
 
     // Kill the server and start a new one on the same address: the subscriber reconnects,
     // resubscribes, reports what it could not recover, and prints new messages.
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.kill();
     sub.wait_stderr("disconnected");
-    let (_server, _) = serve(&addr.to_string());
+    let _restarted = serve(&addr.to_string());
     sub.wait_stderr("connected (session");
     sub.wait_stderr("lost while disconnected");
     let published = publish(&url, "chat", "42");
@@ -196,7 +101,8 @@ fn pub_fails_clearly_when_it_cannot_publish() {
         text(&refused.stderr)
     );
 
-    let (_server, addr) = serve("127.0.0.1:0");
+    let server = serve("127.0.0.1:0");
+    let addr = server.addr();
     let invalid = publish(&format!("ws://{addr}/ws"), "not a channel", "1");
     assert!(!invalid.status.success());
     assert!(
@@ -216,7 +122,7 @@ fn refuse_upgrades() -> SocketAddr {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
-            let _ = stream.set_read_timeout(Some(WAIT));
+            let _ = stream.set_read_timeout(Some(TIMEOUT));
             let mut request = [0u8; 4096];
             let _ = stream.read(&mut request);
             let _ = stream.write_all(
@@ -231,8 +137,8 @@ fn refuse_upgrades() -> SocketAddr {
 fn sub_and_pub_exit_non_zero_when_the_server_refuses_them() {
     let addr = refuse_upgrades();
     let url = format!("ws://{addr}/ws");
-    let mut sub = Process::spawn(wirehub().args(["sub", &url, "chat"]));
-    let code = sub.wait_exit();
+    let mut sub = ChildProcess::spawn(wirehub().args(["sub", &url, "chat"]));
+    let code = sub.wait().code();
     assert!(code.is_some_and(|code| code != 0), "exit {code:?}");
     sub.wait_stderr("401");
 
@@ -248,7 +154,8 @@ fn sub_and_pub_exit_non_zero_when_the_server_refuses_them() {
 #[test]
 fn tokens_are_sent_and_refusals_are_reported() {
     let secret = "cli-test-secret-of-32-characters";
-    let (_server, addr) = serve_with("127.0.0.1:0", &["--jwt-secret", secret]);
+    let server = serve_with("127.0.0.1:0", &["--jwt-secret", secret]);
+    let addr = server.addr();
     let url = format!("ws://{addr}/ws");
     let token = wirehub()
         .args(["token", "--secret", secret, "--sub", "alice"])
@@ -259,16 +166,16 @@ fn tokens_are_sent_and_refusals_are_reported() {
     let token = text(&token.stdout).trim().to_owned();
 
     // Without a token the upgrade is refused with 401: the subscriber stops with an error.
-    let mut anonymous = Process::spawn(
+    let mut anonymous = ChildProcess::spawn(
         wirehub()
             .args(["sub", &url, "chat:1"])
             .env_remove("WIREHUB_TOKEN"),
     );
-    let code = anonymous.wait_exit();
+    let code = anonymous.wait().code();
     assert!(code.is_some_and(|code| code != 0), "exit {code:?}");
 
     // With it, messages flow.
-    let sub = Process::spawn(
+    let sub = ChildProcess::spawn(
         wirehub()
             .args(["sub", &url, "chat:1", "--token", &token])
             .env_remove("WIREHUB_TOKEN"),
@@ -304,14 +211,10 @@ fn help_explains_the_backoff() {
 
 #[test]
 fn sub_and_pub_speak_wss_with_a_ca_file() {
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../wirehub-server/tests/fixtures"
-    );
-    let cert = format!("{fixtures}/tls-cert.pem");
-    let key = format!("{fixtures}/tls-key.pem");
-    let ca = format!("{fixtures}/tls-ca.pem");
-    let (_server, addr) = serve_with("127.0.0.1:0", &["--tls-cert", &cert, "--tls-key", &key]);
+    let [cert, key, ca] = ["tls-cert.pem", "tls-key.pem", "tls-ca.pem"]
+        .map(|name| fixture(name).to_string_lossy().into_owned());
+    let server = serve_with("127.0.0.1:0", &["--tls-cert", &cert, "--tls-key", &key]);
+    let addr = server.addr();
     let url = format!("wss://{addr}/ws");
 
     let untrusted = publish(&url, "chat", "1");
@@ -322,7 +225,7 @@ fn sub_and_pub_speak_wss_with_a_ca_file() {
         text(&untrusted.stderr)
     );
 
-    let sub = Process::spawn(wirehub().args(["sub", &url, "chat", "--ca-cert", &ca]));
+    let sub = ChildProcess::spawn(wirehub().args(["sub", &url, "chat", "--ca-cert", &ca]));
     sub.wait_stderr("connected (session");
     let published = publish_with(&url, "chat", "\"secret\"", &["--ca-cert", &ca]);
     assert!(published.status.success(), "{}", text(&published.stderr));
@@ -339,9 +242,10 @@ fn sub_and_pub_speak_wss_with_a_ca_file() {
 
 #[test]
 fn pub_with_an_idempotency_key_publishes_at_most_once() {
-    let (_server, addr) = serve("127.0.0.1:0");
+    let server = serve("127.0.0.1:0");
+    let addr = server.addr();
     let url = format!("ws://{addr}/ws");
-    let sub = Process::spawn(wirehub().args(["sub", &url, "jobs"]));
+    let sub = ChildProcess::spawn(wirehub().args(["sub", &url, "jobs"]));
     sub.wait_stderr("connected (session");
     for _ in 0..2 {
         let published = publish_with(

@@ -212,16 +212,7 @@ mod tls_reload {
     use tokio::net::TcpStream;
     use tokio_rustls::client::TlsStream;
     use tokio_tungstenite::tungstenite::Message;
-    use wirehub_testkit::{ServerProcess, TIMEOUT};
-
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../wirehub-server/tests/fixtures"
-    );
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
-    }
+    use wirehub_testkit::{ServerProcess, TIMEOUT, read_fixture};
 
     fn der(pem: &[u8]) -> Vec<u8> {
         CertificateDer::from_pem_slice(pem)
@@ -232,7 +223,7 @@ mod tls_reload {
 
     /// A TLS connection trusting the test CA, and the certificate the server presented.
     async fn connect(server: &ServerProcess) -> (TlsStream<TcpStream>, Vec<u8>) {
-        let stream = wirehub_testkit::tls_connect(server.addr(), &fixture("tls-ca.pem")).await;
+        let stream = wirehub_testkit::tls_connect(server.addr(), &read_fixture("tls-ca.pem")).await;
         let presented = stream
             .get_ref()
             .1
@@ -249,8 +240,8 @@ mod tls_reload {
         let dir = std::env::temp_dir().join(format!("wirehub-tls-reload-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, fixture("tls-cert.pem")).expect("write");
-        std::fs::write(&key, fixture("tls-key.pem")).expect("write");
+        std::fs::write(&cert, read_fixture("tls-cert.pem")).expect("write");
+        std::fs::write(&key, read_fixture("tls-key.pem")).expect("write");
         let server = ServerProcess::serve(
             super::BIN,
             &[
@@ -262,7 +253,7 @@ mod tls_reload {
         );
 
         let (stream, presented) = connect(&server).await;
-        assert_eq!(presented, der(&fixture("tls-cert.pem")));
+        assert_eq!(presented, der(&read_fixture("tls-cert.pem")));
         let (mut old, _) = tokio_tungstenite::client_async("wss://localhost/ws", stream)
             .await
             .expect("upgrade over TLS");
@@ -270,14 +261,14 @@ mod tls_reload {
         assert!(welcome.to_text().expect("text").contains("welcome"));
 
         // The renewed pair replaces the files, then SIGHUP.
-        std::fs::write(&cert, fixture("tls-cert-2.pem")).expect("write");
-        std::fs::write(&key, fixture("tls-key-2.pem")).expect("write");
+        std::fs::write(&cert, read_fixture("tls-cert-2.pem")).expect("write");
+        std::fs::write(&key, read_fixture("tls-key-2.pem")).expect("write");
         server.signal("HUP");
         server.wait_log("TLS certificate reloaded");
         let (_new, presented) = connect(&server).await;
         assert_eq!(
             presented,
-            der(&fixture("tls-cert-2.pem")),
+            der(&read_fixture("tls-cert-2.pem")),
             "new handshakes use the new pair"
         );
 
@@ -297,7 +288,7 @@ mod tls_reload {
         server.signal("HUP");
         server.wait_log("TLS reload failed");
         let (_again, presented) = connect(&server).await;
-        assert_eq!(presented, der(&fixture("tls-cert-2.pem")));
+        assert_eq!(presented, der(&read_fixture("tls-cert-2.pem")));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use wirehub_protocol::HistoryQuery;
 use wirehub_server::{BrokerConfig, ServerConfig};
 use wirehub_testkit::{TestServer, WsClient};
 
@@ -17,16 +18,16 @@ pub fn config(url: &str, history: usize) -> ServerConfig {
         .broker(BrokerConfig::Redis(url.to_owned()))
 }
 
-/// `GET /api/history?channel=C&since=N&limit=L`.
+/// `GET /api/history?channel=C&since=N&limit=10000`.
 pub async fn history_http(server: &TestServer, channel: &str, since: u64) -> Value {
-    reqwest::get(server.http_url(&format!(
-        "/api/history?channel={channel}&since={since}&limit=10000"
-    )))
-    .await
-    .expect("get")
-    .json()
-    .await
-    .expect("json")
+    server
+        .history_http(&HistoryQuery {
+            channel: channel.to_owned(),
+            since: Some(since),
+            epoch: None,
+            limit: Some(HistoryQuery::MAX_LIMIT),
+        })
+        .await
 }
 
 /// Reads messages until offset `last`, checking that each follows the previous one; returns
