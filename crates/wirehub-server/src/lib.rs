@@ -9,13 +9,14 @@
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
-//! - `session`: one connection's loop (reads, writes, heartbeat, shutdown).
+//! - `session`: one connection's loop (reads, writes, heartbeat, shutdown, the close as one
+//!   phase); `session::requests`: one handler per request.
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
 //! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
-//! - `state`: what every connection shares.
+//! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
 mod auth;
