@@ -9,13 +9,14 @@
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
-//! - `session`: one connection's loop (reads, writes, heartbeat, shutdown).
+//! - `session`: one connection's loop (reads, writes, heartbeat, shutdown, the close as one
+//!   phase); `session::requests`: one handler per request.
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
 //! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
-//! - `state`: what every connection shares.
+//! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
 mod auth;
@@ -129,14 +130,21 @@ pub async fn prepare(config: ServerConfig, shutdown: CancellationToken) -> Resul
 }
 
 /// Socket options for every accepted connection: `TCP_NODELAY`, so that small pushes leave at
-/// once instead of waiting for Nagle's algorithm and the peer's delayed ACK (tens of ms).
-fn configure_accepted(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+/// once instead of waiting for Nagle's algorithm and the peer's delayed ACK (tens of ms), and
+/// `SO_SNDBUF` when `send_buffer` is set, so that what the kernel holds for a client that
+/// stopped reading is bounded (autotuned, it grows to megabytes).
+fn configure_accepted(
+    stream: &tokio::net::TcpStream,
+    send_buffer: Option<usize>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    if stream.nodelay()? {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("TCP_NODELAY did not stick"))
+    if !stream.nodelay()? {
+        return Err(std::io::Error::other("TCP_NODELAY did not stick"));
     }
+    if let Some(size) = send_buffer {
+        socket2::SockRef::from(stream).set_send_buffer_size(size)?;
+    }
+    Ok(())
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection until it ends or shutdown.
@@ -204,8 +212,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             },
         };
-        if let Err(err) = configure_accepted(&stream) {
-            warn!(%peer, error = %err, "could not set TCP_NODELAY");
+        if let Err(err) = configure_accepted(&stream, state.config.send_buffer) {
+            warn!(%peer, error = %err, "could not set TCP_NODELAY or SO_SNDBUF");
         }
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -248,14 +256,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn accepted_sockets_get_tcp_nodelay() {
+    async fn accepted_sockets_get_tcp_nodelay_and_the_send_buffer() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
         assert!(!accepted.nodelay().expect("read option"), "off by default");
-        configure_accepted(&accepted).expect("configure");
+        configure_accepted(&accepted, Some(128 << 10)).expect("configure");
         assert!(accepted.nodelay().expect("read option"));
+        // Linux doubles the value for its bookkeeping and reports the doubled size.
+        let size = socket2::SockRef::from(&accepted)
+            .send_buffer_size()
+            .expect("read option");
+        assert!((128 << 10..=256 << 10).contains(&size), "SO_SNDBUF {size}");
         drop(client);
     }
 }

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub heartbeat_terminations_total: AtomicU64,
     /// Connections cut off as slow consumers.
     pub slow_consumers_total: AtomicU64,
+    /// Connections given up (no close reply in time, no pong) and reset instead of closed,
+    /// so that the kernel dropped what it still held for them.
+    pub connections_aborted_total: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseCode::ALL.len()],
     /// Connections that ended without a close handshake (reset, EOF, timeout).
@@ -155,6 +158,12 @@ impl Metrics {
             "counter",
             "Connections cut off as slow consumers.",
             get(&self.slow_consumers_total),
+        );
+        metric(
+            "wirehub_connections_aborted_total",
+            "counter",
+            "Connections given up (no close reply within the grace, no pong) and reset, so that the kernel freed their send queues.",
+            get(&self.connections_aborted_total),
         );
         metric(
             "wirehub_abrupt_disconnects_total",

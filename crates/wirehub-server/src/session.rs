@@ -2,39 +2,47 @@
 //!
 //! The loop owns the socket and waits on: the socket becoming readable, the socket becoming
 //! writable (only while frames are waiting), the connection's [`Outbox`] (frames queued by the
-//! hub or by replies), the next heartbeat, and shutdown. Reads and writes use readiness and
+//! hub or by replies), the next deadline, and shutdown. Reads and writes use readiness and
 //! `try_read`/`try_write_vectored` on the `TcpStream` itself, so one task drives both
 //! directions and an idle connection holds no read or write buffer at all: the read buffer
 //! exists only while bytes are being decoded, and frames are written straight from the shared
 //! `Bytes` that the hub built once for every subscriber.
 //!
+//! The connection's life is one [`Phase`]: open, draining (shutdown was signalled), closing
+//! (our close frame is queued and the client's awaited) and flushing (nothing more is read;
+//! what is queued goes out, then the connection ends). Every close, whoever starts it, goes
+//! through [`Session::start_close`]. The requests themselves are handled in `requests`, one
+//! handler per request type.
+//!
 //! Bad input is answered with an `error` and the loop goes on. Only the causes in the close
-//! code table end a connection; whichever way it ends, its subscriptions are released.
+//! code table end a connection; whichever way it ends, its subscriptions are released. A
+//! connection the server gave up on (no close reply, no pong) is reset rather than closed, so
+//! that the kernel frees what it still held for it at once.
+
+mod requests;
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
-use wirehub_core::{Outbox, OutboxLimits, SessionRef, text_frame};
+use wirehub_core::{Outbox, OutboxLimits, text_frame};
 use wirehub_protocol::{
-    ClientMessage, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMessage, encode_server_message,
-    parse_client_message,
+    CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMessage, encode_server_message,
 };
 use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
 
 use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
-use crate::rate::{PublishLimiter, Verdict};
-use crate::state::AppState;
+use crate::rate::PublishLimiter;
+use crate::state::{AppState, ConnectionSlot};
 use crate::transport::Transport;
 
 /// What the connection is for.
@@ -53,8 +61,62 @@ const READ_BUDGET: usize = 256 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames handed to one vectored write.
 const MAX_IOVECS: usize = 64;
-/// How long the server waits for the client's close frame after sending its own.
+/// How long the server waits, once its close frame is queued, for the frame to go out and the
+/// client's to come back. Past it the connection is reset: this is the grace a given-up
+/// connection gets before the kernel drops what it still holds for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the connection is in its life; one value decides what the loop reads, writes and
+/// waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Serving requests.
+    Open,
+    /// Shutdown was signalled: requests are still served until `at` (a random point in the
+    /// drain window, so that clients do not all come back at once), then the connection
+    /// closes with 1001.
+    Draining {
+        /// When the close starts.
+        at: Instant,
+    },
+    /// Our close frame is queued; the client's is awaited until `deadline`. Anything else the
+    /// client sends is ignored.
+    Closing {
+        /// The close code sent (and counted).
+        code: CloseCode,
+        /// When the connection is given up if the close handshake has not completed.
+        deadline: Instant,
+    },
+    /// Nothing more is read (the client's close frame came, or its input broke the protocol):
+    /// what is queued is written, then the connection ends; past `deadline` it is given up.
+    Flushing {
+        /// The close code sent (and counted).
+        code: CloseCode,
+        /// When the connection is given up if what is queued has not been written.
+        deadline: Instant,
+    },
+}
+
+impl Phase {
+    /// Whether our close frame is queued.
+    fn is_closing(self) -> bool {
+        matches!(self, Phase::Closing { .. } | Phase::Flushing { .. })
+    }
+}
+
+/// Who ends the connection, which decides what goes out before the close frame and what the
+/// loop waits for after it.
+#[derive(Debug, Clone, Copy)]
+enum Closer {
+    /// The server (shutdown, token expiry, abuse, a full outbox): what is queued goes first
+    /// (for a slow consumer it is dropped), then the client's close frame is awaited.
+    Server,
+    /// The client's input broke the protocol: as `Server`, but nothing more is read.
+    BadInput,
+    /// The client's close frame, with its code: ours echoes the code at once, and what was
+    /// queued is dropped.
+    Client(u16),
+}
 
 /// What woke the loop.
 enum Event {
@@ -74,12 +136,24 @@ enum End {
     Abrupt(String),
     /// No pong arrived before the next heartbeat tick.
     HeartbeatTimeout,
-    /// Our close frame was sent but the client never answered it.
+    /// Our close frame was queued but the close handshake did not complete in time: the client
+    /// did not answer, or did not even read the frame.
     CloseTimeout(CloseCode),
 }
 
+impl End {
+    /// Whether the server gave up on the connection: it is then reset, not closed, so that
+    /// the kernel discards what it still holds for a client that stopped reading instead of
+    /// retrying it for minutes.
+    fn given_up(&self) -> bool {
+        matches!(self, End::HeartbeatTimeout | End::CloseTimeout(_))
+    }
+}
+
 /// Runs a connection until it ends. `leftover` holds bytes that arrived with the upgrade
-/// request.
+/// request; `slot` is the connection's place under `--max-connections`, released when this
+/// returns (or when the task is dropped).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     transport: Transport,
     leftover: Bytes,
@@ -88,18 +162,22 @@ pub(crate) async fn run(
     mode: Mode,
     claims: Option<Claims>,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     let id = state.next_session_id();
+    let name = format!("{:016x}", rand::random::<u64>());
     let user = claims.as_ref().map(|c| c.sub.clone());
-    let span = tracing::info_span!("session", id, %peer, user);
-    let mut session = Session::new(id, transport, leftover, state, mode);
+    let span = tracing::info_span!("session", id, %peer, session = %name, user);
+    let mut session = Session::new(id, name, transport, leftover, state, mode);
     session.set_claims(claims);
     let end = session.run(shutdown).instrument(span.clone()).await;
     session.finish(end).instrument(span).await;
+    drop(slot);
 }
 
 struct Session {
     id: u64,
+    /// The session id in `welcome` (and in the connection's log span).
     name: String,
     transport: Transport,
     state: Arc<AppState>,
@@ -114,19 +192,18 @@ struct Session {
     subscriptions: HashSet<String>,
     heartbeat: Heartbeat,
     publish_limiter: PublishLimiter,
-    /// Set once our close frame is queued: the code and the deadline for the client's reply.
-    closing: Option<(CloseCode, Instant)>,
-    /// Set once the client's close frame arrived (and ours answering it is queued).
-    close_received: bool,
+    phase: Phase,
     /// The connection's token claims, when authentication is on.
     claims: Option<Claims>,
     /// When the token expires: the connection is closed with 4001 unless it is refreshed.
+    /// `None` also for an expiry too far away for the clock to represent.
     token_deadline: Option<Instant>,
 }
 
 impl Session {
     fn new(
         id: u64,
+        name: String,
         transport: Transport,
         leftover: Bytes,
         state: Arc<AppState>,
@@ -149,8 +226,7 @@ impl Session {
         };
         Session {
             id,
-            name: format!("{:016x}", rand::random::<u64>()),
-
+            name,
             transport,
             decoder: Decoder::new(config.max_message_size),
             read_buf: BytesMut::from(&leftover[..]),
@@ -162,17 +238,18 @@ impl Session {
             write_offset: 0,
             subscriptions: HashSet::new(),
             heartbeat,
-            closing: None,
-            close_received: false,
+            phase: Phase::Open,
             claims: None,
             token_deadline: None,
         }
     }
 
+    /// Sets the connection's token claims and the deadline of their expiry. An expiry beyond
+    /// what the clock can represent (a signed `exp` near `u64::MAX`) sets no deadline.
     fn set_claims(&mut self, claims: Option<Claims>) {
         self.token_deadline = claims
             .as_ref()
-            .map(|claims| Instant::now() + claims.expires_in());
+            .and_then(|claims| Instant::now().checked_add(claims.expires_in()));
         self.claims = claims;
     }
 
@@ -194,7 +271,7 @@ impl Session {
         if !nodelay {
             warn!("TCP_NODELAY is off on this connection");
         }
-        debug!(session = %self.name, nodelay, "connection opened");
+        debug!(nodelay, "connection opened");
         // With TLS, rustls may hold decrypted bytes already: read them before waiting for
         // the socket.
         if self.transport.is_tls()
@@ -208,7 +285,6 @@ impl Session {
         {
             return end;
         }
-        let mut shutdown_at: Option<Instant> = None;
         // Futures that live as long as the loop: the shutdown signal, the outbox's wake-up,
         // and one timer for all of the loop's deadlines (heartbeat, shutdown drain, close
         // reply, token expiry), re-armed only when the earliest deadline changes. A wake-up
@@ -227,26 +303,31 @@ impl Session {
             if let Err(err) = self.flush() {
                 return End::Abrupt(err.to_string());
             }
-            if let Some((code, _)) = self.closing {
-                if self.close_received && self.writing.is_empty() {
+            match self.phase {
+                Phase::Flushing { code, .. } if self.writing.is_empty() => {
                     return End::Closed(code);
                 }
-            } else if let Some(code) = self.outbox.closed() {
-                self.start_close(code);
-                continue;
+                Phase::Open | Phase::Draining { .. } => {
+                    if let Some(code) = self.outbox.closed() {
+                        self.start_close(code, Closer::Server);
+                        continue;
+                    }
+                }
+                Phase::Closing { .. } | Phase::Flushing { .. } => {}
             }
             let want_write = !self.writing.is_empty() || self.transport.wants_write();
-            let deadline = self.next_deadline(shutdown_at);
+            let deadline = self.next_deadline();
             if deadline != armed {
                 if let Some(deadline) = deadline {
                     timer.as_mut().reset(deadline);
                 }
                 armed = deadline;
             }
+            let open = self.phase == Phase::Open;
             let tcp = self.transport.tcp();
             let event = tokio::select! {
                 biased;
-                () = &mut cancelled, if shutdown_at.is_none() && self.closing.is_none() => Event::Shutdown,
+                () = &mut cancelled, if open => Event::Shutdown,
                 () = &mut timer, if armed.is_some() => Event::Deadline,
                 ready = poll_fn(|cx| tcp.poll_read_ready(cx)) => Event::Readable(ready),
                 ready = poll_fn(|cx| tcp.poll_write_ready(cx)), if want_write => Event::Writable(ready),
@@ -254,11 +335,12 @@ impl Session {
             };
             match event {
                 Event::Shutdown => {
-                    shutdown_at = Some(Instant::now() + spread(self.state.config.shutdown_drain));
+                    let at = Instant::now() + spread(self.state.config.shutdown_drain);
+                    self.phase = Phase::Draining { at };
                 }
                 Event::Deadline => {
                     armed = None;
-                    if let Some(end) = self.on_deadline(shutdown_at) {
+                    if let Some(end) = self.on_deadline() {
                         return end;
                     }
                 }
@@ -276,30 +358,39 @@ impl Session {
         }
     }
 
-    /// The earliest deadline the loop waits for: the client's close reply while closing,
-    /// otherwise the shutdown drain, the token's expiry or the next heartbeat.
-    fn next_deadline(&self, shutdown_at: Option<Instant>) -> Option<Instant> {
-        if let Some((_, deadline)) = self.closing {
-            return Some(deadline);
-        }
-        [shutdown_at, self.token_deadline, self.heartbeat.deadline()]
+    /// The earliest deadline the loop waits for: the end of the close handshake while
+    /// closing, otherwise the shutdown drain, the token's expiry or the next heartbeat.
+    fn next_deadline(&self) -> Option<Instant> {
+        let drain_at = match self.phase {
+            Phase::Closing { deadline, .. } | Phase::Flushing { deadline, .. } => {
+                return Some(deadline);
+            }
+            Phase::Draining { at } => Some(at),
+            Phase::Open => None,
+        };
+        [drain_at, self.token_deadline, self.heartbeat.deadline()]
             .into_iter()
             .flatten()
             .min()
     }
 
     /// Acts on the deadline that passed (one per call; the loop comes back for the next).
-    fn on_deadline(&mut self, shutdown_at: Option<Instant>) -> Option<End> {
+    fn on_deadline(&mut self) -> Option<End> {
         let now = Instant::now();
-        if let Some((code, deadline)) = self.closing {
-            return (deadline <= now).then_some(End::CloseTimeout(code));
+        match self.phase {
+            Phase::Closing { code, deadline } | Phase::Flushing { code, deadline } => {
+                return (deadline <= now).then_some(End::CloseTimeout(code));
+            }
+            Phase::Draining { at } if at <= now => {
+                self.start_close(CloseCode::GoingAway, Closer::Server);
+                return None;
+            }
+            Phase::Open | Phase::Draining { .. } => {}
         }
-        if shutdown_at.is_some_and(|at| at <= now) {
-            self.start_close(CloseCode::GoingAway);
-        } else if self.token_deadline.is_some_and(|at| at <= now) {
+        if self.token_deadline.is_some_and(|at| at <= now) {
             info!("token expired; closing");
             self.token_deadline = None;
-            self.start_close(CloseCode::Unauthorized);
+            self.start_close(CloseCode::Unauthorized, Closer::Server);
         } else if self.heartbeat.deadline().is_some_and(|at| at <= now) {
             if self.heartbeat.awaiting_pong() {
                 return Some(End::HeartbeatTimeout);
@@ -322,7 +413,7 @@ impl Session {
             if self.writing.is_empty() {
                 // Frames are taken from the outbox only once the previous batch is written,
                 // so that a stalled socket fills the (bounded) outbox and not this queue.
-                if self.closing.is_some() {
+                if self.phase.is_closing() {
                     return Ok(());
                 }
                 self.outbox.drain_into(&mut self.writing);
@@ -379,16 +470,19 @@ impl Session {
             }
             match self.transport.try_read_buf(&mut self.read_buf) {
                 Ok(0) => {
-                    return Err(if self.closing.is_some() {
-                        End::Closed(self.closing.map_or(CloseCode::Normal, |(code, _)| code))
-                    } else {
-                        End::Abrupt("connection reset or EOF without a close frame".into())
+                    return Err(match self.phase {
+                        Phase::Closing { code, .. } | Phase::Flushing { code, .. } => {
+                            End::Closed(code)
+                        }
+                        Phase::Open | Phase::Draining { .. } => {
+                            End::Abrupt("connection reset or EOF without a close frame".into())
+                        }
                     });
                 }
                 Ok(read) => {
                     budget = budget.saturating_sub(read);
                     self.decode_all().await?;
-                    if self.close_received {
+                    if matches!(self.phase, Phase::Flushing { .. }) {
                         break;
                     }
                 }
@@ -405,7 +499,7 @@ impl Session {
 
     async fn decode_all(&mut self) -> Result<(), End> {
         loop {
-            if self.close_received {
+            if matches!(self.phase, Phase::Flushing { .. }) {
                 self.read_buf.clear();
                 return Ok(());
             }
@@ -428,38 +522,28 @@ impl Session {
         };
         info!(error = %err, close_code = code.code(), "protocol error; closing");
         self.read_buf.clear();
-        if self.closing.is_none() {
-            if code == CloseCode::MessageTooBig && self.mode == Mode::PubSub {
-                // Say why in the protocol too, before the close frame.
-                self.send_error(None, ErrorCode::TooLarge, &err.to_string());
-            }
-            self.start_close(code);
+        if code == CloseCode::MessageTooBig && self.mode == Mode::PubSub && !self.phase.is_closing()
+        {
+            // Say why in the protocol too, before the close frame.
+            self.send_error(None, ErrorCode::TooLarge, &err.to_string());
         }
-        // Nothing more from this client can be trusted: stop reading it.
-        self.close_received = true;
+        self.start_close(code, Closer::BadInput);
     }
 
     async fn on_message(&mut self, message: Message) {
         match message {
             Message::Ping(payload) => {
-                if self.closing.is_none() {
+                if !self.phase.is_closing() {
                     self.queue(wirehub_ws::encode_frame(OpCode::Pong, &payload));
                 }
             }
             Message::Pong(_) => self.heartbeat.pong_received(),
             Message::Close(frame) => {
-                self.close_received = true;
-                if self.closing.is_none() {
-                    let code = frame.as_ref().map_or(1000, |f| f.code);
-                    debug!(code, "client closed the connection");
-                    self.metrics().close(CloseCode::Normal);
-                    self.closing = Some((CloseCode::Normal, Instant::now() + CLOSE_TIMEOUT));
-                    self.outbox.close(CloseCode::Normal);
-                    self.writing.truncate(usize::from(self.write_offset > 0));
-                    self.writing.push_back(wirehub_ws::encode_close(code, ""));
-                }
+                let code = frame.as_ref().map_or(1000, |f| f.code);
+                debug!(code, "client closed the connection");
+                self.start_close(CloseCode::Normal, Closer::Client(code));
             }
-            _ if self.closing.is_some() => {}
+            _ if self.phase.is_closing() => {}
             Message::Text(text) => match self.mode {
                 Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Text, &text)),
                 // Boxed: a request handler's state (hub calls) is large and rarely alive;
@@ -475,181 +559,6 @@ impl Session {
                 ),
             },
         }
-    }
-
-    async fn on_text(&mut self, text: &[u8]) {
-        Metrics::add(&self.metrics().messages_in_total, 1);
-        let Ok(text) = std::str::from_utf8(text) else {
-            // The decoder validated UTF-8 already; this cannot happen.
-            return self.send_error(None, ErrorCode::InvalidJson, "text frame is not UTF-8");
-        };
-        let request = match parse_client_message(text) {
-            Ok(request) => request,
-            Err(err) => return self.send_error(err.id, err.code, &err.message),
-        };
-        match request {
-            ClientMessage::Subscribe { id, channel, since } => {
-                if self.subscriptions.contains(&*channel) {
-                    return self.send_error(
-                        id,
-                        ErrorCode::AlreadySubscribed,
-                        &format!("already subscribed to {channel:?}"),
-                    );
-                }
-                if self.subscriptions.len() >= self.state.config.max_subscriptions {
-                    return self.send_error(
-                        id,
-                        ErrorCode::TooManySubscriptions,
-                        &format!(
-                            "a connection may hold {} subscriptions",
-                            self.state.config.max_subscriptions
-                        ),
-                    );
-                }
-                if self
-                    .claims
-                    .as_ref()
-                    .is_some_and(|c| !c.may_subscribe(&channel))
-                {
-                    return self.send_error(
-                        id,
-                        ErrorCode::Forbidden,
-                        &format!("the token does not allow subscribing to {channel:?}"),
-                    );
-                }
-                let session = SessionRef {
-                    id: self.id,
-                    outbox: self.outbox.clone(),
-                };
-                match self
-                    .state
-                    .hub
-                    .subscribe(&session, &channel, id, since)
-                    .await
-                {
-                    Ok(subscribed) => {
-                        Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
-                        self.subscriptions.insert(channel.into_owned());
-                    }
-                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
-                }
-            }
-            ClientMessage::Unsubscribe { id, channel } => {
-                if !self.subscriptions.remove(&*channel) {
-                    return self.send_error(
-                        id,
-                        ErrorCode::NotSubscribed,
-                        &format!("not subscribed to {channel:?}"),
-                    );
-                }
-                match self.state.hub.unsubscribe(&channel, self.id).await {
-                    Ok(()) => self.send(&ServerMessage::Unsubscribed {
-                        id,
-                        channel: channel.into_owned(),
-                    }),
-                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
-                }
-            }
-            ClientMessage::Publish {
-                id,
-                channel,
-                data,
-                idempotency_key,
-            } => {
-                if self
-                    .claims
-                    .as_ref()
-                    .is_some_and(|c| !c.may_publish(&channel))
-                {
-                    return self.send_error(
-                        id,
-                        ErrorCode::Forbidden,
-                        &format!("the token does not allow publishing to {channel:?}"),
-                    );
-                }
-                match self.publish_limiter.check(std::time::Instant::now()) {
-                    Verdict::Allowed => {}
-                    verdict => {
-                        self.send_error(
-                            id,
-                            ErrorCode::RateLimited,
-                            &format!(
-                                "more than {} publishes per second on this connection",
-                                self.state.config.publish_rate
-                            ),
-                        );
-                        if verdict == Verdict::Abuse {
-                            warn!("publishing far beyond the rate limit; closing");
-                            self.start_close(CloseCode::PolicyViolation);
-                        }
-                        return;
-                    }
-                }
-                match self
-                    .state
-                    .hub
-                    .publish(&channel, data.get().as_bytes(), idempotency_key.as_deref())
-                    .await
-                {
-                    Ok(published) => {
-                        let counter = if published.duplicate {
-                            &self.metrics().publish_duplicates_total
-                        } else {
-                            &self.metrics().published_total
-                        };
-                        Metrics::add(counter, 1);
-                        self.send(&ServerMessage::Ack {
-                            id,
-                            offset: published.offset,
-                            duplicate: published.duplicate,
-                        });
-                    }
-                    Err(err) => self.send_error(id, err.code(), &err.to_string()),
-                }
-            }
-            ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }),
-            ClientMessage::Refresh { id, token } => self.refresh(id, &token).await,
-        }
-    }
-
-    /// Replaces the connection's token; subscriptions the new token no longer allows end.
-    async fn refresh(&mut self, id: Option<u64>, token: &str) {
-        let Some(authenticator) = &self.state.authenticator else {
-            return self.send_error(
-                id,
-                ErrorCode::Unauthorized,
-                "this server does not use tokens (no --jwt-secret or --jwt-public-key)",
-            );
-        };
-        let claims = match authenticator.verify(token) {
-            Ok(claims) => claims,
-            Err(err) => return self.send_error(id, ErrorCode::Unauthorized, &err.to_string()),
-        };
-        if let Some(old) = &self.claims
-            && old.sub != claims.sub
-        {
-            return self.send_error(
-                id,
-                ErrorCode::Forbidden,
-                "a refreshed token must be for the same user (sub)",
-            );
-        }
-        let revoked: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|channel| !claims.may_subscribe(channel))
-            .cloned()
-            .collect();
-        for channel in revoked {
-            self.subscriptions.remove(&channel);
-            if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
-                warn!(%channel, error = %err, "releasing subscription failed");
-            }
-            self.send(&ServerMessage::Unsubscribed { id: None, channel });
-        }
-        let expires = claims.exp;
-        self.set_claims(Some(claims));
-        self.send(&ServerMessage::Refreshed { id, expires });
     }
 
     fn send(&mut self, message: &ServerMessage) {
@@ -672,28 +581,53 @@ impl Session {
         let _ = self.outbox.push(frame);
     }
 
-    /// Sends our close frame after what is queued (or, for a slow consumer, instead of it)
-    /// and waits a bounded time for the client's.
-    fn start_close(&mut self, code: CloseCode) {
+    /// Starts the close handshake, once per connection: closes the outbox, queues our close
+    /// frame (after what is queued, or instead of it for a slow consumer and in answer to the
+    /// client's close), counts the close code and moves to the phase that waits for the
+    /// handshake's end, bounded by [`CLOSE_TIMEOUT`].
+    ///
+    /// Once closing, a client's close frame or a protocol error only stops the reading.
+    fn start_close(&mut self, code: CloseCode, closer: Closer) {
+        match (self.phase, closer) {
+            (Phase::Open | Phase::Draining { .. }, _) => {}
+            (Phase::Closing { code, deadline }, Closer::BadInput | Closer::Client(_)) => {
+                self.phase = Phase::Flushing { code, deadline };
+                return;
+            }
+            (Phase::Closing { .. } | Phase::Flushing { .. }, _) => return,
+        }
         self.outbox.close(code);
+        self.metrics().close(code);
         if code == CloseCode::SlowConsumer {
             Metrics::add(&self.metrics().slow_consumers_total, 1);
             warn!(
                 queued = self.outbox.len() + self.writing.len(),
                 "slow consumer; closing"
             );
+        }
+        let frame = match closer {
+            Closer::Client(client_code) => wirehub_ws::encode_close(client_code, ""),
+            Closer::Server | Closer::BadInput => {
+                wirehub_ws::encode_close(code.code(), code.reason())
+            }
+        };
+        if code == CloseCode::SlowConsumer || matches!(closer, Closer::Client(_)) {
             // Keep only a partly written frame: the close frame must follow whole frames.
             self.writing.truncate(usize::from(self.write_offset > 0));
         } else {
             self.outbox.drain_into(&mut self.writing);
         }
-        self.metrics().close(code);
-        self.writing
-            .push_back(wirehub_ws::encode_close(code.code(), code.reason()));
-        self.closing = Some((code, Instant::now() + CLOSE_TIMEOUT));
+        self.writing.push_back(frame);
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        self.phase = match closer {
+            Closer::Server => Phase::Closing { code, deadline },
+            Closer::BadInput | Closer::Client(_) => Phase::Flushing { code, deadline },
+        };
     }
 
-    /// Releases everything the connection held and logs how it ended.
+    /// Releases everything the connection held and logs how it ended. A connection the
+    /// server gave up on is reset (`SO_LINGER` 0) when the socket is dropped, so that the
+    /// kernel frees its send queue at once instead of holding it in FIN-WAIT-1.
     async fn finish(&mut self, end: End) {
         for channel in std::mem::take(&mut self.subscriptions) {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
@@ -713,14 +647,16 @@ impl Session {
                 info!(
                     close_code = code.code(),
                     reason = code.reason(),
-                    "connection closed (no close reply)"
+                    unwritten = self.writing.len(),
+                    "no close reply in time; resetting the connection"
                 );
             }
             End::HeartbeatTimeout => {
                 Metrics::add(&self.metrics().heartbeat_terminations_total, 1);
                 self.metrics().close(CloseCode::HeartbeatTimeout);
                 warn!("no pong before the next heartbeat; terminating connection");
-                // Best effort: a dead peer will not read it.
+                // Best effort: a dead peer will not read it, and the reset below discards it
+                // unless the kernel could send it at once.
                 let frame = wirehub_ws::encode_close(
                     CloseCode::HeartbeatTimeout.code(),
                     CloseCode::HeartbeatTimeout.reason(),
@@ -735,7 +671,12 @@ impl Session {
                 info!(reason = %reason, "connection lost");
             }
         }
-        self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+        if end.given_up() {
+            Metrics::add(&self.metrics().connections_aborted_total, 1);
+            if let Err(err) = self.transport.tcp().set_zero_linger() {
+                warn!(error = %err, "could not set SO_LINGER to 0; the socket closes normally");
+            }
+        }
     }
 }
 

@@ -92,3 +92,38 @@ impl AppState {
         self.sessions.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
+
+/// A reserved place among the server's WebSocket connections (`--max-connections`), counted
+/// in the `wirehub_connections` gauge from the upgrade on and released when dropped, however
+/// the connection ends: its session finishes, the upgrade fails, or the task is dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    state: Arc<AppState>,
+}
+
+impl AppState {
+    /// Reserves a connection slot, or `None` when `max_connections` are held already. The
+    /// check and the count it guards are one atomic step, so a burst of upgrades cannot pass
+    /// the limit.
+    pub(crate) fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.max_connections as u64;
+        self.metrics
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (max == 0 || held < max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot {
+                state: self.clone(),
+            })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.state
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}

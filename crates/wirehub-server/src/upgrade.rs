@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -65,8 +64,10 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             }
         }
     };
-    let max = state.config.max_connections;
-    if max > 0 && state.metrics.connections.load(Ordering::Relaxed) as usize >= max {
+    // The slot is taken here, atomically with the check, and travels with the connection:
+    // dropped on any early return below, when the upgrade fails, or when the session ends.
+    let Some(slot) = state.reserve_connection() else {
+        let max = state.config.max_connections;
         Metrics::add(&state.metrics.upgrades_refused_total, 1);
         warn!(%peer, max, "upgrade refused: connection limit reached");
         let mut response =
@@ -75,7 +76,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return response;
-    }
+    };
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
@@ -109,12 +110,10 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
                 }
             },
         };
-        let metrics = &task_state.metrics;
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        Metrics::add(&metrics.connections_total, 1);
+        Metrics::add(&task_state.metrics.connections_total, 1);
         let shutdown = task_state.shutdown.clone();
         session::run(
-            transport, leftover, peer, task_state, mode, claims, shutdown,
+            transport, leftover, peer, task_state, mode, claims, shutdown, slot,
         )
         .await;
     });

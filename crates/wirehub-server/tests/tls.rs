@@ -27,6 +27,9 @@ async fn https_and_wss_share_the_port() {
         ServerConfig::new()
             .heartbeat_interval(Duration::from_secs(60))
             .publish_rate(0)
+            // 6 MB are published below before the subscriber reads any: with the kernel's
+            // send buffer bounded (`send_buffer`), the outbox must hold them.
+            .max_queued_bytes(8 << 20)
             .tls(Some(tls_config())),
     )
     .await;
