@@ -73,7 +73,11 @@
 //!
 //! # Layout
 //! - `client`: the [`Client`] handle and the commands it sends to the connection task.
-//! - `connection`: the connection task (the actor that owns the socket).
+//! - `connector`: connecting: the URL, TLS, the upgrade request, and which refusals stop
+//!   the client.
+//! - `registry`: what outlives a connection: the subscriptions (with the last position
+//!   handed to each consumer) and the publishes held while disconnected.
+//! - `connection`: the connection task (the actor that owns the socket) and its loop.
 //! - `backoff`: the reconnect schedule, pure and unit-tested with an injected RNG.
 //! - `config`: [`ClientConfig`].
 //! - `event`: [`Event`] and the [`Events`] stream.
@@ -84,8 +88,10 @@ mod backoff;
 mod client;
 mod config;
 mod connection;
+mod connector;
 mod error;
 mod event;
+mod registry;
 mod subscription;
 
 pub use backoff::{Backoff, Jitter, ReconnectSchedule};
