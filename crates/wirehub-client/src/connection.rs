@@ -442,7 +442,7 @@ impl Actor {
     }
 
     async fn on_text(&mut self, conn: &mut Conn, text: &str) -> Flow {
-        let message = match parse_server_message(text) {
+        let message = match serde_json::from_str::<ServerMessage>(text) {
             Ok(message) => message,
             Err(error) => {
                 // A newer server may send message types this version does not know.
@@ -843,48 +843,6 @@ impl Actor {
     }
 }
 
-/// The fields of a server frame that a `message` delivery needs, read in one pass.
-#[derive(serde::Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    offset: Option<u64>,
-}
-
-/// Keeps a field that is present, even when it is `null`.
-fn present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
-}
-
-/// Parses a server frame.
-///
-/// `message` deliveries (the hot path) are read in one pass with their `data` kept verbatim;
-/// serde cannot deserialize a raw value inside an internally tagged enum, so they do not go
-/// through [`ServerMessage`]'s `Deserialize`. The rarer replies do.
-fn parse_server_message(text: &str) -> serde_json::Result<ServerMessage> {
-    let frame: Frame<'_> = serde_json::from_str(text)?;
-    if frame.kind == "message" {
-        return match (frame.channel, frame.data, frame.offset) {
-            (Some(channel), Some(data), Some(offset)) => Ok(ServerMessage::Message {
-                channel,
-                data: data.to_owned(),
-                offset,
-            }),
-            _ => Err(serde::de::Error::custom(
-                "a message needs `channel`, `data` and `offset`",
-            )),
-        };
-    }
-    serde_json::from_str(text)
-}
-
 fn closed_by_server(frame: Option<CloseFrame>) -> Ended {
     let Some(frame) = frame else {
         return Ended::Lost {
@@ -949,54 +907,5 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn server_messages_parse() {
-        let parsed = parse_server_message(
-            r#"{"type":"message","channel":"c","data":{"a":[1, 2]},"offset":7,"extra":1}"#,
-        );
-        match parsed {
-            Ok(ServerMessage::Message {
-                channel,
-                data,
-                offset,
-            }) => {
-                assert_eq!(
-                    (channel.as_str(), data.get(), offset),
-                    ("c", r#"{"a":[1, 2]}"#, 7)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            parse_server_message(r#"{"type":"message","channel":"c","data":null,"offset":1}"#),
-            Ok(ServerMessage::Message { data, .. }) if data.get() == "null"
-        ));
-        assert!(parse_server_message(r#"{"type":"message","channel":"c","offset":1}"#).is_err());
-        assert!(matches!(
-            parse_server_message(r#"{"type":"ack","id":3,"offset":9}"#),
-            Ok(ServerMessage::Ack {
-                id: Some(3),
-                offset: 9,
-                duplicate: false
-            })
-        ));
-        assert!(matches!(
-            parse_server_message(r#"{"type":"ack","id":3,"offset":9,"duplicate":true}"#),
-            Ok(ServerMessage::Ack {
-                duplicate: true,
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse_server_message(r#"{"type":"error","code":"from_the_future","message":"m"}"#),
-            Ok(ServerMessage::Error {
-                code: wirehub_protocol::ErrorCode::Unknown,
-                ..
-            })
-        ));
-        assert!(parse_server_message(r#"{"type":"novel"}"#).is_err());
-        assert!(parse_server_message("[]").is_err());
     }
 }
