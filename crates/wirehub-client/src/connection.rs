@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::Connector;
@@ -29,7 +28,7 @@ use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosi
 use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
 use crate::connector::{self, Socket};
-use crate::registry::{BufferedPublish, Registration, Registry, deliver};
+use crate::registry::{BufferedPublish, Offer, Registration, Registry};
 use crate::{ClientConfig, Error, Event, Message, Result, SubscriptionEvent};
 
 /// The connection task.
@@ -205,6 +204,8 @@ impl Actor {
                     }
                     None => return None,
                 },
+                // Caught up by the next connection's resubscription.
+                _ = self.registry.drained() => {}
             }
         }
     }
@@ -351,6 +352,7 @@ impl Actor {
                     Some(command) => self.on_command(conn, command).await?,
                     None => return Ok(()),
                 },
+                channel = self.registry.drained() => self.catch_up(conn, &channel).await?,
                 () = &mut idle => {
                     let now = Instant::now();
                     if let Some(deadline) = conn.ping_deadline {
@@ -457,7 +459,14 @@ impl Actor {
                 }
                 conn.ready = true;
                 self.emit(Event::Connected { session });
-                let channels: Vec<String> = self.registry.subscriptions.keys().cloned().collect();
+                // A stalled subscription waits for its consumer and catches up then.
+                let channels: Vec<String> = self
+                    .registry
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, registration)| registration.stalled.is_none())
+                    .map(|(channel, _)| channel.clone())
+                    .collect();
                 for channel in channels {
                     self.send_subscribe(conn, &channel, true).await?;
                 }
@@ -508,11 +517,27 @@ impl Actor {
                 channel,
                 data,
                 offset,
-            } => self.on_message(conn, channel, data, offset).await?,
-            // Recovery from a `gap` comes with the SDK's flow control; until then the stream
-            // goes on from the server's position.
-            ServerMessage::Gap { channel, .. } => {
-                tracing::warn!(%channel, "the server reported a gap in the channel's stream");
+            } => {
+                let message = Message {
+                    channel,
+                    data,
+                    offset,
+                };
+                self.on_message(conn, message).await?;
+            }
+            // Messages the server will not send this subscription: catch up from history,
+            // from the last position handed to the consumer.
+            ServerMessage::Gap {
+                channel,
+                offset,
+                from,
+                to,
+                ..
+            } => {
+                tracing::debug!(%channel, offset, ?from, ?to, "the server reported a gap");
+                if self.registry.catch_up_after_gap(&channel) {
+                    self.catch_up(conn, &channel).await?;
+                }
             }
             ServerMessage::Ack { id, offset, .. } => {
                 if let Some(Pending::Publish(publish)) = id.and_then(|id| conn.pending.remove(&id))
@@ -568,48 +593,11 @@ impl Actor {
         position: StreamPosition,
         recovered: Option<bool>,
     ) {
-        let Some(registration) = self.registry.subscriptions.get_mut(channel) else {
-            return;
-        };
-        if registration.in_flight != Some(id) {
-            return;
-        }
-        registration.in_flight = None;
-        let since = registration.position.take();
-        let lost = match (&since, recovered) {
-            (None, _) => false,
-            (Some(_), Some(false)) => true,
-            // Replayed messages (before or after this answer) advance the offset themselves.
-            (Some(since), Some(true)) => since.epoch != position.epoch,
-            // A server that does not say: only an unchanged position proves nothing was missed.
-            (Some(since), None) => *since != position,
-        };
-        match since {
-            Some(since) if !lost && since.epoch == position.epoch => {
-                registration.position = Some(since);
-            }
-            Some(since) if lost => {
-                tracing::debug!(channel, ?since, ?position, ?recovered, "recovery failed");
-                let _ = self.events.send(Event::RecoveryFailed {
-                    channel: channel.to_owned(),
-                    since: since.clone(),
-                    position: position.clone(),
-                });
-                deliver(
-                    registration,
-                    SubscriptionEvent::RecoveryFailed {
-                        since,
-                        position: position.clone(),
-                    },
-                );
-                registration.position = Some(position);
-            }
-            _ => registration.position = Some(position),
-        }
-        if let Some((reply, subscription)) = registration.waiting.take() {
-            // If the caller gave up meanwhile, the returned subscription is dropped here,
-            // which unsubscribes.
-            let _ = reply.send(Ok(subscription));
+        if let Some(event) =
+            self.registry
+                .on_subscribed(&self.config, channel, id, position, recovered)
+        {
+            self.emit(event);
         }
     }
 
@@ -652,51 +640,54 @@ impl Actor {
         }
     }
 
-    async fn on_message(
+    async fn on_message(&mut self, conn: &mut Conn, message: Message) -> Flow {
+        let channel = match self.registry.offer(&self.config, message) {
+            Offer::Queued | Offer::Skipped => return Ok(()),
+            Offer::Abandoned(channel) => channel,
+        };
+        // The Subscription was dropped: stop the server from sending more.
+        if self.registry.unregister(&channel, None) {
+            self.send_unsubscribe(conn, &channel, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_unsubscribe(
         &mut self,
         conn: &mut Conn,
-        channel: String,
-        data: Box<RawValue>,
-        offset: u64,
+        channel: &str,
+        reply: Option<oneshot::Sender<Result<()>>>,
     ) -> Flow {
-        let Some(registration) = self.registry.subscriptions.get_mut(&channel) else {
+        let id = self.next_id();
+        conn.pending.insert(id, Pending::Unsubscribe { reply });
+        let message = ClientMessage::Unsubscribe {
+            id: Some(id),
+            channel: channel.into(),
+        };
+        self.send(conn, &message).await
+    }
+
+    /// Catches a subscription up from the server's history, from the last position handed
+    /// to its consumer: `unsubscribe` (when subscribed on this connection), then `subscribe`
+    /// with `since`. Until the answer, deliveries of the old server-side subscription are
+    /// skipped; the replay that follows it goes through the bounded queue like any delivery.
+    /// Without a ready connection there is nothing to do: the next `welcome` resubscribes.
+    async fn catch_up(&mut self, conn: &mut Conn, channel: &str) -> Flow {
+        if !conn.ready {
+            return Ok(());
+        }
+        let Some(registration) = self.registry.subscriptions.get(channel) else {
             return Ok(());
         };
-        if let Some(position) = &mut registration.position {
-            if offset <= position.offset {
-                tracing::debug!(
-                    channel,
-                    offset,
-                    last = position.offset,
-                    "dropping a duplicate"
-                );
-                return Ok(());
-            }
-            position.offset = offset;
+        if registration.sent {
+            self.send_unsubscribe(conn, channel, None).await?;
         }
-        if registration.sender.is_closed() && registration.waiting.is_none() {
-            // The Subscription was dropped: stop the server from sending more.
-            if self.registry.unregister(&channel, None) {
-                let id = self.next_id();
-                conn.pending
-                    .insert(id, Pending::Unsubscribe { reply: None });
-                let message = ClientMessage::Unsubscribe {
-                    id: Some(id),
-                    channel: channel.as_str().into(),
-                };
-                self.send(conn, &message).await?;
-            }
-            return Ok(());
-        }
-        deliver(
-            registration,
-            SubscriptionEvent::Message(Message {
-                channel,
-                data,
-                offset,
-            }),
+        tracing::debug!(
+            channel,
+            since = ?self.registry.subscriptions.get(channel).and_then(|r| r.position.clone()),
+            "catching up from history"
         );
-        Ok(())
+        self.send_subscribe(conn, channel, false).await
     }
 
     async fn send_subscribe(&mut self, conn: &mut Conn, channel: &str, restoring: bool) -> Flow {

@@ -21,6 +21,14 @@
 //!   was missed. When it cannot, the client reports [`Event::RecoveryFailed`] and the
 //!   subscription yields [`SubscriptionEvent::RecoveryFailed`]: loss is never silent.
 //!   Duplicates (offset not above the last one seen in the same epoch) are dropped.
+//! - **Slow consumers lose nothing.** Each subscription queues up to
+//!   [`ClientConfig::subscription_capacity`] deliveries. When its consumer falls further
+//!   behind, the client stops queueing for it (other channels flow on), and once the consumer
+//!   has read half the queue it catches up from the server's history (`unsubscribe`, then
+//!   `subscribe` with `since` = the last message handed over), as often as needed. The same
+//!   happens when the server sends `gap` (messages it will not send this subscription).
+//!   Every message arrives in order, or [`SubscriptionEvent::RecoveryFailed`] marks the place
+//!   where the history no longer covered what was missed: never a silent drop.
 //! - **Dead servers.** When nothing arrived for [`ClientConfig::idle_timeout`] the client
 //!   sends an app-level `ping`; when nothing arrives within [`ClientConfig::pong_timeout`]
 //!   after it, the connection is dropped and re-established.

@@ -5,15 +5,36 @@
 //! while no connection is ready. The connection task ([`crate::connection`]) owns one
 //! [`Registry`] for its whole life and consults it on every frame and command; nothing here
 //! touches the socket.
+//!
+//! # Flow control: every message, or an explicit gap
+//!
+//! Each subscription's queue is bounded ([`ClientConfig::subscription_capacity`]). A delivery
+//! is handed over only when it fits, and the subscription's position then advances to it:
+//! the position is always that of the last item the consumer will see. When the queue is
+//! full the subscription *stalls*: deliveries for it are dropped, its position stays, and a
+//! waiter ([`Registry::drained`]) resolves once the consumer has made room for half the
+//! queue. The connection task then catches up from the server's history (`unsubscribe`, then
+//! `subscribe` with `since` = the position), exactly as after a reconnect: the replay goes
+//! through the same bounded queue (a replay larger than the queue stalls again, at a later
+//! position, so catching up converges), and only when the history no longer covers the
+//! position does the consumer get [`SubscriptionEvent::RecoveryFailed`], at that point of the
+//! stream. Other subscriptions on the connection flow on meanwhile.
 
 use std::collections::{BTreeMap, VecDeque};
 
+use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use wirehub_protocol::StreamPosition;
 
 use crate::client::Command;
-use crate::{ClientConfig, Error, Result, Subscription, SubscriptionEvent};
+use crate::{ClientConfig, Error, Event, Message, Result, Subscription, SubscriptionEvent};
 
 /// The subscriptions and held publishes of one client.
 pub(crate) struct Registry {
@@ -25,13 +46,34 @@ pub(crate) struct Registry {
     /// task does not keep itself alive.
     command_sender: mpsc::WeakSender<Command>,
     next_key: u64,
+    /// One waiter per stalled subscription: resolves with its channel and key once its
+    /// consumer made room (or dropped the subscription).
+    drains: FuturesUnordered<Abortable<Waiter>>,
+}
+
+/// Resolves with a subscription's channel and key once its consumer made room. `Sync` so
+/// that the connection task can be borrowed across an await.
+type Waiter = Pin<Box<dyn Future<Output = (String, u64)> + Send + Sync>>;
+
+/// What became of a delivery offered to a subscription.
+pub(crate) enum Offer {
+    /// Queued for the consumer; the subscription's position advanced to it.
+    Queued,
+    /// Not queued, and nothing is lost: a duplicate, a delivery of an earlier server-side
+    /// subscription while catching up, or the subscription is stalled (it catches up from
+    /// history once its consumer made room).
+    Skipped,
+    /// The application dropped the [`Subscription`] of this channel: the server must be
+    /// told to stop.
+    Abandoned(String),
 }
 
 /// A channel the application subscribed to; kept across reconnects.
 pub(crate) struct Registration {
     pub(crate) key: u64,
     pub(crate) sender: mpsc::Sender<SubscriptionEvent>,
-    /// The last position seen (from `subscribed` and every `message`).
+    /// The position of the last item handed to the consumer (from `subscribed` and every
+    /// queued `message`): what a resubscription or a catch-up asks for with `since`.
     pub(crate) position: Option<StreamPosition>,
     /// The caller of `subscribe` still waiting for the first `subscribed`, with the
     /// subscription it will get.
@@ -41,8 +83,18 @@ pub(crate) struct Registration {
     /// The id of the `subscribe` awaiting its answer, so that a late answer to an earlier
     /// request (before an unsubscribe) is not taken for this one.
     pub(crate) in_flight: Option<u64>,
-    /// Deliveries dropped because the subscription's queue was full, not yet reported.
-    pub(crate) missed: u64,
+    /// Set while the consumer's queue is full: deliveries are skipped until the waiter in
+    /// [`Registry::drained`] resolves, then the subscription catches up from history.
+    pub(crate) stalled: Option<AbortHandle>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // The waiter holds a sender of the queue: let it go, so that the stream ends.
+        if let Some(stalled) = self.stalled.take() {
+            stalled.abort();
+        }
+    }
 }
 
 /// A publish waiting to be sent or acknowledged.
@@ -61,7 +113,180 @@ impl Registry {
             buffer: VecDeque::new(),
             command_sender,
             next_key: 1,
+            drains: FuturesUnordered::new(),
         }
+    }
+
+    /// Waits until a stalled subscription's consumer has made room, clears its stall and
+    /// returns its channel: the caller catches it up from history. Pending while nothing is
+    /// stalled. Cancel-safe: a waiter that resolved is handled before the next await.
+    pub(crate) async fn drained(&mut self) -> String {
+        loop {
+            let Some(resolved) = self.drains.next().await else {
+                return std::future::pending().await;
+            };
+            let Ok((channel, key)) = resolved else {
+                continue;
+            };
+            if let Some(registration) = self.subscriptions.get_mut(&channel)
+                && registration.key == key
+                && registration.stalled.take().is_some()
+            {
+                return channel;
+            }
+        }
+    }
+
+    /// Offers a delivery to the channel's subscription.
+    pub(crate) fn offer(&mut self, config: &ClientConfig, message: Message) -> Offer {
+        let Some(registration) = self.subscriptions.get_mut(&message.channel) else {
+            return Offer::Skipped;
+        };
+        if registration.in_flight.is_some() || registration.stalled.is_some() {
+            // While a (re)subscription is in flight, what arrives belongs to the previous
+            // server-side subscription; the new one replays from the position.
+            return Offer::Skipped;
+        }
+        if let Some(position) = &registration.position
+            && message.offset <= position.offset
+        {
+            tracing::debug!(
+                channel = message.channel,
+                offset = message.offset,
+                last = position.offset,
+                "dropping a duplicate"
+            );
+            return Offer::Skipped;
+        }
+        if registration.sender.is_closed() && registration.waiting.is_none() {
+            return Offer::Abandoned(message.channel);
+        }
+        let offset = message.offset;
+        match registration
+            .sender
+            .try_send(SubscriptionEvent::Message(message))
+        {
+            Ok(()) => {
+                if let Some(position) = &mut registration.position {
+                    position.offset = offset;
+                }
+                Offer::Queued
+            }
+            Err(TrySendError::Full(SubscriptionEvent::Message(message))) => {
+                tracing::debug!(
+                    channel = message.channel,
+                    offset,
+                    "the consumer is behind: catching up from history once it made room"
+                );
+                let channel = message.channel;
+                self.stall(config, &channel);
+                Offer::Skipped
+            }
+            Err(TrySendError::Full(_)) => Offer::Skipped,
+            Err(TrySendError::Closed(event)) => match event {
+                SubscriptionEvent::Message(message) => Offer::Abandoned(message.channel),
+                _ => Offer::Skipped,
+            },
+        }
+    }
+
+    /// Stops queueing for a subscription until its consumer has made room for half the queue.
+    fn stall(&mut self, config: &ClientConfig, channel: &str) {
+        let Some(registration) = self.subscriptions.get_mut(channel) else {
+            return;
+        };
+        if registration.stalled.is_some() {
+            return;
+        }
+        let room = (config.subscription_capacity.max(1) / 2).max(1);
+        let sender = registration.sender.clone();
+        let owner = (channel.to_owned(), registration.key);
+        let (handle, registration_handle) = AbortHandle::new_pair();
+        let wait: Waiter = Box::pin(async move {
+            // Fails at once when the consumer is gone: the caller then finds out.
+            let _ = sender.reserve_many(room).await;
+            owner
+        });
+        self.drains.push(Abortable::new(wait, registration_handle));
+        registration.stalled = Some(handle);
+    }
+
+    /// Handles the server's `subscribed` for a registration's pending request: sets the
+    /// position to continue from and, when the server could not replay everything since the
+    /// last position handed over, queues [`SubscriptionEvent::RecoveryFailed`] at this point
+    /// of the stream. Returns the event to tell the application.
+    pub(crate) fn on_subscribed(
+        &mut self,
+        config: &ClientConfig,
+        channel: &str,
+        id: u64,
+        position: StreamPosition,
+        recovered: Option<bool>,
+    ) -> Option<Event> {
+        let registration = self.subscriptions.get_mut(channel)?;
+        if registration.in_flight != Some(id) {
+            return None;
+        }
+        registration.in_flight = None;
+        let since = registration.position.take();
+        let lost = match (&since, recovered) {
+            (None, _) => false,
+            (Some(_), Some(false)) => true,
+            // Replayed messages (before or after this answer) advance the offset themselves.
+            (Some(since), Some(true)) => since.epoch != position.epoch,
+            // A server that does not say: only an unchanged position proves nothing was missed.
+            (Some(since), None) => *since != position,
+        };
+        let mut event = None;
+        let mut stall = false;
+        match since {
+            Some(since) if !lost && since.epoch == position.epoch => {
+                registration.position = Some(since);
+            }
+            Some(since) if lost => {
+                let notice = SubscriptionEvent::RecoveryFailed {
+                    since: since.clone(),
+                    position: position.clone(),
+                };
+                match registration.sender.try_send(notice) {
+                    Ok(()) => {
+                        tracing::debug!(channel, ?since, ?position, ?recovered, "recovery failed");
+                        event = Some(Event::RecoveryFailed {
+                            channel: channel.to_owned(),
+                            since,
+                            position: position.clone(),
+                        });
+                        registration.position = Some(position);
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        // No room for the notice: keep the old position; the catch-up once
+                        // the consumer made room finds the same loss and reports it then.
+                        registration.position = Some(since);
+                        stall = true;
+                    }
+                    Err(TrySendError::Closed(_)) => registration.position = Some(position),
+                }
+            }
+            _ => registration.position = Some(position),
+        }
+        if let Some((reply, subscription)) = registration.waiting.take() {
+            // If the caller gave up meanwhile, the returned subscription is dropped here,
+            // which unsubscribes.
+            let _ = reply.send(Ok(subscription));
+        }
+        if stall {
+            self.stall(config, channel);
+        }
+        event
+    }
+
+    /// Whether a `gap` from the server calls for catching up now: not while a
+    /// (re)subscription is in flight (the gap is the previous server-side subscription's) or
+    /// the subscription is stalled (it catches up once its consumer made room).
+    pub(crate) fn catch_up_after_gap(&self, channel: &str) -> bool {
+        self.subscriptions.get(channel).is_some_and(|registration| {
+            registration.sent && registration.in_flight.is_none() && registration.stalled.is_none()
+        })
     }
 
     /// Registers a subscription. Returns the channel when `subscribe` must be sent for it.
@@ -99,7 +324,6 @@ impl Registry {
                 }
                 waiting.key = key;
                 waiting.sender = sender;
-                waiting.missed = 0;
                 waiting.waiting = Some((reply, subscription));
                 None
             }
@@ -113,7 +337,15 @@ impl Registry {
                 // unsubscribe, if still queued, carries the old key and is ignored.)
                 stale.key = key;
                 stale.sender = sender;
-                stale.missed = 0;
+                if let Some(stalled) = stale.stalled.take() {
+                    // The new consumer's queue is empty: catch up at once.
+                    stalled.abort();
+                    let owner = (channel.clone(), key);
+                    let (handle, registration_handle) = AbortHandle::new_pair();
+                    let ready: Waiter = Box::pin(std::future::ready(owner));
+                    self.drains.push(Abortable::new(ready, registration_handle));
+                    stale.stalled = Some(handle);
+                }
                 // If the caller is gone, dropping the subscription unsubscribes again.
                 let _ = reply.send(Ok(subscription));
                 None
@@ -128,7 +360,7 @@ impl Registry {
                         waiting: Some((reply, subscription)),
                         sent: false,
                         in_flight: None,
-                        missed: 0,
+                        stalled: None,
                     },
                 );
                 Some(channel)
@@ -195,32 +427,5 @@ impl Registry {
             key,
             reply,
         }
-    }
-}
-
-/// Pushes an item to a subscription; reports earlier drops first. `false` when the
-/// subscription's receiver is gone.
-pub(crate) fn deliver(registration: &mut Registration, event: SubscriptionEvent) -> bool {
-    use mpsc::error::TrySendError;
-    if registration.missed > 0 {
-        let lagged = SubscriptionEvent::Lagged {
-            missed: registration.missed,
-        };
-        match registration.sender.try_send(lagged) {
-            Ok(()) => registration.missed = 0,
-            Err(TrySendError::Full(_)) => {
-                registration.missed += 1;
-                return true;
-            }
-            Err(TrySendError::Closed(_)) => return false,
-        }
-    }
-    match registration.sender.try_send(event) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            registration.missed += 1;
-            true
-        }
-        Err(TrySendError::Closed(_)) => false,
     }
 }
