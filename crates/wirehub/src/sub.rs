@@ -189,16 +189,16 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
 fn gap_report(channel: &str, since: &StreamPosition, position: &StreamPosition) -> String {
     if since.epoch == position.epoch {
         format!(
-            "wirehub sub: messages {}..{} on {channel:?} were lost: no longer in the server's \
-             history (continuing after {})",
+            "wirehub sub: messages {}..{} on {channel:?} were lost while disconnected or \
+             behind: no longer in the server's history (continuing after {})",
             since.offset + 1,
             position.offset,
             position.offset
         )
     } else {
         format!(
-            "wirehub sub: messages on {channel:?} after {}/{} were lost: the stream restarted \
-             (epoch {}, continuing after {})",
+            "wirehub sub: messages on {channel:?} after {}/{} were lost while disconnected or \
+             behind: the stream restarted (epoch {}, continuing after {})",
             since.epoch, since.offset, position.epoch, position.offset
         )
     }
