@@ -28,8 +28,8 @@ use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosi
 use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
 use crate::connector::{self, Socket};
-use crate::registry::{BufferedPublish, Offer, Registration, Registry};
-use crate::{ClientConfig, Error, Event, Message, Result, SubscriptionEvent};
+use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
+use crate::{ClientConfig, Error, Event, Message, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
@@ -622,9 +622,7 @@ impl Actor {
                 channel: channel.to_owned(),
                 error: error.clone(),
             });
-            let _ = registration
-                .sender
-                .try_send(SubscriptionEvent::Ended(error));
+            end_stream(&registration.sender, error);
         }
     }
 
@@ -679,6 +677,13 @@ impl Actor {
         let Some(registration) = self.registry.subscriptions.get(channel) else {
             return Ok(());
         };
+        if registration.sender.is_closed() && registration.waiting.is_none() {
+            // The consumer is gone rather than caught up.
+            if self.registry.unregister(channel, None) {
+                self.send_unsubscribe(conn, channel, None).await?;
+            }
+            return Ok(());
+        }
         if registration.sent {
             self.send_unsubscribe(conn, channel, None).await?;
         }
@@ -800,9 +805,7 @@ impl Actor {
                 subscription.disarm();
                 let _ = reply.send(Err(fail.clone()));
             } else {
-                let _ = registration
-                    .sender
-                    .try_send(SubscriptionEvent::Ended(fail.clone()));
+                end_stream(&registration.sender, fail.clone());
             }
         }
         self.commands.close();

@@ -429,3 +429,15 @@ impl Registry {
         }
     }
 }
+
+/// Queues a subscription's last item, [`SubscriptionEvent::Ended`]. When the queue is full, a
+/// task hands it over once the consumer made room, so that the consumer still learns why its
+/// stream ended, after everything that came before.
+pub(crate) fn end_stream(sender: &mpsc::Sender<SubscriptionEvent>, error: Error) {
+    if let Err(TrySendError::Full(last)) = sender.try_send(SubscriptionEvent::Ended(error)) {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let _ = sender.send(last).await;
+        });
+    }
+}

@@ -271,3 +271,27 @@ async fn issue_9_a_gap_that_history_cannot_fill_is_reported_at_its_place() {
     .await;
     client.close().await;
 }
+
+#[tokio::test]
+async fn issue_9_a_full_queue_still_ends_with_the_reason_after_what_came_before() {
+    let fake = FakeServer::always(Behavior::serve()).await;
+    let client = Client::connect(config(&fake.url())).expect("connect");
+    let mut events = client.events();
+    let mut feed = client.subscribe("feed").await.expect("subscribe");
+    for n in 1..=(CAPACITY as u64 + 4) {
+        fake.publish("feed", &json!(n));
+    }
+    // The queue is full when the server tells the client to stop (4003: forbidden).
+    fake.close_all(4003);
+    wait_for(&mut events, "the stop", |event| {
+        matches!(event, Event::Stopped { .. })
+    })
+    .await;
+    expect_messages(&mut feed, 1..=CAPACITY as u64).await;
+    match next_item(&mut feed).await {
+        SubscriptionEvent::Ended(wirehub_client::Error::Rejected { code, .. }) => {
+            assert_eq!(code, 4003);
+        }
+        other => panic!("expected the end with the reason, got {other:?}"),
+    }
+}

@@ -1,5 +1,6 @@
 //! The client against the real wirehub server: restarts on the same port, graceful
-//! shutdown, and recovery of missed messages through `since` after a network cut.
+//! shutdown, and recovery of missed messages through `since` after a network cut (through
+//! `TcpProxy`).
 
 use std::time::Duration;
 
@@ -9,8 +10,7 @@ use wirehub_client::{
     Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, SubscriptionEvent,
 };
 use wirehub_server::{AuthConfig, ServerConfig};
-use wirehub_testkit::TestServer;
-use wirehub_testkit::fake::Proxy;
+use wirehub_testkit::{TcpProxy, TestServer};
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -184,8 +184,8 @@ async fn a_graceful_shutdown_closes_with_1001_and_the_client_comes_back() {
 #[tokio::test]
 async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     let server = TestServer::start(server_config()).await;
-    let proxy = Proxy::start(server.addr()).await;
-    let client = Client::connect(config(&proxy.url())).expect("connect");
+    let proxy = TcpProxy::start(server.addr()).await;
+    let client = Client::connect(config(&proxy.ws_url())).expect("connect");
     let mut events = client.events();
     let publisher = Client::connect(config(&server.ws_url())).expect("connect");
     let mut chat = client.subscribe("chat").await.expect("subscribe");
@@ -193,7 +193,6 @@ async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     assert_eq!(message_of(next_item(&mut chat).await), (1, json!(1)));
 
     // Cut the client off and keep it off while two messages are published.
-    proxy.block(true);
     proxy.cut();
     wait_for(&mut events, "the disconnect", |e| {
         matches!(e, Event::Disconnected { .. })
@@ -201,7 +200,7 @@ async fn messages_missed_during_a_network_cut_are_replayed_through_since() {
     .await;
     publisher.publish("chat", &json!(2)).await.expect("publish");
     publisher.publish("chat", &json!(3)).await.expect("publish");
-    proxy.block(false);
+    proxy.restore();
     wait_for(&mut events, "the reconnect", |e| {
         matches!(e, Event::Connected { .. })
     })
