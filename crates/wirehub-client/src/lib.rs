@@ -17,8 +17,8 @@
 //!   least 1). 4000–4099 and HTTP 401/403 at the upgrade: stop, with the error reported in
 //!   [`Event::Stopped`] and to every pending and later call.
 //! - **Resubscription and recovery.** After a reconnect every subscription is restored
-//!   with `since: {epoch, offset}` of the last message it saw, so the server replays what
-//!   was missed. When it cannot, the client reports [`Event::RecoveryFailed`] and the
+//!   with `since: {epoch, offset}` of the last message it handed to the consumer, so the
+//!   server replays what was missed. When it cannot, the client reports [`Event::RecoveryFailed`] and the
 //!   subscription yields [`SubscriptionEvent::RecoveryFailed`]: loss is never silent.
 //!   Duplicates (offset not above the last one seen in the same epoch) are dropped.
 //! - **Slow consumers lose nothing.** Each subscription queues up to
