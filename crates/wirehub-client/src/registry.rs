@@ -441,3 +441,121 @@ pub(crate) fn end_stream(sender: &mpsc::Sender<SubscriptionEvent>, error: Error)
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn message(offset: u64) -> Message {
+        Message {
+            channel: "c".into(),
+            data: serde_json::value::to_raw_value(&offset).expect("JSON"),
+            offset,
+        }
+    }
+
+    /// A registry with one confirmed subscription to `c` whose queue holds 4.
+    fn subscribed() -> (Registry, ClientConfig, mpsc::Sender<Command>, Subscription) {
+        let config = ClientConfig::new("ws://127.0.0.1:1/ws").subscription_capacity(4);
+        let (commands, _receiver) = mpsc::channel(8);
+        let mut registry = Registry::new(commands.downgrade());
+        let (reply, mut answer) = oneshot::channel();
+        assert_eq!(
+            registry.register(&config, "c".into(), reply).as_deref(),
+            Some("c")
+        );
+        registry
+            .subscriptions
+            .get_mut("c")
+            .expect("registered")
+            .in_flight = Some(1);
+        let position = StreamPosition {
+            epoch: "e".into(),
+            offset: 0,
+        };
+        assert!(
+            registry
+                .on_subscribed(&config, "c", 1, position, None)
+                .is_none()
+        );
+        let subscription = answer.try_recv().expect("answered").expect("subscribed");
+        (registry, config, commands, subscription)
+    }
+
+    fn offset_of(item: Option<SubscriptionEvent>) -> u64 {
+        match item {
+            Some(SubscriptionEvent::Message(message)) => message.offset,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_stalls_until_half_of_it_was_read_and_the_wait_is_cancel_safe() {
+        let (mut registry, config, _commands, mut subscription) = subscribed();
+        for offset in 1..=4 {
+            assert!(matches!(
+                registry.offer(&config, message(offset)),
+                Offer::Queued
+            ));
+        }
+        // The fifth does not fit: skipped, and so is everything after it, while stalled.
+        for offset in 5..=7 {
+            assert!(matches!(
+                registry.offer(&config, message(offset)),
+                Offer::Skipped
+            ));
+        }
+        let registration = &registry.subscriptions["c"];
+        assert!(registration.stalled.is_some());
+        assert_eq!(registration.position.as_ref().map(|p| p.offset), Some(4));
+
+        // A wait started and abandoned (as a `select!` does) loses nothing.
+        assert!(registry.drained().now_or_never().is_none());
+        assert_eq!(offset_of(subscription.recv().await), 1);
+        assert!(
+            registry.drained().now_or_never().is_none(),
+            "one read is not half"
+        );
+        assert_eq!(offset_of(subscription.recv().await), 2);
+        let channel = tokio::time::timeout(Duration::from_secs(5), registry.drained())
+            .await
+            .expect("room for half the queue");
+        assert_eq!(channel, "c");
+        assert!(registry.subscriptions["c"].stalled.is_none());
+        // Nothing more to wait for.
+        assert!(registry.drained().now_or_never().is_none());
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_skipped_and_a_dropped_consumer_is_abandoned() {
+        let (mut registry, config, _commands, subscription) = subscribed();
+        assert!(matches!(registry.offer(&config, message(1)), Offer::Queued));
+        assert!(matches!(
+            registry.offer(&config, message(1)),
+            Offer::Skipped
+        ));
+        drop(subscription);
+        assert!(matches!(
+            registry.offer(&config, message(2)),
+            Offer::Abandoned(channel) if channel == "c"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_consumer_that_goes_away_ends_the_wait() {
+        let (mut registry, config, _commands, subscription) = subscribed();
+        for offset in 1..=5 {
+            registry.offer(&config, message(offset));
+        }
+        assert!(registry.subscriptions["c"].stalled.is_some());
+        drop(subscription);
+        let channel = tokio::time::timeout(Duration::from_secs(5), registry.drained())
+            .await
+            .expect("the wait ends with the consumer");
+        assert_eq!(channel, "c");
+    }
+}
