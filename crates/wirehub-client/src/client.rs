@@ -7,7 +7,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use wirehub_protocol::validate_channel;
 
-use crate::connection::{self, Actor};
+use crate::connection::Actor;
+use crate::connector;
 use crate::{ClientConfig, Error, Event, Events, Result, Subscription};
 
 /// How many commands may wait for the connection task before callers wait to enqueue.
@@ -85,7 +86,7 @@ impl Client {
     /// for a root certificate that cannot be used, and
     /// [`Error::NoRuntime`] outside a Tokio runtime.
     pub fn connect(config: ClientConfig) -> Result<Client> {
-        let tls = connection::validate(&config)?;
+        let tls = connector::validate(&config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (commands, command_receiver) = mpsc::channel(COMMAND_QUEUE);
         let (events, first_events) = broadcast::channel(EVENT_QUEUE);
@@ -221,7 +222,7 @@ impl Client {
     /// force on the current connection), [`Error::Timeout`], or the client's fatal error.
     pub async fn refresh_token(&self, token: impl Into<String>) -> Result<()> {
         let token = token.into();
-        connection::check_token(&token)?;
+        connector::check_token(&token)?;
         self.request(|reply| Command::Refresh { token, reply })
             .await
     }

@@ -50,9 +50,12 @@ pub struct ClientConfig {
     /// connection resubscribed. A publish beyond this fails at once with
     /// [`Error::BufferFull`](crate::Error::BufferFull). Default 64.
     pub publish_buffer: usize,
-    /// How many deliveries each [`Subscription`](crate::Subscription) queues before the
-    /// client drops new ones and reports
-    /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged). Default 1024.
+    /// How many deliveries each [`Subscription`](crate::Subscription) queues for its
+    /// consumer. When the queue is full the client stops queueing for that subscription
+    /// (nothing else waits) and, once the consumer has read half of it, catches up from the
+    /// server's history with `subscribe` + `since`; what the history no longer holds is
+    /// reported as [`SubscriptionEvent::RecoveryFailed`](crate::SubscriptionEvent::RecoveryFailed)
+    /// at its place. A larger queue means fewer catch-ups for a bursty consumer. Default 1024.
     pub subscription_capacity: usize,
     /// How long `subscribe`, `unsubscribe` and `publish` wait for the server's answer,
     /// including any time spent waiting for a connection. Default 10 s.

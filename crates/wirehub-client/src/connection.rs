@@ -1,108 +1,35 @@
 //! The connection task: the one owner of the socket, driven by [`Command`]s.
 //!
-//! [`Actor::run`] loops over connection attempts. Each attempt connects (with a timeout),
-//! then [`Actor::serve`] runs one `select!` loop over the socket, the command queue, the
-//! idle/pong deadline and the health deadline until the connection ends. The outcome and
-//! its close code decide between reconnecting after a backoff delay and stopping.
+//! [`Actor::run`] loops over connection attempts. Each attempt connects (with a timeout,
+//! through [`connector`]), then [`Actor::serve`] runs one `select!` loop over the socket, the
+//! command queue, the idle/pong deadline and the health deadline until the connection ends.
+//! The outcome and its close code decide between reconnecting after a backoff delay and
+//! stopping.
 //!
-//! State that outlives a connection lives in the actor: the registered subscriptions with
-//! the last position seen on each, the buffer of publishes made while disconnected, and the
-//! reconnect schedule. State of one connection lives in [`Conn`]: requests awaiting an
-//! answer, whether `welcome` arrived, whether the connection proved healthy.
+//! State that outlives a connection lives in the [`Registry`]: the registered subscriptions
+//! with the last position handed to each consumer, and the buffer of publishes made while
+//! disconnected; the actor also keeps the reconnect schedule. State of one connection lives
+//! in [`Conn`]: requests awaiting an answer, whether `welcome` arrived, whether the connection
+//! proved healthy.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rustls_pki_types::CertificateDer;
-use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, header};
+use tokio_tungstenite::Connector;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosition};
 
 use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
-use crate::{ClientConfig, Error, Event, Message, Result, Subscription, SubscriptionEvent};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Checks what can be checked before the first attempt (the URL, the token header, the
-/// TLS roots) and returns the TLS settings a `wss://` URL needs.
-pub(crate) fn validate(config: &ClientConfig) -> Result<Option<Connector>> {
-    build_request(config)?;
-    let secure = config
-        .url
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
-    if secure {
-        tls_settings(&config.root_certificates).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-/// A rustls client configuration trusting the bundled Mozilla roots and `extra` (DER).
-fn tls_settings(extra: &[Vec<u8>]) -> Result<Connector> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for der in extra {
-        roots
-            .add(CertificateDer::from(der.clone()))
-            .map_err(|error| Error::Tls {
-                reason: format!("cannot use a root certificate: {error}"),
-            })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let settings = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| Error::Tls {
-            reason: error.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(settings)))
-}
-
-/// Checks that a token can be sent in the `Authorization` header.
-pub(crate) fn check_token(token: &str) -> Result<()> {
-    bearer(token).map(drop)
-}
-
-fn bearer(token: &str) -> Result<HeaderValue> {
-    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::InvalidToken)
-}
-
-fn build_request(config: &ClientConfig) -> Result<Request<()>> {
-    let invalid = |reason: String| Error::InvalidUrl {
-        url: config.url.clone(),
-        reason,
-    };
-    let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-    if !matches!(scheme, Some(scheme) if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss"))
-    {
-        return Err(invalid("the scheme must be ws:// or wss://".into()));
-    }
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|err| invalid(err.to_string()))?;
-    if let Some(token) = &config.token {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, bearer(token)?);
-    }
-    Ok(request)
-}
+use crate::connector::{self, Socket};
+use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
+use crate::{ClientConfig, Error, Event, Message, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
@@ -110,45 +37,15 @@ pub(crate) struct Actor {
     /// The TLS settings for a `wss://` URL, built once.
     tls: Option<Connector>,
     commands: mpsc::Receiver<Command>,
-    /// Given to each [`Subscription`] so that dropping it can unsubscribe; weak so that the
-    /// task does not keep itself alive.
-    command_sender: mpsc::WeakSender<Command>,
     events: broadcast::Sender<Event>,
     stopped: StopState,
     schedule: ReconnectSchedule<StdRng>,
     /// Connection attempts since the last healthy connection.
     attempts: u32,
-    subscriptions: BTreeMap<String, Registration>,
-    buffer: VecDeque<BufferedPublish>,
+    /// The subscriptions and held publishes, kept across connections.
+    registry: Registry,
     next_id: u64,
-    next_key: u64,
     close_reply: Option<oneshot::Sender<()>>,
-}
-
-/// A channel the application subscribed to; kept across reconnects.
-struct Registration {
-    key: u64,
-    sender: mpsc::Sender<SubscriptionEvent>,
-    /// The last position seen (from `subscribed` and every `message`).
-    position: Option<StreamPosition>,
-    /// The caller of `subscribe` still waiting for the first `subscribed`, with the
-    /// subscription it will get.
-    waiting: Option<(oneshot::Sender<Result<Subscription>>, Subscription)>,
-    /// Whether `subscribe` was sent on the current connection.
-    sent: bool,
-    /// The id of the `subscribe` awaiting its answer, so that a late answer to an earlier
-    /// request (before an unsubscribe) is not taken for this one.
-    in_flight: Option<u64>,
-    /// Deliveries dropped because the subscription's queue was full, not yet reported.
-    missed: u64,
-}
-
-struct BufferedPublish {
-    channel: String,
-    data: Box<RawValue>,
-    /// Sent with the publish, so that sending it again after a lost ack is safe.
-    key: Option<Box<str>>,
-    reply: oneshot::Sender<Result<u64>>,
 }
 
 /// A request sent on the current connection, awaiting its answer.
@@ -219,15 +116,12 @@ impl Actor {
             config,
             tls,
             commands,
-            command_sender,
             events,
             stopped,
             schedule,
             attempts: 0,
-            subscriptions: BTreeMap::new(),
-            buffer: VecDeque::new(),
+            registry: Registry::new(command_sender),
             next_id: 1,
-            next_key: 1,
             close_reply: None,
         }
     }
@@ -241,7 +135,7 @@ impl Actor {
             });
             let (last_error, advice) = match self.attempt().await {
                 Attempt::Closed => return self.stop(None),
-                Attempt::Failed(error) if is_fatal_connect_error(&error) => {
+                Attempt::Failed(error) if connector::is_fatal_connect_error(&error) => {
                     return self.stop(Some(error));
                 }
                 Attempt::Failed(error) => {
@@ -284,22 +178,12 @@ impl Actor {
 
     /// One connection attempt, handling commands while it is under way.
     async fn attempt(&mut self) -> Attempt {
-        let request = match build_request(&self.config) {
-            Ok(request) => request,
-            Err(error) => return Attempt::Failed(error),
-        };
-        let connect_timeout = self.config.connect_timeout;
-        let url = self.config.url.clone();
+        let config = self.config.clone();
         let tls = self.tls.clone();
         let connect = async move {
-            let handshake =
-                tokio_tungstenite::connect_async_tls_with_config(request, None, true, tls);
-            match timeout(connect_timeout, handshake).await {
-                Ok(Ok((socket, _response))) => Attempt::Open(Box::new(socket)),
-                Ok(Err(error)) => Attempt::Failed(classify_connect_error(error, &url)),
-                Err(_) => Attempt::Failed(Error::connect(format!(
-                    "no WebSocket handshake within {connect_timeout:?}"
-                ))),
+            match connector::connect(&config, tls).await {
+                Ok(socket) => Attempt::Open(Box::new(socket)),
+                Err(error) => Attempt::Failed(error),
             }
         };
         self.offline_until(connect).await.unwrap_or(Attempt::Closed)
@@ -320,6 +204,8 @@ impl Actor {
                     }
                     None => return None,
                 },
+                // Caught up by the next connection's resubscription.
+                _ = self.registry.drained() => {}
             }
         }
     }
@@ -329,14 +215,14 @@ impl Actor {
     fn handle_offline(&mut self, command: Command) -> Flow {
         match command {
             Command::Subscribe { channel, reply } => {
-                self.register(channel, reply);
+                self.registry.register(&self.config, channel, reply);
             }
             Command::Unsubscribe {
                 channel,
                 key,
                 reply,
             } => {
-                self.unregister(&channel, key);
+                self.registry.unregister(&channel, key);
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(()));
                 }
@@ -346,7 +232,7 @@ impl Actor {
                 data,
                 key,
                 reply,
-            } => self.hold(channel, data, key, reply),
+            } => self.registry.hold(&self.config, channel, data, key, reply),
             Command::Refresh { token, reply } => {
                 // Used at the next upgrade.
                 self.config.token = Some(token);
@@ -358,137 +244,6 @@ impl Actor {
             }
         }
         Ok(())
-    }
-
-    /// Registers a subscription. Returns the channel when `subscribe` must be sent for it.
-    fn register(
-        &mut self,
-        channel: String,
-        reply: oneshot::Sender<Result<Subscription>>,
-    ) -> Option<String> {
-        let Some(commands) = self.command_sender.upgrade() else {
-            // Every handle is gone; nobody will read the answer.
-            return None;
-        };
-        let key = self.next_key;
-        self.next_key += 1;
-        let (sender, receiver) = mpsc::channel(self.config.subscription_capacity.max(1));
-        let subscription = Subscription::new(
-            channel.clone(),
-            key,
-            receiver,
-            commands,
-            self.config.request_timeout,
-        );
-        match self.subscriptions.get_mut(&channel) {
-            Some(waiting)
-                if waiting
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|(old, _)| old.is_closed()) =>
-            {
-                // An earlier `subscribe` for this channel timed out before the server
-                // answered: this caller takes its place.
-                if let Some((_, abandoned)) = waiting.waiting.take() {
-                    abandoned.disarm();
-                }
-                waiting.key = key;
-                waiting.sender = sender;
-                waiting.missed = 0;
-                waiting.waiting = Some((reply, subscription));
-                None
-            }
-            Some(existing) if !existing.sender.is_closed() || existing.waiting.is_some() => {
-                let _ = reply.send(Err(Error::AlreadySubscribed { channel }));
-                None
-            }
-            Some(stale) => {
-                // The old Subscription was dropped but the server-side subscription is
-                // still in place: hand the channel to the new one. (The old one's
-                // unsubscribe, if still queued, carries the old key and is ignored.)
-                stale.key = key;
-                stale.sender = sender;
-                stale.missed = 0;
-                // If the caller is gone, dropping the subscription unsubscribes again.
-                let _ = reply.send(Ok(subscription));
-                None
-            }
-            None => {
-                self.subscriptions.insert(
-                    channel.clone(),
-                    Registration {
-                        key,
-                        sender,
-                        position: None,
-                        waiting: Some((reply, subscription)),
-                        sent: false,
-                        in_flight: None,
-                        missed: 0,
-                    },
-                );
-                Some(channel)
-            }
-        }
-    }
-
-    /// Removes a registration; returns whether `unsubscribe` must be sent to the server.
-    fn unregister(&mut self, channel: &str, key: Option<u64>) -> bool {
-        match self.subscriptions.get(channel) {
-            Some(registration) if key.is_none_or(|key| key == registration.key) => {
-                let sent = registration.sent;
-                if let Some(mut registration) = self.subscriptions.remove(channel)
-                    && let Some((reply, subscription)) = registration.waiting.take()
-                {
-                    let _ = reply.send(Err(Error::Closed));
-                    subscription.disarm();
-                }
-                sent
-            }
-            _ => false,
-        }
-    }
-
-    /// Holds a publish until the next session, or refuses it when the buffer is full.
-    fn hold(
-        &mut self,
-        channel: String,
-        data: Box<RawValue>,
-        key: Option<Box<str>>,
-        reply: oneshot::Sender<Result<u64>>,
-    ) {
-        if reply.is_closed() {
-            return;
-        }
-        if self.buffer.len() >= self.config.publish_buffer {
-            let _ = reply.send(Err(Error::BufferFull {
-                capacity: self.config.publish_buffer,
-            }));
-            return;
-        }
-        let publish = self.keyed(channel, data, key, reply);
-        self.buffer.push_back(publish);
-    }
-
-    /// A publish with its idempotency key: the caller's, else a fresh random one (128 bits,
-    /// hex) when publishes are retried.
-    fn keyed(
-        &self,
-        channel: String,
-        data: Box<RawValue>,
-        key: Option<Box<str>>,
-        reply: oneshot::Sender<Result<u64>>,
-    ) -> BufferedPublish {
-        let key = key.or_else(|| {
-            self.config
-                .retry_publishes
-                .then(|| format!("{:032x}", rand::random::<u128>()).into_boxed_str())
-        });
-        BufferedPublish {
-            channel,
-            data,
-            key,
-            reply,
-        }
     }
 
     /// Serves one established connection until it ends; fails what was in flight.
@@ -553,9 +308,9 @@ impl Actor {
         }
         unacknowledged.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
         for (_, publish) in unacknowledged {
-            self.buffer.push_front(publish);
+            self.registry.buffer.push_front(publish);
         }
-        for registration in self.subscriptions.values_mut() {
+        for registration in self.registry.subscriptions.values_mut() {
             registration.sent = false;
             registration.in_flight = None;
         }
@@ -597,6 +352,7 @@ impl Actor {
                     Some(command) => self.on_command(conn, command).await?,
                     None => return Ok(()),
                 },
+                channel = self.registry.drained() => self.catch_up(conn, &channel).await?,
                 () = &mut idle => {
                     let now = Instant::now();
                     if let Some(deadline) = conn.ping_deadline {
@@ -636,7 +392,7 @@ impl Actor {
         }
         match command {
             Command::Subscribe { channel, reply } => {
-                if let Some(channel) = self.register(channel, reply) {
+                if let Some(channel) = self.registry.register(&self.config, channel, reply) {
                     self.send_subscribe(conn, &channel, false).await?;
                 }
             }
@@ -645,7 +401,7 @@ impl Actor {
                 key,
                 reply,
             } => {
-                if self.unregister(&channel, key) {
+                if self.registry.unregister(&channel, key) {
                     let id = self.next_id();
                     let message = ClientMessage::Unsubscribe {
                         id: Some(id),
@@ -664,7 +420,7 @@ impl Actor {
                 reply,
             } => {
                 if !reply.is_closed() {
-                    let publish = self.keyed(channel, data, key, reply);
+                    let publish = Registry::keyed(&self.config, channel, data, key, reply);
                     self.send_publish(conn, publish).await?;
                 }
             }
@@ -688,7 +444,7 @@ impl Actor {
     }
 
     async fn on_text(&mut self, conn: &mut Conn, text: &str) -> Flow {
-        let message = match parse_server_message(text) {
+        let message = match serde_json::from_str::<ServerMessage>(text) {
             Ok(message) => message,
             Err(error) => {
                 // A newer server may send message types this version does not know.
@@ -703,11 +459,18 @@ impl Actor {
                 }
                 conn.ready = true;
                 self.emit(Event::Connected { session });
-                let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
+                // A stalled subscription waits for its consumer and catches up then.
+                let channels: Vec<String> = self
+                    .registry
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, registration)| registration.stalled.is_none())
+                    .map(|(channel, _)| channel.clone())
+                    .collect();
                 for channel in channels {
                     self.send_subscribe(conn, &channel, true).await?;
                 }
-                while let Some(publish) = self.buffer.pop_front() {
+                while let Some(publish) = self.registry.buffer.pop_front() {
                     if publish.reply.is_closed() {
                         continue;
                     }
@@ -754,11 +517,27 @@ impl Actor {
                 channel,
                 data,
                 offset,
-            } => self.on_message(conn, channel, data, offset).await?,
-            // Recovery from a `gap` comes with the SDK's flow control; until then the stream
-            // goes on from the server's position.
-            ServerMessage::Gap { channel, .. } => {
-                tracing::warn!(%channel, "the server reported a gap in the channel's stream");
+            } => {
+                let message = Message {
+                    channel,
+                    data,
+                    offset,
+                };
+                self.on_message(conn, message).await?;
+            }
+            // Messages the server will not send this subscription: catch up from history,
+            // from the last position handed to the consumer.
+            ServerMessage::Gap {
+                channel,
+                offset,
+                from,
+                to,
+                ..
+            } => {
+                tracing::debug!(%channel, offset, ?from, ?to, "the server reported a gap");
+                if self.registry.catch_up_after_gap(&channel) {
+                    self.catch_up(conn, &channel).await?;
+                }
             }
             ServerMessage::Ack { id, offset, .. } => {
                 if let Some(Pending::Publish(publish)) = id.and_then(|id| conn.pending.remove(&id))
@@ -814,53 +593,16 @@ impl Actor {
         position: StreamPosition,
         recovered: Option<bool>,
     ) {
-        let Some(registration) = self.subscriptions.get_mut(channel) else {
-            return;
-        };
-        if registration.in_flight != Some(id) {
-            return;
-        }
-        registration.in_flight = None;
-        let since = registration.position.take();
-        let lost = match (&since, recovered) {
-            (None, _) => false,
-            (Some(_), Some(false)) => true,
-            // Replayed messages (before or after this answer) advance the offset themselves.
-            (Some(since), Some(true)) => since.epoch != position.epoch,
-            // A server that does not say: only an unchanged position proves nothing was missed.
-            (Some(since), None) => *since != position,
-        };
-        match since {
-            Some(since) if !lost && since.epoch == position.epoch => {
-                registration.position = Some(since);
-            }
-            Some(since) if lost => {
-                tracing::debug!(channel, ?since, ?position, ?recovered, "recovery failed");
-                let _ = self.events.send(Event::RecoveryFailed {
-                    channel: channel.to_owned(),
-                    since: since.clone(),
-                    position: position.clone(),
-                });
-                deliver(
-                    registration,
-                    SubscriptionEvent::RecoveryFailed {
-                        since,
-                        position: position.clone(),
-                    },
-                );
-                registration.position = Some(position);
-            }
-            _ => registration.position = Some(position),
-        }
-        if let Some((reply, subscription)) = registration.waiting.take() {
-            // If the caller gave up meanwhile, the returned subscription is dropped here,
-            // which unsubscribes.
-            let _ = reply.send(Ok(subscription));
+        if let Some(event) =
+            self.registry
+                .on_subscribed(&self.config, channel, id, position, recovered)
+        {
+            self.emit(event);
         }
     }
 
     fn on_revoked(&mut self, channel: &str) {
-        let Some(mut registration) = self.subscriptions.remove(channel) else {
+        let Some(mut registration) = self.registry.subscriptions.remove(channel) else {
             return;
         };
         let error = Error::Revoked {
@@ -880,73 +622,81 @@ impl Actor {
                 channel: channel.to_owned(),
                 error: error.clone(),
             });
-            let _ = registration
-                .sender
-                .try_send(SubscriptionEvent::Ended(error));
+            end_stream(&registration.sender, error);
         }
     }
 
     fn on_subscribe_refused(&mut self, channel: &str, id: Option<u64>, error: Error) {
-        let Some(registration) = self.subscriptions.get(channel) else {
+        let Some(registration) = self.registry.subscriptions.get(channel) else {
             return;
         };
         if id.is_none() || registration.in_flight != id {
             return;
         }
-        if let Some(mut registration) = self.subscriptions.remove(channel) {
+        if let Some(mut registration) = self.registry.subscriptions.remove(channel) {
             self.end_registration(channel, &mut registration, error);
         }
     }
 
-    async fn on_message(
-        &mut self,
-        conn: &mut Conn,
-        channel: String,
-        data: Box<RawValue>,
-        offset: u64,
-    ) -> Flow {
-        let Some(registration) = self.subscriptions.get_mut(&channel) else {
-            return Ok(());
+    async fn on_message(&mut self, conn: &mut Conn, message: Message) -> Flow {
+        let channel = match self.registry.offer(&self.config, message) {
+            Offer::Queued | Offer::Skipped => return Ok(()),
+            Offer::Abandoned(channel) => channel,
         };
-        if let Some(position) = &mut registration.position {
-            if offset <= position.offset {
-                tracing::debug!(
-                    channel,
-                    offset,
-                    last = position.offset,
-                    "dropping a duplicate"
-                );
-                return Ok(());
-            }
-            position.offset = offset;
+        // The Subscription was dropped: stop the server from sending more.
+        if self.registry.unregister(&channel, None) {
+            self.send_unsubscribe(conn, &channel, None).await?;
         }
-        if registration.sender.is_closed() && registration.waiting.is_none() {
-            // The Subscription was dropped: stop the server from sending more.
-            if self.unregister(&channel, None) {
-                let id = self.next_id();
-                conn.pending
-                    .insert(id, Pending::Unsubscribe { reply: None });
-                let message = ClientMessage::Unsubscribe {
-                    id: Some(id),
-                    channel: channel.as_str().into(),
-                };
-                self.send(conn, &message).await?;
-            }
-            return Ok(());
-        }
-        deliver(
-            registration,
-            SubscriptionEvent::Message(Message {
-                channel,
-                data,
-                offset,
-            }),
-        );
         Ok(())
     }
 
+    async fn send_unsubscribe(
+        &mut self,
+        conn: &mut Conn,
+        channel: &str,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    ) -> Flow {
+        let id = self.next_id();
+        conn.pending.insert(id, Pending::Unsubscribe { reply });
+        let message = ClientMessage::Unsubscribe {
+            id: Some(id),
+            channel: channel.into(),
+        };
+        self.send(conn, &message).await
+    }
+
+    /// Catches a subscription up from the server's history, from the last position handed
+    /// to its consumer: `unsubscribe` (when subscribed on this connection), then `subscribe`
+    /// with `since`. Until the answer, deliveries of the old server-side subscription are
+    /// skipped; the replay that follows it goes through the bounded queue like any delivery.
+    /// Without a ready connection there is nothing to do: the next `welcome` resubscribes.
+    async fn catch_up(&mut self, conn: &mut Conn, channel: &str) -> Flow {
+        if !conn.ready {
+            return Ok(());
+        }
+        let Some(registration) = self.registry.subscriptions.get(channel) else {
+            return Ok(());
+        };
+        if registration.sender.is_closed() && registration.waiting.is_none() {
+            // The consumer is gone rather than caught up.
+            if self.registry.unregister(channel, None) {
+                self.send_unsubscribe(conn, channel, None).await?;
+            }
+            return Ok(());
+        }
+        if registration.sent {
+            self.send_unsubscribe(conn, channel, None).await?;
+        }
+        tracing::debug!(
+            channel,
+            since = ?self.registry.subscriptions.get(channel).and_then(|r| r.position.clone()),
+            "catching up from history"
+        );
+        self.send_subscribe(conn, channel, false).await
+    }
+
     async fn send_subscribe(&mut self, conn: &mut Conn, channel: &str, restoring: bool) -> Flow {
-        let Some(registration) = self.subscriptions.get_mut(channel) else {
+        let Some(registration) = self.registry.subscriptions.get_mut(channel) else {
             return Ok(());
         };
         let id = self.next_id;
@@ -1047,17 +797,15 @@ impl Actor {
         if let Some(error) = &error {
             tracing::warn!(%error, "client stopped");
         }
-        for publish in self.buffer.drain(..) {
+        for publish in self.registry.buffer.drain(..) {
             let _ = publish.reply.send(Err(fail.clone()));
         }
-        for (_, mut registration) in std::mem::take(&mut self.subscriptions) {
+        for (_, mut registration) in std::mem::take(&mut self.registry.subscriptions) {
             if let Some((reply, subscription)) = registration.waiting.take() {
                 subscription.disarm();
                 let _ = reply.send(Err(fail.clone()));
             } else {
-                let _ = registration
-                    .sender
-                    .try_send(SubscriptionEvent::Ended(fail.clone()));
+                end_stream(&registration.sender, fail.clone());
             }
         }
         self.commands.close();
@@ -1089,75 +837,6 @@ impl Actor {
     }
 }
 
-/// The fields of a server frame that a `message` delivery needs, read in one pass.
-#[derive(serde::Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    offset: Option<u64>,
-}
-
-/// Keeps a field that is present, even when it is `null`.
-fn present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(deserializer).map(Some)
-}
-
-/// Parses a server frame.
-///
-/// `message` deliveries (the hot path) are read in one pass with their `data` kept verbatim;
-/// serde cannot deserialize a raw value inside an internally tagged enum, so they do not go
-/// through [`ServerMessage`]'s `Deserialize`. The rarer replies do.
-fn parse_server_message(text: &str) -> serde_json::Result<ServerMessage> {
-    let frame: Frame<'_> = serde_json::from_str(text)?;
-    if frame.kind == "message" {
-        return match (frame.channel, frame.data, frame.offset) {
-            (Some(channel), Some(data), Some(offset)) => Ok(ServerMessage::Message {
-                channel,
-                data: data.to_owned(),
-                offset,
-            }),
-            _ => Err(serde::de::Error::custom(
-                "a message needs `channel`, `data` and `offset`",
-            )),
-        };
-    }
-    serde_json::from_str(text)
-}
-
-/// Pushes an item to a subscription; reports earlier drops first. `false` when the
-/// subscription's receiver is gone.
-fn deliver(registration: &mut Registration, event: SubscriptionEvent) -> bool {
-    use mpsc::error::TrySendError;
-    if registration.missed > 0 {
-        let lagged = SubscriptionEvent::Lagged {
-            missed: registration.missed,
-        };
-        match registration.sender.try_send(lagged) {
-            Ok(()) => registration.missed = 0,
-            Err(TrySendError::Full(_)) => {
-                registration.missed += 1;
-                return true;
-            }
-            Err(TrySendError::Closed(_)) => return false,
-        }
-    }
-    match registration.sender.try_send(event) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            registration.missed += 1;
-            true
-        }
-        Err(TrySendError::Closed(_)) => false,
-    }
-}
-
 fn closed_by_server(frame: Option<CloseFrame>) -> Ended {
     let Some(frame) = frame else {
         return Ended::Lost {
@@ -1176,33 +855,6 @@ fn closed_by_server(frame: Option<CloseFrame>) -> Ended {
             advice,
         },
     }
-}
-
-fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            if status == 401 || status == 403 {
-                Error::Unauthorized { status }
-            } else {
-                Error::connect(format!(
-                    "the server answered the upgrade with HTTP {status}"
-                ))
-            }
-        }
-        tungstenite::Error::Url(error) => Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: error.to_string(),
-        },
-        other => Error::connect(other.to_string()),
-    }
-}
-
-fn is_fatal_connect_error(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Unauthorized { .. } | Error::InvalidUrl { .. } | Error::InvalidToken
-    )
 }
 
 #[cfg(test)]
@@ -1248,80 +900,6 @@ mod tests {
                 code: None,
                 ..
             }
-        ));
-    }
-
-    #[test]
-    fn server_messages_parse() {
-        let parsed = parse_server_message(
-            r#"{"type":"message","channel":"c","data":{"a":[1, 2]},"offset":7,"extra":1}"#,
-        );
-        match parsed {
-            Ok(ServerMessage::Message {
-                channel,
-                data,
-                offset,
-            }) => {
-                assert_eq!(
-                    (channel.as_str(), data.get(), offset),
-                    ("c", r#"{"a":[1, 2]}"#, 7)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            parse_server_message(r#"{"type":"message","channel":"c","data":null,"offset":1}"#),
-            Ok(ServerMessage::Message { data, .. }) if data.get() == "null"
-        ));
-        assert!(parse_server_message(r#"{"type":"message","channel":"c","offset":1}"#).is_err());
-        assert!(matches!(
-            parse_server_message(r#"{"type":"ack","id":3,"offset":9}"#),
-            Ok(ServerMessage::Ack {
-                id: Some(3),
-                offset: 9,
-                duplicate: false
-            })
-        ));
-        assert!(matches!(
-            parse_server_message(r#"{"type":"ack","id":3,"offset":9,"duplicate":true}"#),
-            Ok(ServerMessage::Ack {
-                duplicate: true,
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse_server_message(r#"{"type":"error","code":"from_the_future","message":"m"}"#),
-            Ok(ServerMessage::Error {
-                code: wirehub_protocol::ErrorCode::Unknown,
-                ..
-            })
-        ));
-        assert!(parse_server_message(r#"{"type":"novel"}"#).is_err());
-        assert!(parse_server_message("[]").is_err());
-    }
-
-    #[test]
-    fn requests_carry_the_token() {
-        let config = ClientConfig::new("ws://127.0.0.1:1/ws").token("abc");
-        let request = build_request(&config).expect("valid");
-        assert_eq!(
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-            Some(&b"Bearer abc"[..])
-        );
-        assert!(matches!(
-            build_request(&ClientConfig::new("http://x/ws")),
-            Err(Error::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            build_request(&ClientConfig::new("not a url")),
-            Err(Error::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            build_request(&ClientConfig::new("ws://x/ws").token("a\nb")),
-            Err(Error::InvalidToken)
         ));
     }
 }

@@ -47,12 +47,16 @@ pub enum Event {
         /// The backoff delay (see [`Backoff`](crate::Backoff)).
         delay: Duration,
     },
-    /// A resubscription after a reconnect could not replay every missed message: the
-    /// application missed messages on `channel` and should reload its state.
+    /// A resubscription after a reconnect, or a catch-up after the consumer fell behind or
+    /// the server sent `gap`, could not replay every missed message: the history no longer
+    /// has them. The application missed messages on `channel` and should reload its state;
+    /// the subscription yields
+    /// [`SubscriptionEvent::RecoveryFailed`](crate::SubscriptionEvent::RecoveryFailed) at the
+    /// place of the loss.
     RecoveryFailed {
         /// The channel.
         channel: String,
-        /// The last position the client had seen.
+        /// The position of the last message handed to the subscription's consumer.
         since: StreamPosition,
         /// The stream's position now; deliveries continue from here.
         position: StreamPosition,

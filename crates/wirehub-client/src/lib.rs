@@ -17,10 +17,18 @@
 //!   least 1). 4000–4099 and HTTP 401/403 at the upgrade: stop, with the error reported in
 //!   [`Event::Stopped`] and to every pending and later call.
 //! - **Resubscription and recovery.** After a reconnect every subscription is restored
-//!   with `since: {epoch, offset}` of the last message it saw, so the server replays what
-//!   was missed. When it cannot, the client reports [`Event::RecoveryFailed`] and the
+//!   with `since: {epoch, offset}` of the last message it handed to the consumer, so the
+//!   server replays what was missed. When it cannot, the client reports [`Event::RecoveryFailed`] and the
 //!   subscription yields [`SubscriptionEvent::RecoveryFailed`]: loss is never silent.
 //!   Duplicates (offset not above the last one seen in the same epoch) are dropped.
+//! - **Slow consumers lose nothing.** Each subscription queues up to
+//!   [`ClientConfig::subscription_capacity`] deliveries. When its consumer falls further
+//!   behind, the client stops queueing for it (other channels flow on), and once the consumer
+//!   has read half the queue it catches up from the server's history (`unsubscribe`, then
+//!   `subscribe` with `since` = the last message handed over), as often as needed. The same
+//!   happens when the server sends `gap` (messages it will not send this subscription).
+//!   Every message arrives in order, or [`SubscriptionEvent::RecoveryFailed`] marks the place
+//!   where the history no longer covered what was missed: never a silent drop.
 //! - **Dead servers.** When nothing arrived for [`ClientConfig::idle_timeout`] the client
 //!   sends an app-level `ping`; when nothing arrives within [`ClientConfig::pong_timeout`]
 //!   after it, the connection is dropped and re-established.
@@ -73,7 +81,11 @@
 //!
 //! # Layout
 //! - `client`: the [`Client`] handle and the commands it sends to the connection task.
-//! - `connection`: the connection task (the actor that owns the socket).
+//! - `connector`: connecting: the URL, TLS, the upgrade request, and which refusals stop
+//!   the client.
+//! - `registry`: what outlives a connection: the subscriptions (with the last position
+//!   handed to each consumer) and the publishes held while disconnected.
+//! - `connection`: the connection task (the actor that owns the socket) and its loop.
 //! - `backoff`: the reconnect schedule, pure and unit-tested with an injected RNG.
 //! - `config`: [`ClientConfig`].
 //! - `event`: [`Event`] and the [`Events`] stream.
@@ -84,8 +96,10 @@ mod backoff;
 mod client;
 mod config;
 mod connection;
+mod connector;
 mod error;
 mod event;
+mod registry;
 mod subscription;
 
 pub use backoff::{Backoff, Jitter, ReconnectSchedule};

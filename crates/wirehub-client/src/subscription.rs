@@ -45,18 +45,21 @@ impl Message {
 pub enum SubscriptionEvent {
     /// A delivered message.
     Message(Message),
-    /// After a reconnect the server could not replay every missed message: messages
-    /// between `since` and `position` were lost for this subscriber. Deliveries continue
-    /// after `position`. (The client also emits [`Event::RecoveryFailed`](crate::Event::RecoveryFailed).)
+    /// Messages after `since` up to `position` are lost for this subscriber: the server's
+    /// history no longer has them (or the stream restarted in a new epoch). It comes at the
+    /// place of the loss: every message up to `since` came before it, and deliveries continue
+    /// after `position`. Sent when a resubscription after a reconnect, or a catch-up after the
+    /// consumer fell behind or the server sent `gap`, could not replay everything. (The client
+    /// also emits [`Event::RecoveryFailed`](crate::Event::RecoveryFailed).)
     RecoveryFailed {
-        /// The last position this subscription had seen.
+        /// The position of the last message this subscription handed over.
         since: StreamPosition,
         /// The stream's position now.
         position: StreamPosition,
     },
-    /// The application read this subscription too slowly: its queue was full and `missed`
-    /// deliveries were dropped (see
-    /// [`ClientConfig::subscription_capacity`](crate::ClientConfig::subscription_capacity)).
+    /// Never produced since the client catches a slow consumer up from history instead of
+    /// dropping deliveries (a loss is [`SubscriptionEvent::RecoveryFailed`]); kept so that
+    /// existing `match`es compile.
     Lagged {
         /// How many deliveries were dropped.
         missed: u64,
@@ -68,10 +71,15 @@ pub enum SubscriptionEvent {
 
 /// The deliveries of one subscribed channel, as a [`Stream`] of [`SubscriptionEvent`]s.
 ///
-/// The client keeps the subscription across reconnects: it resubscribes with the last
-/// position it saw, so missed messages are replayed when the server still has them, and
-/// reports [`SubscriptionEvent::RecoveryFailed`] when it does not. Duplicate deliveries
-/// (an offset not above the last one seen in the same epoch) are dropped.
+/// Every message, in order, or an explicit gap: never a silent drop. The client keeps the
+/// subscription across reconnects and resubscribes with the position of the last message
+/// it handed over, so missed messages are replayed when the server still has them. A
+/// consumer that reads too slowly for its queue
+/// ([`ClientConfig::subscription_capacity`](crate::ClientConfig::subscription_capacity))
+/// loses nothing either: the client stops queueing for it, and once it has read half the
+/// queue, catches up from the server's history. Only what the history no longer holds is
+/// lost, reported as [`SubscriptionEvent::RecoveryFailed`] at its place in the stream.
+/// Duplicates (an offset not above the last one handed over in the same epoch) are dropped.
 ///
 /// Dropping a `Subscription` unsubscribes (without waiting for the server);
 /// [`Subscription::unsubscribe`] does the same and waits for the server's answer.
@@ -128,7 +136,7 @@ impl Subscription {
     }
 
     /// Waits for the next delivered message, skipping gap notifications
-    /// ([`SubscriptionEvent::RecoveryFailed`], [`SubscriptionEvent::Lagged`]).
+    /// ([`SubscriptionEvent::RecoveryFailed`]).
     ///
     /// # Errors
     /// The error that ended the subscription, or [`Error::Closed`] when the client is gone.

@@ -1,5 +1,6 @@
 //! The client against the real wirehub server: restarts on the same port, graceful
-//! shutdown, and recovery of missed messages through `since` after a network cut.
+//! shutdown, and recovery of missed messages through `since` after a network cut (through
+//! `TcpProxy`).
 
 use std::time::Duration;
 

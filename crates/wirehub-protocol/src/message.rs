@@ -113,9 +113,9 @@ impl ClientMessage<'_> {
 
 /// A message from the server.
 ///
-/// Deserializing works with `serde_json` (a `message`'s `data` is kept as raw JSON, which serde
-/// cannot buffer inside a tagged enum, so the type is read first and the message parsed
-/// once more as the matching variant).
+/// Deserializing works with `serde_json` and reads the text once, in any field order (see the
+/// `Deserialize` impl below); a `message`'s `data` is kept as raw JSON, verbatim. Clients parse
+/// every frame this way: `serde_json::from_str::<ServerMessage>(text)`.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(
     feature = "schema",
@@ -234,142 +234,278 @@ fn seconds<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S:
     }
 }
 
-/// The variants of [`ServerMessage`] that serde can derive, for deserializing.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Derived {
-    Welcome {
-        version: u32,
-        session: String,
-        heartbeat: f64,
-    },
-    Subscribed {
-        #[serde(default)]
-        id: Option<u64>,
-        channel: String,
-        epoch: String,
-        offset: u64,
-        #[serde(default)]
-        recovered: Option<bool>,
-    },
-    Unsubscribed {
-        #[serde(default)]
-        id: Option<u64>,
-        channel: String,
-    },
-    Ack {
-        #[serde(default)]
-        id: Option<u64>,
-        offset: u64,
-        #[serde(default)]
-        duplicate: bool,
-    },
-    Refreshed {
-        #[serde(default)]
-        id: Option<u64>,
-        expires: u64,
-    },
-    Pong {
-        #[serde(default)]
-        id: Option<u64>,
-    },
-    Gap {
-        channel: String,
-        epoch: String,
-        offset: u64,
-        #[serde(default)]
-        from: Option<u64>,
-        #[serde(default)]
-        to: Option<u64>,
-    },
-    Error {
-        #[serde(default)]
-        id: Option<u64>,
-        code: ErrorCode,
-        message: String,
-    },
-}
-
-#[derive(Deserialize)]
-struct Delivery {
-    channel: String,
-    data: Box<RawValue>,
-    offset: u64,
-}
-
-#[derive(Deserialize)]
-struct Kind<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
+/// Reads a server message in one pass over its fields, whatever their order: each field is
+/// parsed straight into its slot (a `message`'s `data` kept verbatim as raw JSON, which serde
+/// cannot buffer inside an internally tagged enum), and the variant is built at the end from
+/// the `type`. Once the `type` is known, fields that its variant does not have are skipped
+/// unparsed, as unknown fields are; before that they must have the type their name implies.
 impl<'de> Deserialize<'de> for ServerMessage {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
-        let kind: Kind<'_> = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
-        if kind.kind == "message" {
-            let Delivery {
-                channel,
-                data,
-                offset,
-            } = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
-            return Ok(ServerMessage::Message {
-                channel,
-                data,
-                offset,
-            });
+        deserializer.deserialize_map(ServerMessageVisitor)
+    }
+}
+
+/// The `type` of a server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Welcome,
+    Subscribed,
+    Unsubscribed,
+    Message,
+    Ack,
+    Refreshed,
+    Pong,
+    Gap,
+    Error,
+}
+
+const KINDS: &[&str] = &[
+    "welcome",
+    "subscribed",
+    "unsubscribed",
+    "message",
+    "ack",
+    "refreshed",
+    "pong",
+    "gap",
+    "error",
+];
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl serde::de::Visitor<'_> for KindVisitor {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a server message type")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Kind, E> {
+                Ok(match value {
+                    "welcome" => Kind::Welcome,
+                    "subscribed" => Kind::Subscribed,
+                    "unsubscribed" => Kind::Unsubscribed,
+                    "message" => Kind::Message,
+                    "ack" => Kind::Ack,
+                    "refreshed" => Kind::Refreshed,
+                    "pong" => Kind::Pong,
+                    "gap" => Kind::Gap,
+                    "error" => Kind::Error,
+                    other => return Err(E::unknown_variant(other, KINDS)),
+                })
+            }
         }
-        let derived: Derived = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
-        Ok(match derived {
-            Derived::Welcome {
-                version,
-                session,
-                heartbeat,
-            } => ServerMessage::Welcome {
-                version,
-                session,
-                heartbeat,
+        deserializer.deserialize_str(KindVisitor)
+    }
+}
+
+/// A field name of any server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Type,
+    Id,
+    Channel,
+    Data,
+    Offset,
+    Epoch,
+    Recovered,
+    Version,
+    Session,
+    Heartbeat,
+    Duplicate,
+    Expires,
+    From,
+    To,
+    Code,
+    Message,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl serde::de::Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Field, E> {
+                Ok(match value {
+                    "type" => Field::Type,
+                    "id" => Field::Id,
+                    "channel" => Field::Channel,
+                    "data" => Field::Data,
+                    "offset" => Field::Offset,
+                    "epoch" => Field::Epoch,
+                    "recovered" => Field::Recovered,
+                    "version" => Field::Version,
+                    "session" => Field::Session,
+                    "heartbeat" => Field::Heartbeat,
+                    "duplicate" => Field::Duplicate,
+                    "expires" => Field::Expires,
+                    "from" => Field::From,
+                    "to" => Field::To,
+                    "code" => Field::Code,
+                    "message" => Field::Message,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl Field {
+    /// Whether a message of this kind has this field.
+    fn belongs_to(self, kind: Kind) -> bool {
+        use Field as F;
+        match kind {
+            Kind::Welcome => matches!(self, F::Version | F::Session | F::Heartbeat),
+            Kind::Subscribed => matches!(
+                self,
+                F::Id | F::Channel | F::Epoch | F::Offset | F::Recovered
+            ),
+            Kind::Unsubscribed => matches!(self, F::Id | F::Channel),
+            Kind::Message => matches!(self, F::Channel | F::Data | F::Offset),
+            Kind::Ack => matches!(self, F::Id | F::Offset | F::Duplicate),
+            Kind::Refreshed => matches!(self, F::Id | F::Expires),
+            Kind::Pong => matches!(self, F::Id),
+            Kind::Gap => matches!(self, F::Channel | F::Epoch | F::Offset | F::From | F::To),
+            Kind::Error => matches!(self, F::Id | F::Code | F::Message),
+        }
+    }
+}
+
+/// The fields read so far; `None`: not seen.
+#[derive(Default)]
+struct Slots {
+    id: Option<Option<u64>>,
+    channel: Option<String>,
+    data: Option<Box<RawValue>>,
+    offset: Option<u64>,
+    epoch: Option<String>,
+    recovered: Option<Option<bool>>,
+    version: Option<u32>,
+    session: Option<String>,
+    heartbeat: Option<f64>,
+    duplicate: Option<bool>,
+    expires: Option<u64>,
+    from: Option<Option<u64>>,
+    to: Option<Option<u64>>,
+    code: Option<ErrorCode>,
+    message: Option<String>,
+}
+
+struct ServerMessageVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ServerMessageVisitor {
+    type Value = ServerMessage;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a server message (a JSON object with a `type`)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<ServerMessage, A::Error> {
+        use serde::de::Error as _;
+
+        /// Reads a field's value into its slot; a field given twice is an error, as with
+        /// derived types.
+        fn fill<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(A::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+
+        let mut kind: Option<Kind> = None;
+        let mut s = Slots::default();
+        while let Some(field) = map.next_key::<Field>()? {
+            if field == Field::Type {
+                if kind.is_some() {
+                    return Err(A::Error::duplicate_field("type"));
+                }
+                kind = Some(map.next_value()?);
+                continue;
+            }
+            if field == Field::Other || kind.is_some_and(|kind| !field.belongs_to(kind)) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            match field {
+                Field::Id => fill(&mut map, &mut s.id, "id")?,
+                Field::Channel => fill(&mut map, &mut s.channel, "channel")?,
+                Field::Data => fill(&mut map, &mut s.data, "data")?,
+                Field::Offset => fill(&mut map, &mut s.offset, "offset")?,
+                Field::Epoch => fill(&mut map, &mut s.epoch, "epoch")?,
+                Field::Recovered => fill(&mut map, &mut s.recovered, "recovered")?,
+                Field::Version => fill(&mut map, &mut s.version, "version")?,
+                Field::Session => fill(&mut map, &mut s.session, "session")?,
+                Field::Heartbeat => fill(&mut map, &mut s.heartbeat, "heartbeat")?,
+                Field::Duplicate => fill(&mut map, &mut s.duplicate, "duplicate")?,
+                Field::Expires => fill(&mut map, &mut s.expires, "expires")?,
+                Field::From => fill(&mut map, &mut s.from, "from")?,
+                Field::To => fill(&mut map, &mut s.to, "to")?,
+                Field::Code => fill(&mut map, &mut s.code, "code")?,
+                Field::Message => fill(&mut map, &mut s.message, "message")?,
+                Field::Type | Field::Other => {}
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+        fn need<T, E: serde::de::Error>(slot: Option<T>, name: &'static str) -> Result<T, E> {
+            slot.ok_or_else(|| E::missing_field(name))
+        }
+        let id = s.id.flatten();
+        Ok(match kind {
+            Kind::Welcome => ServerMessage::Welcome {
+                version: need(s.version, "version")?,
+                session: need(s.session, "session")?,
+                heartbeat: need(s.heartbeat, "heartbeat")?,
             },
-            Derived::Subscribed {
+            Kind::Subscribed => ServerMessage::Subscribed {
                 id,
-                channel,
-                epoch,
-                offset,
-                recovered,
-            } => ServerMessage::Subscribed {
-                id,
-                channel,
-                epoch,
-                offset,
-                recovered,
+                channel: need(s.channel, "channel")?,
+                epoch: need(s.epoch, "epoch")?,
+                offset: need(s.offset, "offset")?,
+                recovered: s.recovered.flatten(),
             },
-            Derived::Unsubscribed { id, channel } => ServerMessage::Unsubscribed { id, channel },
-            Derived::Ack {
+            Kind::Unsubscribed => ServerMessage::Unsubscribed {
                 id,
-                offset,
-                duplicate,
-            } => ServerMessage::Ack {
+                channel: need(s.channel, "channel")?,
+            },
+            Kind::Message => ServerMessage::Message {
+                channel: need(s.channel, "channel")?,
+                data: need(s.data, "data")?,
+                offset: need(s.offset, "offset")?,
+            },
+            Kind::Ack => ServerMessage::Ack {
                 id,
-                offset,
-                duplicate,
+                offset: need(s.offset, "offset")?,
+                duplicate: s.duplicate.unwrap_or(false),
             },
-            Derived::Refreshed { id, expires } => ServerMessage::Refreshed { id, expires },
-            Derived::Pong { id } => ServerMessage::Pong { id },
-            Derived::Gap {
-                channel,
-                epoch,
-                offset,
-                from,
-                to,
-            } => ServerMessage::Gap {
-                channel,
-                epoch,
-                offset,
-                from,
-                to,
+            Kind::Refreshed => ServerMessage::Refreshed {
+                id,
+                expires: need(s.expires, "expires")?,
             },
-            Derived::Error { id, code, message } => ServerMessage::Error { id, code, message },
+            Kind::Pong => ServerMessage::Pong { id },
+            Kind::Gap => ServerMessage::Gap {
+                channel: need(s.channel, "channel")?,
+                epoch: need(s.epoch, "epoch")?,
+                offset: need(s.offset, "offset")?,
+                from: s.from.flatten(),
+                to: s.to.flatten(),
+            },
+            Kind::Error => ServerMessage::Error {
+                id,
+                code: need(s.code, "code")?,
+                message: need(s.message, "message")?,
+            },
         })
     }
 }
@@ -410,5 +546,98 @@ mod tests {
         )
         .expect("field order and extra fields do not matter");
         assert!(matches!(message, ServerMessage::Message { offset: 1, .. }));
+    }
+
+    #[track_caller]
+    fn parse(text: &str) -> Result<ServerMessage, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn deliveries_keep_their_data_verbatim() {
+        match parse(r#"{"type":"message","channel":"c","data":{"a":[1, 2]},"offset":7,"extra":1}"#)
+        {
+            Ok(ServerMessage::Message {
+                channel,
+                data,
+                offset,
+            }) => assert_eq!(
+                (channel.as_str(), data.get(), offset),
+                ("c", r#"{"a":[1, 2]}"#, 7)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"message","channel":"c","data":null,"offset":1}"#),
+            Ok(ServerMessage::Message { data, .. }) if data.get() == "null"
+        ));
+        // The type may come last: the data is still read once, as it stands.
+        assert!(matches!(
+            parse(r#"{"data":[1,{"x":"y"}],"offset":2,"channel":"c","type":"message"}"#),
+            Ok(ServerMessage::Message { data, offset: 2, .. }) if data.get() == r#"[1,{"x":"y"}]"#
+        ));
+    }
+
+    #[test]
+    fn bad_server_messages_are_errors() {
+        for text in [
+            r#"{"type":"message","channel":"c","offset":1}"#,
+            r#"{"type":"message","channel":"c","data":1}"#,
+            r#"{"type":"novel"}"#,
+            r#"{"type":"ack","offset":1,"offset":2}"#,
+            r#"{"type":"ack","type":"ack","offset":1}"#,
+            r#"{"type":"ack","offset":"one"}"#,
+            r#"{"type":"welcome","version":1,"session":"s"}"#,
+            r#"{"type":7}"#,
+            "[]",
+            "\"message\"",
+            "{",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn optional_fields_and_unknown_codes() {
+        assert!(matches!(
+            parse(r#"{"type":"ack","id":3,"offset":9}"#),
+            Ok(ServerMessage::Ack {
+                id: Some(3),
+                offset: 9,
+                duplicate: false
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ack","id":null,"offset":9,"duplicate":true}"#),
+            Ok(ServerMessage::Ack {
+                id: None,
+                duplicate: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"error","code":"from_the_future","message":"m"}"#),
+            Ok(ServerMessage::Error {
+                code: ErrorCode::Unknown,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"welcome","version":1,"session":"s","heartbeat":2.5}"#),
+            Ok(ServerMessage::Welcome { heartbeat, .. }) if heartbeat == 2.5
+        ));
+        // Once the type is known, another message's field of another kind is ignored, as any
+        // unknown field is.
+        assert!(matches!(
+            parse(r#"{"type":"ack","offset":4,"message":5,"data":[]}"#),
+            Ok(ServerMessage::Ack { offset: 4, .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"subscribed","channel":"c","epoch":"e","offset":0,"recovered":null}"#),
+            Ok(ServerMessage::Subscribed {
+                recovered: None,
+                ..
+            })
+        ));
     }
 }

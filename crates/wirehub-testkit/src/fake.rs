@@ -307,6 +307,18 @@ impl FakeServer {
         publish(&self.shared, channel, raw)
     }
 
+    /// Publishes `data` on `channel` without delivering it: the offset is assigned and the
+    /// message kept in history, but no subscriber is sent it, as when a broker fault loses a
+    /// publication on its way. Follow it with a `gap` ([`FakeServer::send_all`]) to tell them.
+    pub fn publish_unsent(&self, channel: &str, data: &Value) -> u64 {
+        let raw = serde_json::value::to_raw_value(data).expect("JSON value serializes");
+        let mut streams = lock(&self.shared.streams);
+        let stream = streams.entry(channel.to_owned()).or_default();
+        stream.offset += 1;
+        stream.history.push((stream.offset, raw));
+        stream.offset
+    }
+
     /// Sends a raw text frame to every live connection (e.g. a duplicate `message`).
     pub fn send_all(&self, text: &str) {
         for connection in lock(&self.shared.connections).values() {

@@ -2,18 +2,20 @@
 //!
 //! Each delivery's `data` goes to stdout as one compact JSON line, flushed per line, so the
 //! output can be piped into `jq` or a script. Everything else (connection state, recovery
-//! gaps, errors) goes to stderr. The command keeps the subscriptions alive with the client
+//! gaps, errors) goes to stderr. A slow reader loses nothing: while stdout is blocked the
+//! client stops queueing and later catches up from the server's history; only messages the
+//! history no longer has are reported, as one stderr line at their place in the stream. The command keeps the subscriptions alive with the client
 //! SDK: it reconnects with backoff, resubscribes and recovers missed messages until it is
 //! interrupted, and exits non-zero when the server tells it to stop (close codes 4000–4099,
 //! HTTP 401/403 at the upgrade) or refuses a subscription.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use wirehub_client::{
-    Backoff, Client, ClientConfig, Event, Jitter, Subscription, SubscriptionEvent,
+    Backoff, Client, ClientConfig, Event, Jitter, StreamPosition, Subscription, SubscriptionEvent,
 };
 
 use crate::duration::parse_duration;
@@ -139,17 +141,27 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
             .with_context(|| format!("cannot subscribe to {channel:?}"))
     });
     let subscriptions: Vec<Subscription> = futures_util::future::try_join_all(subscribing).await?;
-    let mut deliveries = futures_util::stream::select_all(subscriptions);
-    let stdout = std::io::stdout();
+    // Each item keeps its channel, to name it in a gap report.
+    let mut deliveries =
+        futures_util::stream::select_all(subscriptions.into_iter().map(|subscription| {
+            let channel = subscription.channel().to_owned();
+            subscription.map(move |item| (channel.clone(), item))
+        }));
+    // Written asynchronously: while the reader is slow, this loop waits and the client's
+    // queues fill, then catch up from history; the connection itself is still read.
+    let mut stdout = tokio::io::stdout();
     let mut line = String::new();
-    while let Some(item) = deliveries.next().await {
+    while let Some((channel, item)) = deliveries.next().await {
         match item {
             SubscriptionEvent::Message(message) => {
                 line.clear();
                 push_compact_json(&mut line, message.json());
                 line.push('\n');
-                let mut out = stdout.lock();
-                match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+                let written = async {
+                    stdout.write_all(line.as_bytes()).await?;
+                    stdout.flush().await
+                };
+                match written.await {
                     Ok(()) => {}
                     // The reader went away (e.g. `| head`): that is a normal end.
                     Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -158,11 +170,10 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
                     Err(error) => return Err(error).context("cannot write to stdout"),
                 }
             }
-            SubscriptionEvent::RecoveryFailed { .. } => {
-                // Reported with its channel by the event printer.
-            }
-            SubscriptionEvent::Lagged { missed } => {
-                eprintln!("wirehub sub: output too slow: {missed} messages dropped");
+            SubscriptionEvent::RecoveryFailed { since, position } => {
+                // At its place in the stream: every line before it was printed, the ones
+                // between are gone from the server's history, the next line follows it.
+                eprintln!("{}", gap_report(&channel, &since, &position));
             }
             SubscriptionEvent::Ended(error) => return Err(error).context("subscription ended"),
             _ => {}
@@ -171,6 +182,25 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
     match client.stop_error() {
         Some(error) => Err(error).context("stopped"),
         None => Ok(()),
+    }
+}
+
+/// The stderr line for messages that could not be recovered.
+fn gap_report(channel: &str, since: &StreamPosition, position: &StreamPosition) -> String {
+    if since.epoch == position.epoch {
+        format!(
+            "wirehub sub: messages {}..{} on {channel:?} were lost while disconnected or \
+             behind: no longer in the server's history (continuing after {})",
+            since.offset + 1,
+            position.offset,
+            position.offset
+        )
+    } else {
+        format!(
+            "wirehub sub: messages on {channel:?} after {}/{} were lost while disconnected or \
+             behind: the stream restarted (epoch {}, continuing after {})",
+            since.epoch, since.offset, position.epoch, position.offset
+        )
     }
 }
 
@@ -191,15 +221,8 @@ async fn report_events(mut events: wirehub_client::Events) {
             Event::Reconnecting { delay, .. } => {
                 eprintln!("wirehub sub: reconnecting in {delay:.1?}");
             }
-            Event::RecoveryFailed {
-                channel,
-                since,
-                position,
-            } => eprintln!(
-                "wirehub sub: messages on {channel:?} were lost while disconnected \
-                 (last seen {}/{}, now at {}/{})",
-                since.epoch, since.offset, position.epoch, position.offset
-            ),
+            // Printed with the subscription's stream, at its place (`gap_report`).
+            Event::RecoveryFailed { .. } => {}
             Event::SubscriptionEnded { channel, error } => {
                 eprintln!("wirehub sub: subscription to {channel:?} ended: {error}");
             }
