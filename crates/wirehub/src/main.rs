@@ -27,7 +27,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server: HTTP and WebSocket on one port.
-    Serve(Box<serve::ServeArgs>),
+    #[command(
+        after_help = "Every flag is also read from WIREHUB_<NAME> and from the --config \
+        file (key <name>). The defaults are the embedded settings: `wirehub config` prints them."
+    )]
+    Serve(Box<serve::Settings>),
     /// Subscribe to channels and print each message's data as one JSON line (reconnects by itself).
     Sub(sub::SubArgs),
     /// Publish one message and exit 0 once the server acknowledged it.

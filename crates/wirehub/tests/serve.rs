@@ -144,6 +144,63 @@ fn bad_settings_exit_2_naming_the_field() {
 }
 
 #[test]
+fn bad_channel_tables_exit_2_naming_the_table() {
+    let dir = std::env::temp_dir().join(format!("wirehub-bad-channels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("channels.toml");
+    let cases = [
+        (
+            "[[channels]]\npattern = \"ticker:*\"\non_slow = \"latest\"\n\
+             [[channels]]\npattern = \"chat:*\"\non_slow = \"sometimes\"\n",
+            "channels[1].on_slow",
+        ),
+        ("[[channels]]\npattern = \"\"\n", "channels[0].pattern"),
+        ("send_buffer = 10\n", "send_buffer"),
+    ];
+    for (text, field) in cases {
+        std::fs::write(&file, text).expect("write");
+        let output = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(field), "{text}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn channel_tables_and_send_buffer_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("wirehub-channels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("channels.toml");
+    std::fs::write(
+        &file,
+        "[[channels]]\npattern = \"ticker:*\"\non_slow = \"latest\"\nhistory_size = 0\n",
+    )
+    .expect("write");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--send-buffer",
+            "0",
+            "--config",
+        ])
+        .arg(&file);
+    let server = ServerProcess::spawn(command);
+    let (mut client, _) = WsClient::connect(&server.ws_url()).await;
+    client.subscribe("ticker:btc").await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn config_prints_the_embedded_defaults() {
     let output = Command::new(BIN).arg("config").output().expect("run");
     assert!(output.status.success());
