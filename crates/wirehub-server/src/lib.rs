@@ -15,6 +15,7 @@
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
+//! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
@@ -24,6 +25,7 @@ mod heartbeat;
 mod http;
 mod metrics;
 mod rate;
+mod ready;
 mod session;
 mod state;
 mod tls;

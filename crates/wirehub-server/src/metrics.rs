@@ -186,6 +186,7 @@ impl Metrics {
                 get(counter)
             );
         }
+        crate::ready::broker_metrics(hub, &mut out);
         out
     }
 }
