@@ -21,6 +21,8 @@ async fn a_memory_node_is_ready_and_says_so_in_json() {
     assert_eq!(body, json!({"status": "ready"}));
     assert_eq!(server.metric("wirehub_broker_reachable").await, 1);
     assert_eq!(server.metric("wirehub_broker_resubscribes_total").await, 0);
-    let health = reqwest::get(server.http_url("/healthz")).await.expect("get");
+    let health = reqwest::get(server.http_url("/healthz"))
+        .await
+        .expect("get");
     assert_eq!(health.status(), 200);
 }

@@ -141,6 +141,32 @@ settings! {
     log_format: String,
 }
 
+/// `wirehub serve --help` with each flag's default, read from the embedded settings (so that
+/// the help cannot disagree with them).
+pub(crate) fn with_defaults(serve: clap::Command) -> clap::Command {
+    let Ok(table) = DEFAULT_CONFIG.parse::<toml::Table>() else {
+        return serve;
+    };
+    table.iter().fold(serve, |serve, (key, value)| {
+        let shown = match value {
+            toml::Value::String(text) if text.is_empty() => "\"\"".to_owned(),
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            _ => return serve,
+        };
+        if !serve
+            .get_arguments()
+            .any(|arg| arg.get_id() == key.as_str())
+        {
+            return serve;
+        }
+        serve.mut_arg(key.as_str(), |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
+}
+
 /// One `[[channels]]` table of the settings file.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -620,6 +646,20 @@ mod tests {
         let err = resolve(&args).expect_err("bad duration");
         assert!(err.to_string().contains("shutdown_drain"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_help_shows_the_embedded_defaults() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut serve = with_defaults(<Serve as clap::CommandFactory>::command());
+        let help = serve.render_help().to_string();
+        assert!(help.contains("[default: 30s]"), "{help}");
+        assert!(help.contains("[default: 131072]"), "{help}");
+        assert!(help.contains("[default: memory]"), "{help}");
     }
 
     #[test]
