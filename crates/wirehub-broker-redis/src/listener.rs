@@ -224,7 +224,12 @@ async fn listen(
                     context.health.clone(),
                 )));
             }
-            outcome = async { canary.as_mut().expect("guarded by is_some").await }, if canary.is_some() => {
+            Some(outcome) = async {
+                match canary.as_mut() {
+                    Some(task) => Some(task.await),
+                    None => None,
+                }
+            }, if canary.is_some() => {
                 canary = None;
                 match outcome {
                     Ok(Ok(())) => {}
