@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+
 /// Settings of a [`crate::RedisBroker`].
 ///
 /// Every node sharing a Redis must use the same `prefix` and should use the same history
@@ -30,6 +32,11 @@ pub struct RedisConfig {
     /// How often the pub/sub connection is checked with a `PING` (a link that died silently is
     /// noticed within this plus `timeout`).
     pub ping_interval: Duration,
+    /// How often the node publishes a canary on its own pub/sub channel (through the command
+    /// connection). A canary that has not come back through the pub/sub connection within
+    /// `timeout` means the subscription is connected but no longer delivering (seen after
+    /// failovers): the pub/sub connection is made again and its channels caught up.
+    pub canary_interval: Duration,
 }
 
 impl RedisConfig {
@@ -44,7 +51,61 @@ impl RedisConfig {
             stream_ttl: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
+            canary_interval: Duration::from_secs(5),
         }
+    }
+
+    /// Checks the settings before connecting: the URL's scheme, the prefix's characters, CA
+    /// certificates only with `rediss://`, and non-zero intervals.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] naming the field of this struct that cannot be used.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, problem: String| Error::InvalidSetting { field, problem };
+        let tls = self.url.starts_with("rediss://");
+        if !(tls || self.url.starts_with("redis://")) {
+            return Err(bad(
+                "url",
+                format!(
+                    "{:?}: use redis://HOST:PORT or rediss://HOST:PORT",
+                    redact(&self.url)
+                ),
+            ));
+        }
+        if let Err(err) = redis::Client::open(self.url.as_str()) {
+            return Err(bad("url", format!("{}: {err}", redact(&self.url))));
+        }
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+        {
+            return Err(bad(
+                "prefix",
+                format!(
+                    "{:?}: must be non-empty, without braces, spaces or control characters",
+                    self.prefix
+                ),
+            ));
+        }
+        if self.ca_cert_pem.is_some() && !tls {
+            return Err(bad(
+                "ca_cert_pem",
+                "only used with a rediss://HOST:PORT URL".to_owned(),
+            ));
+        }
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("ping_interval", self.ping_interval),
+            ("canary_interval", self.canary_interval),
+            ("stream_ttl", self.stream_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(bad(field, "must be more than 0".to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Sets [`RedisConfig::ca_cert_pem`].
@@ -86,6 +147,12 @@ impl RedisConfig {
     /// Sets [`RedisConfig::ping_interval`].
     pub fn ping_interval(mut self, value: Duration) -> Self {
         self.ping_interval = value;
+        self
+    }
+
+    /// Sets [`RedisConfig::canary_interval`].
+    pub fn canary_interval(mut self, value: Duration) -> Self {
+        self.canary_interval = value;
         self
     }
 
@@ -137,6 +204,45 @@ mod tests {
         assert_eq!(redact("redis://:secret@h:1/2"), "redis://:***@h:1/2");
         assert_eq!(redact("redis://me:secret@h"), "redis://me:***@h");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let field = |config: RedisConfig| match config.validate() {
+            Err(Error::InvalidSetting { field, .. }) => field,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        };
+        assert!(
+            RedisConfig::new("redis://127.0.0.1:6379")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            RedisConfig::new("rediss://h:6380")
+                .ca_cert_pem(Some(b"pem".to_vec()))
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(field(RedisConfig::new("http://h")), "url");
+        assert_eq!(field(RedisConfig::new("redis://h:notaport")), "url");
+        for prefix in ["", "a{b", "a b", "a}"] {
+            assert_eq!(
+                field(RedisConfig::new("redis://h").prefix(prefix)),
+                "prefix"
+            );
+        }
+        assert_eq!(
+            field(RedisConfig::new("redis://h").ca_cert_pem(Some(b"pem".to_vec()))),
+            "ca_cert_pem"
+        );
+        assert_eq!(
+            field(RedisConfig::new("redis://h").timeout(Duration::ZERO)),
+            "timeout"
+        );
+        assert_eq!(
+            field(RedisConfig::new("redis://h").canary_interval(Duration::ZERO)),
+            "canary_interval"
+        );
     }
 
     #[test]

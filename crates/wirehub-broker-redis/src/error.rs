@@ -18,6 +18,18 @@ pub enum Error {
         /// What the client library said.
         reason: redis::RedisError,
     },
+    /// A setting cannot be used ([`crate::RedisConfig::validate`]).
+    #[error("invalid Redis setting `{field}`: {problem}")]
+    InvalidSetting {
+        /// The field of [`crate::RedisConfig`].
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The pub/sub connection was up but a canary published through the command connection
+    /// did not come back through it in time: the subscription no longer delivers.
+    #[error("the pub/sub canary did not come back within {0:?}")]
+    CanaryLost(Duration),
     /// Redis could not be reached when the node started.
     #[error("cannot connect to Redis at {url}: {reason}")]
     Connect {

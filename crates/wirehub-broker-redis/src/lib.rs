@@ -35,11 +35,18 @@
 //! - When the pub/sub connection breaks, the listener reconnects, resubscribes and delivers
 //!   from the history what was published meanwhile, skipping what it had delivered. When the
 //!   history does not cover the gap (trimmed, expired, or a new epoch because Redis lost its
-//!   data) it calls [`Deliver::lost`]: the hub closes those subscribers with 4200 and their
-//!   clients resubscribe with `since` (and get `recovered: false`).
+//!   data) it calls [`Deliver::lost`]: the channel's subscribers get a `gap` and stay
+//!   connected; their clients recover with `subscribe` + `since`.
+//! - A pub/sub connection that answers `PING` but no longer delivers (seen after failovers)
+//!   is found by a canary: every [`RedisConfig::canary_interval`] the node publishes a token
+//!   on its own channel through the command connection; when it does not come back through
+//!   the pub/sub connection within [`RedisConfig::timeout`], the pub/sub connection is made
+//!   again (counted in [`BrokerHealth::resubscribes`]).
+//! - [`Broker::health`] says `reachable: false` while the pub/sub connection is down or the
+//!   last canary could not be published (the server's `/readyz` answers 503).
 //!
 //! Start with [`RedisBroker::connect`] (which fails when Redis cannot be reached), then
-//! [`RedisLink::start`] with the hub's fan-out.
+//! [`RedisLink::start_on`] with the hub's fan-out and the server's task tracker.
 
 mod commands;
 mod config;
@@ -51,22 +58,28 @@ mod shared;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use redis::Client;
 use redis::aio::PubSub;
 use tokio_util::sync::CancellationToken;
-use wirehub_core::{BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Published};
+use tokio_util::task::TaskTracker;
+use wirehub_core::{
+    BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Published,
+};
 
 pub use config::RedisConfig;
 pub use error::{Error, Result};
 
 use crate::commands::Commands;
 use crate::config::redact;
+use crate::listener::Health;
 use crate::shared::Shared;
 
 /// The Redis [`Broker`]. Dropping it stops its listener task.
 pub struct RedisBroker {
     shared: Arc<Shared>,
+    health: Arc<Health>,
     stop: CancellationToken,
 }
 
@@ -84,8 +97,10 @@ impl RedisBroker {
     /// by [`RedisConfig::timeout`].
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`], or [`Error::Connect`] when Redis cannot be reached.
+    /// [`Error::InvalidSetting`] ([`RedisConfig::validate`]), [`Error::InvalidUrl`], or
+    /// [`Error::Connect`] when Redis cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<RedisLink> {
+        config.validate()?;
         let url = redact(&config.url);
         let client = match &config.ca_cert_pem {
             Some(pem) => Client::build_with_tls(
@@ -121,15 +136,48 @@ impl RedisBroker {
 }
 
 impl RedisLink {
-    /// Starts the listener task and returns the broker, which delivers to `sink`.
+    /// Starts the listener task on a tracker of its own and returns the broker, which
+    /// delivers to `sink`; the listener stops when the broker is dropped. A server uses
+    /// [`RedisLink::start_on`].
     ///
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn start(self, sink: Arc<dyn Deliver>) -> RedisBroker {
+        self.start_on(sink, &TaskTracker::new(), CancellationToken::new())
+    }
+
+    /// Starts the listener task (and its housekeeping tasks) on `tasks` and returns the
+    /// broker, which delivers to `sink`. After `shutdown` is cancelled the listener keeps
+    /// delivering until the node watches no channel any more (its sessions are gone), then
+    /// ends, so that a shutdown waiting for `tasks` waits for it; dropping the broker stops
+    /// it at once.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn start_on(
+        self,
+        sink: Arc<dyn Deliver>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> RedisBroker {
         let shared = Arc::new(Shared::new(self.config, self.client, self.commands, sink));
+        let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
-        tokio::spawn(listener::run(shared.clone(), self.pubsub, stop.clone()));
-        RedisBroker { shared, stop }
+        tasks.spawn(listener::run(
+            listener::Context {
+                shared: shared.clone(),
+                health: health.clone(),
+                tasks: tasks.clone(),
+                shutdown,
+                dropped: stop.clone(),
+            },
+            self.pubsub,
+        ));
+        RedisBroker {
+            shared,
+            health,
+            stop,
+        }
     }
 }
 
@@ -185,6 +233,13 @@ impl Broker for RedisBroker {
     fn unwatch<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         self.shared.unregister(channel);
         Box::pin(async move { Ok(self.shared.reconcile(channel).await?) })
+    }
+
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::new(
+            *self.shared.link.borrow() && self.health.canary_ok.load(Ordering::Relaxed),
+            self.health.resubscribes.load(Ordering::Relaxed),
+        )
     }
 
     fn name(&self) -> &'static str {

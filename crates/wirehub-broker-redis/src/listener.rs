@@ -6,16 +6,24 @@
 //! channel again, and then, before reading anything new, reads each channel's history after
 //! the last offset it delivered and delivers what was missed. Where the history no longer
 //! covers the gap (trimmed, expired, or the epoch changed: Redis lost its data), the channel's
-//! local subscribers are told through [`wirehub_core::Deliver::lost`] (their connections are
-//! closed with 4200 and their clients resubscribe with `since`). Nothing is skipped silently.
+//! local subscribers are told through [`wirehub_core::Deliver::lost`] (they get a `gap` and
+//! their clients recover with `subscribe` + `since`). Nothing is skipped silently.
+//!
+//! It also sends the canary: every `canary_interval` a token is published on the node's own
+//! channel through the command connection, and when it has not come back through the pub/sub
+//! connection within `timeout`, that connection is taken for dead (connected, answering
+//! `PING`, but no longer delivering) and made again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Msg;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
@@ -27,6 +35,69 @@ const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(2);
 /// History reads in flight at once while catching up after a reconnect.
 const CATCH_UP_READS: usize = 16;
+/// How often a stopping listener checks whether the node still watches a channel.
+const STOPPING_CHECK: Duration = Duration::from_millis(100);
+/// Canary tokens start with this, which no fence token (a number) does.
+const CANARY: &[u8] = b"canary ";
+
+/// What the broker handle reads of the listener's view of the link.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// The last canary was published (false from a failed publish until one succeeds).
+    pub(crate) canary_ok: AtomicBool,
+    /// Pub/sub connections made again because a canary did not come back.
+    pub(crate) resubscribes: AtomicU64,
+    /// The last canary token seen on the pub/sub connection.
+    seen: watch::Sender<u64>,
+    next: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            canary_ok: AtomicBool::new(true),
+            resubscribes: AtomicU64::new(0),
+            seen: watch::Sender::new(0),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+/// What the listener runs with.
+pub(crate) struct Context {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) health: Arc<Health>,
+    /// The server's tracker: the listener and its housekeeping tasks run on it.
+    pub(crate) tasks: TaskTracker,
+    /// The server's shutdown: once cancelled, the listener ends when no channel is watched.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the broker is dropped: the listener ends at once.
+    pub(crate) dropped: CancellationToken,
+}
+
+impl Context {
+    /// Completes when the listener should end.
+    async fn stopped(&self) {
+        let drained = async {
+            self.shutdown.cancelled().await;
+            loop {
+                let watched = self
+                    .shared
+                    .channels()
+                    .values()
+                    .any(|state| state.watchers > 0);
+                if !watched {
+                    return;
+                }
+                tokio::time::sleep(STOPPING_CHECK).await;
+            }
+        };
+        tokio::select! {
+            () = self.dropped.cancelled() => {}
+            () = drained => {}
+        }
+    }
+}
 
 /// Opens a pub/sub connection.
 pub(crate) async fn connect(shared: &Shared) -> Result<PubSub> {
@@ -40,8 +111,9 @@ pub(crate) async fn connect_pubsub(client: &redis::Client, timeout: Duration) ->
         .map_err(Error::from)
 }
 
-/// Runs until `stop` is cancelled. `first` is the connection made at start.
-pub(crate) async fn run(shared: Arc<Shared>, first: PubSub, stop: CancellationToken) {
+/// Runs until [`Context::stopped`]. `first` is the connection made at start.
+pub(crate) async fn run(context: Context, first: PubSub) {
+    let shared = &context.shared;
     let mut next = Some(first);
     let mut delay = FIRST_DELAY;
     loop {
@@ -49,8 +121,8 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub, stop: CancellationTo
             Some(pubsub) => pubsub,
             None => {
                 let connected = tokio::select! {
-                    () = stop.cancelled() => return,
-                    connected = connect(&shared) => connected,
+                    () = context.stopped() => return,
+                    connected = connect(shared) => connected,
                 };
                 match connected {
                     Ok(pubsub) => pubsub,
@@ -59,7 +131,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub, stop: CancellationTo
                         let pause = jitter(delay);
                         delay = (delay * 2).min(MAX_DELAY);
                         tokio::select! {
-                            () = stop.cancelled() => return,
+                            () = context.stopped() => return,
                             () = tokio::time::sleep(pause) => continue,
                         }
                     }
@@ -69,20 +141,27 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub, stop: CancellationTo
         let (sink, mut stream) = pubsub.split();
         let mut live = false;
         let ended = tokio::select! {
-            () = stop.cancelled() => return,
-            ended = listen(&shared, sink, &mut stream, &mut live) => ended,
+            () = context.stopped() => return,
+            ended = listen(&context, sink, &mut stream, &mut live) => ended,
         };
         // Dropping the stream ends the connection's driver: the sink fails from now on.
         drop(stream);
-        disconnected(&shared).await;
+        disconnected(shared).await;
         if live {
             delay = FIRST_DELAY;
         }
-        let pause = jitter(delay);
-        delay = (delay * 2).min(MAX_DELAY);
-        warn!(error = %ended, "Redis pub/sub connection lost; reconnecting");
+        let pause = if let Error::CanaryLost(_) = ended {
+            context.health.resubscribes.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %ended, "Redis pub/sub stopped delivering; subscribing again");
+            Duration::ZERO
+        } else {
+            warn!(error = %ended, "Redis pub/sub connection lost; reconnecting");
+            let pause = jitter(delay);
+            delay = (delay * 2).min(MAX_DELAY);
+            pause
+        };
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = context.stopped() => return,
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -90,11 +169,12 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub, stop: CancellationTo
 
 /// One connection's life: resubscribe, catch up, then deliver until it breaks.
 async fn listen(
-    shared: &Arc<Shared>,
+    context: &Context,
     sink: PubSubSink,
     stream: &mut PubSubStream,
     live: &mut bool,
 ) -> Error {
+    let shared = &context.shared;
     if let Err(err) = resume(shared, sink).await {
         return err;
     }
@@ -106,28 +186,101 @@ async fn listen(
     let mut ping = tokio::time::interval(shared.config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
+    let mut canary_tick = tokio::time::interval(shared.config.canary_interval);
+    canary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    canary_tick.reset();
+    let mut canary: Option<tokio::task::JoinHandle<Result<()>>> = None;
     let keep_every = (shared.config.stream_ttl / 4).max(Duration::from_secs(1));
     let mut keep = tokio::time::interval(keep_every);
     keep.reset();
-    loop {
+    let ended = loop {
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else {
-                    return Error::Disconnected;
+                    break Error::Disconnected;
                 };
+                if let Some(token) = canary_token(shared, &message) {
+                    context.health.seen.send_if_modified(|seen| {
+                        let newer = token > *seen;
+                        if newer {
+                            *seen = token;
+                        }
+                        newer
+                    });
+                    continue;
+                }
                 if let Err(err) = handle(shared, &message).await {
-                    return err;
+                    break err;
                 }
             }
             _ = ping.tick() => {
                 if let Err(err) = check(shared).await {
-                    return err;
+                    break err;
+                }
+            }
+            _ = canary_tick.tick(), if canary.is_none() => {
+                canary = Some(context.tasks.spawn(send_canary(
+                    shared.clone(),
+                    context.health.clone(),
+                )));
+            }
+            Some(outcome) = async {
+                match canary.as_mut() {
+                    Some(task) => Some(task.await),
+                    None => None,
+                }
+            }, if canary.is_some() => {
+                canary = None;
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err @ Error::CanaryLost(_))) => break err,
+                    Ok(Err(err)) => debug!(error = %err, "publishing the canary failed"),
+                    Err(err) => debug!(error = %err, "the canary task failed"),
                 }
             }
             _ = keep.tick() => {
-                tokio::spawn(keep_alive(shared.clone()));
+                context.tasks.spawn(keep_alive(shared.clone()));
             }
         }
+    };
+    if let Some(canary) = canary {
+        canary.abort();
+    }
+    ended
+}
+
+/// The token of a canary message on the node channel.
+fn canary_token(shared: &Shared, message: &Msg) -> Option<u64> {
+    if message.get_channel_name() != shared.keys.node_channel() {
+        return None;
+    }
+    let token = message.get_payload_bytes().strip_prefix(CANARY)?;
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// Publishes a canary through the command connection and waits for it to come back through
+/// the pub/sub connection. A publish that fails leaves the broker unreachable until one
+/// succeeds; a canary that does not come back is [`Error::CanaryLost`].
+async fn send_canary(shared: Arc<Shared>, health: Arc<Health>) -> Result<()> {
+    let token = health.next.fetch_add(1, Ordering::Relaxed);
+    let mut seen = health.seen.subscribe();
+    let mut payload = CANARY.to_vec();
+    payload.extend_from_slice(token.to_string().as_bytes());
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("PUBLISH")
+        .arg(shared.keys.node_channel())
+        .arg(payload)
+        .ignore();
+    if let Err(err) = shared.commands.pipeline(&pipeline).await {
+        health.canary_ok.store(false, Ordering::Relaxed);
+        return Err(err);
+    }
+    health.canary_ok.store(true, Ordering::Relaxed);
+    let timeout = shared.config.timeout;
+    match tokio::time::timeout(timeout, seen.wait_for(|seen| *seen >= token)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Error::CanaryLost(timeout)),
     }
 }
 

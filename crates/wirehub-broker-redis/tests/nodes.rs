@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use common::{config, epoch, history_http, read_through};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wirehub_server::BrokerConfig;
+use wirehub_server::{BrokerConfig, RedisConfig};
 use wirehub_testkit::{RedisServer, TestServer, WsClient, fixture, read_fixture};
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn a_node_does_not_start_when_redis_is_unreachable() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let config = config(&url, 10).broker(BrokerConfig::Redis(url.clone()));
+    let config = config(&url, 10).broker(BrokerConfig::Redis(RedisConfig::new(url.clone())));
     let result = tokio::time::timeout(
         wirehub_testkit::TIMEOUT,
         wirehub_server::run(listener, config, CancellationToken::new()),
@@ -190,8 +190,14 @@ async fn nodes_talk_to_redis_over_tls_with_a_private_ca() {
     let redis = RedisServer::start_with_tls(&fixture("tls-cert.pem"), &fixture("tls-key.pem"));
     let ca = read_fixture("tls-ca.pem");
     let url = redis.tls_url();
-    let a = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca.clone()))).await;
-    let b = TestServer::start(config(&url, 10).redis_ca_cert(Some(ca))).await;
+    let a = TestServer::start(config(&url, 10).broker(BrokerConfig::Redis(
+        RedisConfig::new(url.clone()).ca_cert_pem(Some(ca.clone())),
+    )))
+    .await;
+    let b = TestServer::start(config(&url, 10).broker(BrokerConfig::Redis(
+        RedisConfig::new(url.clone()).ca_cert_pem(Some(ca)),
+    )))
+    .await;
     let (mut on_a, _) = WsClient::connect(&a.ws_url()).await;
     on_a.subscribe("secure").await;
     for n in 1..=5 {
@@ -219,8 +225,14 @@ async fn nodes_talk_to_redis_over_tls_with_a_private_ca() {
 #[tokio::test]
 async fn deployments_with_different_prefixes_share_a_redis_without_meeting() {
     let redis = RedisServer::start();
-    let blue = TestServer::start(config(&redis.url(), 10).redis_prefix("blue:")).await;
-    let green = TestServer::start(config(&redis.url(), 10).redis_prefix("green:")).await;
+    let blue = TestServer::start(config(&redis.url(), 10).broker(BrokerConfig::Redis(
+        RedisConfig::new(redis.url()).prefix("blue:"),
+    )))
+    .await;
+    let green = TestServer::start(config(&redis.url(), 10).broker(BrokerConfig::Redis(
+        RedisConfig::new(redis.url()).prefix("green:"),
+    )))
+    .await;
     let (mut on_blue, _) = WsClient::connect(&blue.ws_url()).await;
     on_blue.subscribe("news").await;
     let (mut on_green, _) = WsClient::connect(&green.ws_url()).await;

@@ -89,6 +89,34 @@ pub struct HistoryPage {
     pub complete: bool,
 }
 
+/// What a broker says about itself ([`Broker::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerHealth {
+    /// Whether the broker's backend answers and delivers: when false, publishes and new
+    /// subscriptions fail and deliveries from other nodes are delayed.
+    pub reachable: bool,
+    /// How often a subscription that was connected but no longer delivering was detected and
+    /// made again.
+    pub resubscribes: u64,
+}
+
+impl BrokerHealth {
+    /// Reachable, never resubscribed.
+    pub const REACHABLE: BrokerHealth = BrokerHealth {
+        reachable: true,
+        resubscribes: 0,
+    };
+
+    /// A health report.
+    pub fn new(reachable: bool, resubscribes: u64) -> Self {
+        BrokerHealth {
+            reachable,
+            resubscribes,
+        }
+    }
+}
+
 /// Why a broker could not carry out a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -126,6 +154,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// Periodic housekeeping: expire old history and free unused streams.
     fn sweep(&self) {}
+
+    /// Whether the broker can serve now, for readiness checks and metrics. The default (a
+    /// broker inside the process) is always reachable.
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::REACHABLE
+    }
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn name(&self) -> &'static str;

@@ -21,8 +21,8 @@ mod outbox;
 mod policy;
 
 pub use broker::{
-    BoxFuture, Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Publication, Published,
-    encode_publication,
+    BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
+    Published, encode_publication,
 };
 pub use channel::{Fanout, SessionRef};
 pub use history::HistoryLimits;

@@ -3,11 +3,13 @@
 //! The binary layers flags, `WIREHUB_*` environment variables and a TOML file into a
 //! [`ServerConfig`]; this crate only consumes it. [`ServerConfig::new`] gives the documented
 //! defaults and the builder-style setters change one knob each (tests use them for short
-//! heartbeats and small queues).
+//! heartbeats and small queues). The defaults are the binary's embedded `wirehub.toml`; a
+//! test of the binary checks that the two agree.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
 use crate::auth::AuthConfig;
@@ -29,8 +31,9 @@ pub enum AllowedOrigins {
 pub enum BrokerConfig {
     /// In this process only.
     Memory,
-    /// Through Redis at this URL (several nodes act as one).
-    Redis(String),
+    /// Through Redis (several nodes act as one). Its history settings are taken from the
+    /// server's ([`ServerConfig::history_size`], [`ServerConfig::history_ttl`]).
+    Redis(RedisConfig),
 }
 
 /// Everything the server needs to run.
@@ -54,12 +57,6 @@ pub struct ServerConfig {
     pub history_max_bytes: usize,
     /// The broker.
     pub broker: BrokerConfig,
-    /// With the Redis broker: put in front of every key and pub/sub channel name, so that
-    /// several deployments can share one Redis (every node of one deployment uses the same).
-    pub redis_prefix: String,
-    /// With the Redis broker and a `rediss://` URL: PEM certificates of the authorities that
-    /// may sign Redis' certificate, instead of the system's trust store.
-    pub redis_ca_cert: Option<Vec<u8>>,
     /// An extra route that echoes every frame (protocol-conformance testing only).
     pub echo_path: Option<String>,
     /// When set, `POST /api/publish` needs `Authorization: Bearer KEY`.
@@ -103,8 +100,6 @@ impl ServerConfig {
             history_ttl: Some(Duration::from_secs(300)),
             history_max_bytes: 64 << 20,
             broker: BrokerConfig::Memory,
-            redis_prefix: "wirehub:".to_owned(),
-            redis_ca_cert: None,
             echo_path: None,
             api_key: None,
             allowed_origins: AllowedOrigins::SameHost,
@@ -160,18 +155,6 @@ impl ServerConfig {
     /// Sets [`ServerConfig::broker`].
     pub fn broker(mut self, value: BrokerConfig) -> Self {
         self.broker = value;
-        self
-    }
-
-    /// Sets [`ServerConfig::redis_prefix`].
-    pub fn redis_prefix(mut self, value: impl Into<String>) -> Self {
-        self.redis_prefix = value.into();
-        self
-    }
-
-    /// Sets [`ServerConfig::redis_ca_cert`].
-    pub fn redis_ca_cert(mut self, value: Option<Vec<u8>>) -> Self {
-        self.redis_ca_cert = value;
         self
     }
 

@@ -25,6 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(crate::ready::readyz))
         .route("/metrics", get(metrics))
         .route("/schema/protocol.json", get(schema))
         .route("/api/publish", post(publish))

@@ -16,6 +16,7 @@
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
+//! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
@@ -25,6 +26,7 @@ mod heartbeat;
 mod http;
 mod metrics;
 mod rate;
+mod ready;
 mod session;
 mod state;
 mod tls;
@@ -38,9 +40,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
-use wirehub_broker_redis::{RedisBroker, RedisConfig};
+use wirehub_broker_redis::RedisBroker;
 use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
@@ -49,6 +52,8 @@ pub use http::router;
 pub use metrics::Metrics;
 pub use state::AppState;
 pub use tls::{TlsConfig, TlsError};
+pub use wirehub_broker_redis::{Error as RedisError, RedisConfig};
+pub use wirehub_core::{ChannelOptions, ChannelRules, OnSlow};
 
 use crate::upgrade::PeerAddr;
 
@@ -73,11 +78,17 @@ pub enum Error {
 /// A convenient result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Builds the hub (and its broker) for a config; for Redis, connects first.
+/// Builds the hub (and its broker) for a config; for Redis, connects first. The broker's
+/// tasks are spawned on `tasks` and end once `shutdown` is cancelled and the node has no
+/// subscriber left.
 ///
 /// # Errors
-/// [`Error::Redis`] when the Redis URL cannot be used or Redis cannot be reached.
-pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
+/// [`Error::Redis`] when the Redis settings cannot be used or Redis cannot be reached.
+pub async fn build_hub(
+    config: &ServerConfig,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Hub>> {
     let hub_config = HubConfig {
         history: HistoryLimits {
             size: config.history_size,
@@ -88,15 +99,16 @@ pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
     };
     match &config.broker {
         BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
-        BrokerConfig::Redis(url) => {
-            let redis = RedisConfig::new(url.clone())
-                .prefix(config.redis_prefix.clone())
-                .ca_cert_pem(config.redis_ca_cert.clone())
+        BrokerConfig::Redis(redis) => {
+            let redis = redis
+                .clone()
                 .history_size(config.history_size)
                 .history_ttl(config.history_ttl);
+            redis.validate()?;
             let link = RedisBroker::connect(redis).await?;
+            let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
             Ok(Arc::new(Hub::new(hub_config, move |sink| {
-                Arc::new(link.start(sink))
+                Arc::new(link.start_on(sink, &tasks, shutdown))
             })))
         }
     }
@@ -125,8 +137,12 @@ pub async fn run(
 /// # Errors
 /// As [`run`], and when the token key or TLS certificate cannot be used.
 pub async fn prepare(config: ServerConfig, shutdown: CancellationToken) -> Result<Arc<AppState>> {
-    let hub = build_hub(&config).await?;
-    Ok(Arc::new(AppState::new(config, hub, shutdown)?))
+    let tasks = TaskTracker::new();
+    let hub = build_hub(&config, &tasks, &shutdown).await?;
+    let mut state = AppState::new(config, hub, shutdown)?;
+    // The broker's tasks are on the tracker shutdown waits for.
+    state.tracker = tasks;
+    Ok(Arc::new(state))
 }
 
 /// Socket options for every accepted connection: `TCP_NODELAY`, so that small pushes leave at

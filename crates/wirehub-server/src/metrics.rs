@@ -195,6 +195,7 @@ impl Metrics {
                 get(counter)
             );
         }
+        crate::ready::broker_metrics(hub, &mut out);
         out
     }
 }

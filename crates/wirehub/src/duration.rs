@@ -1,6 +1,50 @@
-//! Durations as people write them: `30s`, `500ms`, `2m`, `1h`, `1.5s`.
+//! Durations as people write them: `30s`, `500ms`, `2m`, `1h`, `1.5s`, in flags, environment
+//! variables and the settings file alike ([`Dur`]).
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
+
+/// A duration setting: parsed by [`parse_duration`] from a flag, an environment variable or a
+/// TOML string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dur(pub(crate) Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_duration(text).map(Dur)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dur;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\", \"500ms\" or \"2m\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Dur, E> {
+                text.parse().map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Dur, E> {
+                if value == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "{value} has no unit; write e.g. \"30s\", \"500ms\", \"2m\""
+                    )))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`); a bare `0` is zero.
 ///

@@ -13,7 +13,7 @@ mod token;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Real-time WebSocket pub/sub: server, client and load generator.
@@ -27,7 +27,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server: HTTP and WebSocket on one port.
-    Serve(Box<serve::ServeArgs>),
+    #[command(
+        after_help = "Every flag is also read from WIREHUB_<NAME> and from the --config \
+        file (key <name>). The defaults are the embedded settings: `wirehub config` prints them."
+    )]
+    Serve(Box<serve::Settings>),
     /// Subscribe to channels and print each message's data as one JSON line (reconnects by itself).
     Sub(sub::SubArgs),
     /// Publish one message and exit 0 once the server acknowledged it.
@@ -54,7 +58,10 @@ fn init_tracing(format: serve::LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .mut_subcommand("serve", serve::with_defaults)
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -1,141 +1,204 @@
-//! `wirehub serve`: settings layered once (flag > `WIREHUB_*` env > `--config` file > the
-//! embedded defaults), then the server library runs until SIGINT/SIGTERM.
+//! `wirehub serve`: the settings, written once, then the server library runs until
+//! SIGINT/SIGTERM.
+//!
+//! [`Settings`] is both the command line (clap, each flag also read from `WIREHUB_<NAME>`) and
+//! the TOML table of a `--config` file and of the embedded `wirehub.toml`, which is the one
+//! source of defaults (`wirehub config` prints it). They are merged once, flag > env > file >
+//! embedded, and [`resolve`] turns the result into a [`ServerConfig`], naming the setting that
+//! cannot be used (exit code 2).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wirehub_server::{AllowedOrigins, AuthConfig, BrokerConfig, ServerConfig, TlsConfig};
+use wirehub_server::{
+    AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, OnSlow, RedisConfig,
+    ServerConfig, TlsConfig,
+};
 
-use crate::duration::parse_duration;
+use crate::duration::Dur;
 
 /// The embedded default settings (also printed by `wirehub config`).
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("../wirehub.toml");
 
-/// Flags of `wirehub serve`. Each is also read from `WIREHUB_<NAME>` and from the TOML file.
-#[derive(Args, Debug, Default)]
-pub(crate) struct ServeArgs {
-    /// TOML file with settings (keys as in `wirehub config`, e.g. heartbeat_interval = "10s").
-    #[arg(long, env = "WIREHUB_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address for HTTP and WebSocket, one port [default: 127.0.0.1:8080].
-    #[arg(long, env = "WIREHUB_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// WebSocket ping interval; no pong by the next tick closes the connection [default: 30s].
-    #[arg(long, env = "WIREHUB_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
-    heartbeat_interval: Option<Duration>,
-    /// On SIGTERM/SIGINT, closes (1001) are spread over this window [default: 5s].
-    #[arg(long, env = "WIREHUB_SHUTDOWN_DRAIN", value_parser = parse_duration)]
-    shutdown_drain: Option<Duration>,
-    /// Largest frame or message in bytes; larger ones close the connection with 1009 [default: 65536].
-    #[arg(long, env = "WIREHUB_MAX_MESSAGE_SIZE")]
-    max_message_size: Option<usize>,
-    /// Messages kept per channel for recovery after a reconnect (0: none) [default: 100].
-    #[arg(long, env = "WIREHUB_HISTORY_SIZE")]
-    history_size: Option<usize>,
-    /// How long history is kept; 0 keeps it until pushed out [default: 5m].
-    #[arg(long, env = "WIREHUB_HISTORY_TTL", value_parser = parse_duration)]
-    history_ttl: Option<Duration>,
-    /// Bytes of history kept across all channels [default: 67108864].
-    #[arg(long, env = "WIREHUB_HISTORY_MAX_BYTES")]
-    history_max_bytes: Option<usize>,
-    /// `memory`, or `redis://HOST:PORT` to run several nodes as one [default: memory].
-    #[arg(long, env = "WIREHUB_BROKER")]
-    broker: Option<String>,
-    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis [default: wirehub:].
-    #[arg(long, env = "WIREHUB_REDIS_PREFIX")]
-    redis_prefix: Option<String>,
-    /// PEM CA certificates for a rediss:// broker, instead of the system's trust store.
-    #[arg(long, env = "WIREHUB_REDIS_CA_CERT")]
-    redis_ca_cert: Option<PathBuf>,
-    /// Extra WebSocket route that echoes every frame (conformance testing only) [default: off].
-    #[arg(long, env = "WIREHUB_ECHO_PATH")]
-    echo_path: Option<String>,
-    /// HS256 secret: every WebSocket connection then needs a valid token.
-    #[arg(long, env = "WIREHUB_JWT_SECRET")]
-    jwt_secret: Option<String>,
-    /// PEM public key for RS256/ES256 tokens.
-    #[arg(long, env = "WIREHUB_JWT_PUBLIC_KEY")]
-    jwt_public_key: Option<PathBuf>,
-    /// When set, POST /api/publish and GET /api/history need `Authorization: Bearer KEY`.
-    #[arg(long, env = "WIREHUB_API_KEY")]
-    api_key: Option<String>,
-    /// Origins allowed at the upgrade: comma-separated, `*` for any [default: same host].
-    #[arg(long, env = "WIREHUB_ALLOWED_ORIGINS")]
-    allowed_origins: Option<String>,
-    /// Publishes per second per connection before `rate_limited` errors; 0: no limit [default: 100].
-    #[arg(long, env = "WIREHUB_PUBLISH_RATE")]
-    publish_rate: Option<u32>,
-    /// PEM certificate chain: serve HTTPS and wss:// on the same port.
-    #[arg(long, env = "WIREHUB_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "WIREHUB_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Frames queued for one connection before it is closed as a slow consumer [default: 4096].
-    #[arg(long, env = "WIREHUB_MAX_QUEUED_FRAMES")]
-    max_queued_frames: Option<usize>,
-    /// Bytes queued for one connection before it is closed as a slow consumer [default: 4194304].
-    #[arg(long, env = "WIREHUB_MAX_QUEUED_BYTES")]
-    max_queued_bytes: Option<usize>,
-    /// Subscriptions one connection may hold [default: 1024].
-    #[arg(long, env = "WIREHUB_MAX_SUBSCRIPTIONS")]
-    max_subscriptions: Option<usize>,
-    /// WebSocket connections held at most; beyond it upgrades get 503 (0: no limit) [default: 0].
-    #[arg(long, env = "WIREHUB_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Log format on stderr: text or json (verbosity from RUST_LOG) [default: text].
-    #[arg(long, env = "WIREHUB_LOG_FORMAT")]
-    log_format: Option<String>,
+/// Declares [`Settings`] (every field optional: a layer may leave it out) and
+/// [`Settings::or`], which fills what a layer leaves out from the layer below.
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $field:ident : $ty:ty, )*) => {
+        /// Settings of `wirehub serve`: flags (each also `WIREHUB_<NAME>`), and the keys of the
+        /// TOML file, with the same names (dashes become underscores).
+        #[derive(Args, Deserialize, Debug, Default, Clone)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct Settings {
+            /// TOML file with settings (keys as in `wirehub config`, e.g. heartbeat_interval = "10s").
+            #[arg(long, env = "WIREHUB_CONFIG")]
+            #[serde(skip)]
+            config: Option<PathBuf>,
+            $( $(#[$attr])* $field: Option<$ty>, )*
+            /// `[[channels]]` tables (file only): options by channel-name pattern.
+            #[arg(skip)]
+            channels: Option<Vec<ChannelTable>>,
+        }
+
+        impl Settings {
+            /// This layer, with what it leaves out taken from `lower`.
+            fn or(self, lower: Settings) -> Settings {
+                Settings {
+                    config: self.config.or(lower.config),
+                    $( $field: self.$field.or(lower.$field), )*
+                    channels: self.channels.or(lower.channels),
+                }
+            }
+        }
+    };
 }
 
-/// The settings as they may appear in a TOML file (every key optional, unknown keys refused).
-#[derive(Deserialize, Debug, Default)]
+settings! {
+    /// Address for HTTP and WebSocket, one port.
+    #[arg(long, env = "WIREHUB_LISTEN")]
+    listen: SocketAddr,
+    /// WebSocket ping interval; no pong by the next tick closes the connection.
+    #[arg(long, env = "WIREHUB_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Dur,
+    /// On SIGTERM/SIGINT, closes (1001) are spread over this window.
+    #[arg(long, env = "WIREHUB_SHUTDOWN_DRAIN")]
+    shutdown_drain: Dur,
+    /// Largest frame or message in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "WIREHUB_MAX_MESSAGE_SIZE")]
+    max_message_size: usize,
+    /// Messages kept per channel for recovery after a reconnect (0: none).
+    #[arg(long, env = "WIREHUB_HISTORY_SIZE")]
+    history_size: usize,
+    /// How long history is kept; 0 keeps it until pushed out.
+    #[arg(long, env = "WIREHUB_HISTORY_TTL")]
+    history_ttl: Dur,
+    /// Bytes of history kept across all channels.
+    #[arg(long, env = "WIREHUB_HISTORY_MAX_BYTES")]
+    history_max_bytes: usize,
+    /// `memory`, or `redis://HOST:PORT` (`rediss://` for TLS) to run several nodes as one.
+    #[arg(long, env = "WIREHUB_BROKER")]
+    broker: String,
+    /// Prefix of every Redis key and pub/sub channel, so deployments can share a Redis.
+    #[arg(long, env = "WIREHUB_REDIS_PREFIX")]
+    redis_prefix: String,
+    /// PEM CA certificates for a rediss:// broker, instead of the system's trust store.
+    #[arg(long, env = "WIREHUB_REDIS_CA_CERT")]
+    redis_ca_cert: PathBuf,
+    /// How long one Redis request may take before it fails.
+    #[arg(long, env = "WIREHUB_REDIS_TIMEOUT")]
+    redis_timeout: Dur,
+    /// How often the Redis pub/sub connection is checked with a PING.
+    #[arg(long, env = "WIREHUB_REDIS_PING_INTERVAL")]
+    redis_ping_interval: Dur,
+    /// How often a canary checks that the Redis pub/sub connection still delivers.
+    #[arg(long, env = "WIREHUB_REDIS_CANARY_INTERVAL")]
+    redis_canary_interval: Dur,
+    /// Extra WebSocket route that echoes every frame (conformance testing only).
+    #[arg(long, env = "WIREHUB_ECHO_PATH")]
+    echo_path: String,
+    /// HS256 secret: every WebSocket connection then needs a valid token.
+    #[arg(long, env = "WIREHUB_JWT_SECRET")]
+    jwt_secret: String,
+    /// PEM public key for RS256/ES256 tokens.
+    #[arg(long, env = "WIREHUB_JWT_PUBLIC_KEY")]
+    jwt_public_key: PathBuf,
+    /// When set, POST /api/publish and GET /api/history need `Authorization: Bearer KEY`.
+    #[arg(long, env = "WIREHUB_API_KEY")]
+    api_key: String,
+    /// Origins allowed at the upgrade: comma-separated, `*` for any, empty for the same host.
+    #[arg(long, env = "WIREHUB_ALLOWED_ORIGINS")]
+    allowed_origins: String,
+    /// Publishes per second per connection before `rate_limited` errors; 0: no limit.
+    #[arg(long, env = "WIREHUB_PUBLISH_RATE")]
+    publish_rate: u32,
+    /// PEM certificate chain: serve HTTPS and wss:// on the same port.
+    #[arg(long, env = "WIREHUB_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "WIREHUB_TLS_KEY")]
+    tls_key: PathBuf,
+    /// Frames queued for one connection before it is closed as a slow consumer.
+    #[arg(long, env = "WIREHUB_MAX_QUEUED_FRAMES")]
+    max_queued_frames: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    #[arg(long, env = "WIREHUB_MAX_QUEUED_BYTES")]
+    max_queued_bytes: usize,
+    /// Subscriptions one connection may hold.
+    #[arg(long, env = "WIREHUB_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: usize,
+    /// WebSocket connections held at most; beyond it upgrades get 503 (0: no limit).
+    #[arg(long, env = "WIREHUB_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// The kernel's send buffer per connection (SO_SNDBUF) in bytes; 0 leaves the kernel's autotuning.
+    #[arg(long, env = "WIREHUB_SEND_BUFFER", value_name = "BYTES")]
+    send_buffer: usize,
+    /// Log format on stderr: text or json (verbosity from RUST_LOG).
+    #[arg(long, env = "WIREHUB_LOG_FORMAT")]
+    log_format: String,
+}
+
+/// `wirehub serve --help` with each flag's default, read from the embedded settings (so that
+/// the help cannot disagree with them).
+pub(crate) fn with_defaults(serve: clap::Command) -> clap::Command {
+    let Ok(table) = DEFAULT_CONFIG.parse::<toml::Table>() else {
+        return serve;
+    };
+    table.iter().fold(serve, |serve, (key, value)| {
+        let shown = match value {
+            toml::Value::String(text) if text.is_empty() => "\"\"".to_owned(),
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            _ => return serve,
+        };
+        if !serve
+            .get_arguments()
+            .any(|arg| arg.get_id() == key.as_str())
+        {
+            return serve;
+        }
+        serve.mut_arg(key.as_str(), |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
+}
+
+/// One `[[channels]]` table of the settings file.
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    heartbeat_interval: Option<String>,
-    shutdown_drain: Option<String>,
-    max_message_size: Option<usize>,
+struct ChannelTable {
+    /// A channel name, or a prefix followed by `*`.
+    pattern: String,
+    /// `disconnect`, `gap` or `latest`.
+    on_slow: Option<String>,
+    /// Messages kept per channel (instead of the server-wide `history_size`).
     history_size: Option<usize>,
-    history_ttl: Option<String>,
-    history_max_bytes: Option<usize>,
-    broker: Option<String>,
-    redis_prefix: Option<String>,
-    redis_ca_cert: Option<PathBuf>,
-    echo_path: Option<String>,
-    jwt_secret: Option<String>,
-    jwt_public_key: Option<PathBuf>,
-    api_key: Option<String>,
-    allowed_origins: Option<String>,
-    publish_rate: Option<u32>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    max_queued_frames: Option<usize>,
-    max_queued_bytes: Option<usize>,
-    max_subscriptions: Option<usize>,
-    max_connections: Option<usize>,
-    log_format: Option<String>,
+    /// How long messages are kept (instead of the server-wide `history_ttl`).
+    history_ttl: Option<Dur>,
 }
 
 /// A setting that could not be used: names the field (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting `{field}`: {problem}")]
 pub(crate) struct ConfigError {
-    field: &'static str,
+    field: String,
     problem: String,
 }
 
-fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        field,
+        field: field.into(),
         problem: problem.into(),
     }
+}
+
+/// A setting every layer left out: the embedded defaults must have it.
+fn need<T>(value: Option<T>, field: &'static str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| bad(field, "missing (also from the embedded defaults)"))
 }
 
 /// Log output format.
@@ -154,19 +217,19 @@ pub(crate) struct Resolved {
     pub(crate) tls_files: Option<(PathBuf, PathBuf)>,
 }
 
-fn parse_file(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+fn parse_file(text: &str, origin: &str) -> Result<Settings, ConfigError> {
     toml::from_str(text).map_err(|err| {
         // The TOML error names the key and shows the line.
         bad("config", format!("{origin}: {err}"))
     })
 }
 
-fn duration_field(field: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    parse_duration(text).map_err(|problem| bad(field, problem))
+fn read_file(field: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|err| bad(field, format!("cannot read {}: {err}", path.display())))
 }
 
-/// Resolves flags/env over the file over the embedded defaults.
-pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
+/// Merges flags/env over the file over the embedded defaults, then checks and converts.
+pub(crate) fn resolve(args: &Settings) -> Result<Resolved, ConfigError> {
     let defaults = parse_file(DEFAULT_CONFIG, "embedded defaults")?;
     let file = match &args.config {
         Some(path) => {
@@ -174,106 +237,35 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
                 .map_err(|err| bad("config", format!("cannot read {}: {err}", path.display())))?;
             parse_file(&text, &path.display().to_string())?
         }
-        None => FileConfig::default(),
+        None => Settings::default(),
     };
-    macro_rules! pick {
-        ($field:ident) => {
-            file.$field.clone().or_else(|| defaults.$field.clone())
-        };
-    }
+    convert(args.clone().or(file).or(defaults))
+}
+
+/// The merged settings as a [`ServerConfig`] (and what only the binary uses).
+fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     let mut config = ServerConfig::new();
-    config.listen = match args.listen {
-        Some(listen) => listen,
-        None => pick!(listen)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|err| bad("listen", format!("{err}; write e.g. 127.0.0.1:8080")))?,
-    };
-    let duration = |flag: Option<Duration>, field: &'static str, text: Option<String>| match flag {
-        Some(value) => Ok(value),
-        None => duration_field(field, text.as_deref().unwrap_or("0")),
-    };
-    config.heartbeat_interval = duration(
-        args.heartbeat_interval,
-        "heartbeat_interval",
-        pick!(heartbeat_interval),
-    )?;
+    config.listen = need(settings.listen, "listen")?;
+    config.heartbeat_interval = need(settings.heartbeat_interval, "heartbeat_interval")?.0;
     if config.heartbeat_interval.is_zero() {
         return Err(bad("heartbeat_interval", "must be more than 0"));
     }
-    config.shutdown_drain = duration(args.shutdown_drain, "shutdown_drain", pick!(shutdown_drain))?;
-    config.max_message_size = args
-        .max_message_size
-        .or(pick!(max_message_size))
-        .unwrap_or(65_536);
+    config.shutdown_drain = need(settings.shutdown_drain, "shutdown_drain")?.0;
+    config.max_message_size = need(settings.max_message_size, "max_message_size")?;
     if config.max_message_size < 128 {
         return Err(bad("max_message_size", "must be at least 128 bytes"));
     }
-    config.history_size = args.history_size.or(pick!(history_size)).unwrap_or(0);
-    let ttl = duration(args.history_ttl, "history_ttl", pick!(history_ttl))?;
+    config.history_size = need(settings.history_size, "history_size")?;
+    let ttl = need(settings.history_ttl, "history_ttl")?.0;
     config.history_ttl = (!ttl.is_zero()).then_some(ttl);
-    config.history_max_bytes = args
-        .history_max_bytes
-        .or(pick!(history_max_bytes))
-        .unwrap_or(64 << 20);
-    let broker = args.broker.clone().or(pick!(broker)).unwrap_or_default();
-    config.broker = match broker.as_str() {
-        "" | "memory" => BrokerConfig::Memory,
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            BrokerConfig::Redis(url.to_owned())
-        }
-        other => {
-            return Err(bad(
-                "broker",
-                format!("{other:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
-            ));
-        }
-    };
-    let redis_prefix = args
-        .redis_prefix
-        .clone()
-        .or(pick!(redis_prefix))
-        .unwrap_or_else(|| "wirehub:".to_owned());
-    if redis_prefix.is_empty()
-        || redis_prefix
-            .chars()
-            .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
-    {
-        return Err(bad(
-            "redis_prefix",
-            format!(
-                "{redis_prefix:?}: must be non-empty, without braces, spaces or control characters"
-            ),
-        ));
-    }
-    config.redis_prefix = redis_prefix;
-    config.redis_ca_cert = match args.redis_ca_cert.clone().or(file.redis_ca_cert.clone()) {
-        None => None,
-        Some(path) => {
-            let pem = std::fs::read(&path).map_err(|err| {
-                bad(
-                    "redis_ca_cert",
-                    format!("cannot read {}: {err}", path.display()),
-                )
-            })?;
-            if !matches!(config.broker, BrokerConfig::Redis(ref url) if url.starts_with("rediss://"))
-            {
-                return Err(bad(
-                    "redis_ca_cert",
-                    "only used with --broker rediss://HOST:PORT",
-                ));
-            }
-            Some(pem)
-        }
-    };
-    let echo_path = args
-        .echo_path
-        .clone()
-        .or(pick!(echo_path))
-        .unwrap_or_default();
+    config.history_max_bytes = need(settings.history_max_bytes, "history_max_bytes")?;
+    config.broker = broker(&settings)?;
+    let echo_path = need(settings.echo_path, "echo_path")?;
     config.echo_path = match echo_path.as_str() {
         "" => None,
-        path if path.starts_with('/') && !matches!(path, "/ws" | "/" | "/healthz" | "/metrics") => {
+        path if path.starts_with('/')
+            && !matches!(path, "/ws" | "/" | "/healthz" | "/readyz" | "/metrics") =>
+        {
             Some(path.to_owned())
         }
         path => {
@@ -283,17 +275,8 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
             ));
         }
     };
-    config.api_key = args
-        .api_key
-        .clone()
-        .or(pick!(api_key))
-        .filter(|key| !key.is_empty());
-    let origins = args
-        .allowed_origins
-        .clone()
-        .or(pick!(allowed_origins))
-        .unwrap_or_default();
-    config.allowed_origins = match origins.trim() {
+    config.api_key = settings.api_key.filter(|key| !key.is_empty());
+    config.allowed_origins = match need(settings.allowed_origins, "allowed_origins")?.trim() {
         "" => AllowedOrigins::SameHost,
         "*" => AllowedOrigins::Any,
         list => AllowedOrigins::List(
@@ -303,64 +286,28 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
                 .collect(),
         ),
     };
-    config.publish_rate = args.publish_rate.or(pick!(publish_rate)).unwrap_or(100);
-    config.max_queued_frames = args
-        .max_queued_frames
-        .or(pick!(max_queued_frames))
-        .unwrap_or(4096);
-    config.max_queued_bytes = args
-        .max_queued_bytes
-        .or(pick!(max_queued_bytes))
-        .unwrap_or(4 << 20);
+    config.publish_rate = need(settings.publish_rate, "publish_rate")?;
+    config.max_queued_frames = need(settings.max_queued_frames, "max_queued_frames")?;
     if config.max_queued_frames == 0 {
         return Err(bad("max_queued_frames", "must be at least 1"));
     }
-    config.max_connections = args.max_connections.or(pick!(max_connections)).unwrap_or(0);
-    config.max_subscriptions = args
-        .max_subscriptions
-        .or(pick!(max_subscriptions))
-        .unwrap_or(1024);
-    let jwt_secret = args
-        .jwt_secret
-        .clone()
-        .or(file.jwt_secret.clone())
-        .filter(|secret| !secret.is_empty());
-    let jwt_public_key = args
-        .jwt_public_key
-        .clone()
-        .or(file.jwt_public_key.clone())
-        .filter(|path| !path.as_os_str().is_empty());
-    config.auth = match (jwt_secret, jwt_public_key) {
-        (Some(_), Some(_)) => {
+    config.max_queued_bytes = need(settings.max_queued_bytes, "max_queued_bytes")?;
+    config.max_subscriptions = need(settings.max_subscriptions, "max_subscriptions")?;
+    config.max_connections = need(settings.max_connections, "max_connections")?;
+    config.send_buffer = match need(settings.send_buffer, "send_buffer")? {
+        0 => None,
+        bytes if bytes < 4096 => {
             return Err(bad(
-                "jwt_secret",
-                "give either jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both",
+                "send_buffer",
+                "use at least 4096 bytes, or 0 for the kernel's autotuning",
             ));
         }
-        (Some(secret), None) => {
-            if secret.len() < 16 {
-                return Err(bad("jwt_secret", "use at least 16 characters"));
-            }
-            Some(AuthConfig::Secret(secret))
-        }
-        (None, Some(path)) => {
-            let pem = std::fs::read(&path).map_err(|err| {
-                bad(
-                    "jwt_public_key",
-                    format!("cannot read {}: {err}", path.display()),
-                )
-            })?;
-            let auth = AuthConfig::PublicKeyPem(pem);
-            wirehub_server::Authenticator::new(&auth)
-                .map_err(|err| bad("jwt_public_key", format!("{}: {err}", path.display())))?;
-            Some(auth)
-        }
-        (None, None) => None,
+        bytes => Some(bytes),
     };
-    let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
-    let tls_key = args.tls_key.clone().or(file.tls_key.clone());
+    config.channels = channels(settings.channels.unwrap_or_default())?;
+    config.auth = auth(settings.jwt_secret, settings.jwt_public_key)?;
     let mut tls_files = None;
-    config.tls = match (tls_cert, tls_key) {
+    config.tls = match (settings.tls_cert, settings.tls_key) {
         (None, None) => None,
         (Some(_), None) => return Err(bad("tls_key", "--tls-cert needs --tls-key")),
         (None, Some(_)) => return Err(bad("tls_cert", "--tls-key needs --tls-cert")),
@@ -372,13 +319,7 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
             Some(tls)
         }
     };
-    let log_format = match args
-        .log_format
-        .clone()
-        .or(pick!(log_format))
-        .unwrap_or_default()
-        .as_str()
-    {
+    let log_format = match need(settings.log_format, "log_format")?.as_str() {
         "" | "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => return Err(bad("log_format", format!("{other:?}: use text or json"))),
@@ -390,15 +331,118 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<Resolved, ConfigError> {
     })
 }
 
+/// The broker, with the Redis settings checked by [`RedisConfig::validate`].
+fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
+    let url = need(settings.broker.clone(), "broker")?;
+    if matches!(url.as_str(), "" | "memory") {
+        if settings.redis_ca_cert.is_some() {
+            return Err(bad(
+                "redis_ca_cert",
+                "only used with --broker rediss://HOST:PORT",
+            ));
+        }
+        return Ok(BrokerConfig::Memory);
+    }
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(bad(
+            "broker",
+            format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
+        ));
+    }
+    let ca_cert = match &settings.redis_ca_cert {
+        Some(path) => Some(read_file("redis_ca_cert", path)?),
+        None => None,
+    };
+    let redis = RedisConfig::new(url)
+        .prefix(need(settings.redis_prefix.clone(), "redis_prefix")?)
+        .ca_cert_pem(ca_cert)
+        .timeout(need(settings.redis_timeout, "redis_timeout")?.0)
+        .ping_interval(need(settings.redis_ping_interval, "redis_ping_interval")?.0)
+        .canary_interval(need(settings.redis_canary_interval, "redis_canary_interval")?.0);
+    if let Err(wirehub_server::RedisError::InvalidSetting { field, problem }) = redis.validate() {
+        let field = match field {
+            "url" => "broker",
+            "prefix" => "redis_prefix",
+            "ca_cert_pem" => "redis_ca_cert",
+            "timeout" => "redis_timeout",
+            "ping_interval" => "redis_ping_interval",
+            "canary_interval" => "redis_canary_interval",
+            other => other,
+        };
+        return Err(bad(field, problem));
+    }
+    Ok(BrokerConfig::Redis(redis))
+}
+
+/// The `[[channels]]` tables, checked: `channels[N].FIELD` names a bad one.
+fn channels(tables: Vec<ChannelTable>) -> Result<ChannelRules, ConfigError> {
+    let mut rules = Vec::with_capacity(tables.len());
+    for (index, table) in tables.into_iter().enumerate() {
+        let field = |name: &str| format!("channels[{index}].{name}");
+        let pattern = table.pattern.trim();
+        let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
+        if pattern.is_empty() || prefix.contains('*') {
+            return Err(bad(
+                field("pattern"),
+                format!("{pattern:?}: a channel name, or a prefix followed by one trailing *"),
+            ));
+        }
+        if !prefix.is_empty() && pattern == prefix {
+            wirehub_protocol::validate_channel(prefix)
+                .map_err(|err| bad(field("pattern"), format!("{pattern:?}: {err}")))?;
+        }
+        let mut rule = ChannelOptions::new(pattern);
+        if let Some(on_slow) = table.on_slow {
+            rule = rule.on_slow(
+                on_slow
+                    .parse::<OnSlow>()
+                    .map_err(|problem| bad(field("on_slow"), problem))?,
+            );
+        }
+        if let Some(size) = table.history_size {
+            rule = rule.history_size(size);
+        }
+        if let Some(ttl) = table.history_ttl {
+            rule = rule.history_ttl(ttl.0);
+        }
+        rules.push(rule);
+    }
+    Ok(ChannelRules::new(rules))
+}
+
+/// Token authentication: an HS256 secret or a public key file, not both.
+fn auth(
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+) -> Result<Option<AuthConfig>, ConfigError> {
+    let jwt_secret = jwt_secret.filter(|secret| !secret.is_empty());
+    let jwt_public_key = jwt_public_key.filter(|path| !path.as_os_str().is_empty());
+    match (jwt_secret, jwt_public_key) {
+        (Some(_), Some(_)) => Err(bad(
+            "jwt_secret",
+            "give either jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both",
+        )),
+        (Some(secret), None) => {
+            if secret.len() < 16 {
+                return Err(bad("jwt_secret", "use at least 16 characters"));
+            }
+            Ok(Some(AuthConfig::Secret(secret)))
+        }
+        (None, Some(path)) => {
+            let auth = AuthConfig::PublicKeyPem(read_file("jwt_public_key", &path)?);
+            wirehub_server::Authenticator::new(&auth)
+                .map_err(|err| bad("jwt_public_key", format!("{}: {err}", path.display())))?;
+            Ok(Some(auth))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads the TLS certificate chain and key files (at start and on every SIGHUP).
 fn read_tls_files(cert: &Path, key: &Path) -> Result<TlsConfig, ConfigError> {
-    let read = |field: &'static str, path: &Path| {
-        std::fs::read(path)
-            .map_err(|err| bad(field, format!("cannot read {}: {err}", path.display())))
-    };
     Ok(TlsConfig {
-        cert_pem: read("tls_cert", cert)?,
-        key_pem: read("tls_key", key)?,
+        cert_pem: read_file("tls_cert", cert)?,
+        key_pem: read_file("tls_key", key)?,
     })
 }
 
@@ -491,40 +535,58 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
+    /// Settings read from a TOML text as a `--config` file.
+    fn from_file(text: &str) -> Result<Resolved, ConfigError> {
+        let defaults = parse_file(DEFAULT_CONFIG, "embedded defaults")?;
+        convert(parse_file(text, "test")?.or(defaults))
+    }
+
     #[test]
-    fn embedded_defaults_match_the_contract() {
-        let resolved = resolve(&ServeArgs::default()).expect("defaults resolve");
-        let config = resolved.server;
-        assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
-        assert_eq!(config.shutdown_drain, Duration::from_secs(5));
-        assert_eq!(config.max_message_size, 65_536);
-        assert_eq!(config.broker, BrokerConfig::Memory);
-        assert_eq!(config.echo_path, None);
-        assert_eq!(config.api_key, None);
-        assert_eq!(config.allowed_origins, AllowedOrigins::SameHost);
+    fn the_embedded_defaults_are_server_config_new() {
+        let resolved = resolve(&Settings::default()).expect("defaults resolve");
+        // Every field, including those added later: the library's defaults are the file's.
+        assert_eq!(
+            format!("{:?}", resolved.server),
+            format!("{:?}", ServerConfig::new())
+        );
         assert_eq!(resolved.log_format, LogFormat::Text);
-        assert_eq!(config.redis_prefix, "wirehub:");
-        assert_eq!(config.redis_ca_cert, None);
+        assert_eq!(
+            resolved.server.listen,
+            "127.0.0.1:8080".parse().expect("addr")
+        );
+        assert_eq!(resolved.server.history_size, 100);
+        assert_eq!(resolved.server.send_buffer, Some(131_072));
+    }
+
+    #[test]
+    fn the_embedded_redis_defaults_are_redis_config_new() {
+        let url = "redis://127.0.0.1:6379";
+        let settings = Settings {
+            broker: Some(url.to_owned()),
+            ..Settings::default()
+        };
+        let config = resolve(&settings).expect("resolves").server;
+        assert_eq!(config.broker, BrokerConfig::Redis(RedisConfig::new(url)));
     }
 
     #[test]
     fn redis_settings_are_checked() {
-        let args = |prefix: &str, broker: &str, ca: Option<&str>| ServeArgs {
+        let args = |prefix: &str, broker: &str, ca: Option<&str>| Settings {
             redis_prefix: Some(prefix.to_owned()),
             broker: Some(broker.to_owned()),
             redis_ca_cert: ca.map(PathBuf::from),
-            ..ServeArgs::default()
+            ..Settings::default()
         };
         let config = resolve(&args("app1:", "redis://127.0.0.1:6379", None))
             .expect("resolves")
             .server;
-        assert_eq!(config.redis_prefix, "app1:");
         assert_eq!(
             config.broker,
-            BrokerConfig::Redis("redis://127.0.0.1:6379".into())
+            BrokerConfig::Redis(RedisConfig::new("redis://127.0.0.1:6379").prefix("app1:"))
         );
         for prefix in ["", "a{b", "a b"] {
             let err = resolve(&args(prefix, "redis://127.0.0.1:6379", None)).expect_err(prefix);
@@ -537,10 +599,11 @@ mod tests {
         let config = resolve(&args("wirehub:", "rediss://127.0.0.1:6380", Some(ca)))
             .expect("resolves")
             .server;
-        assert!(config.redis_ca_cert.is_some());
-        let err = resolve(&args("wirehub:", "redis://127.0.0.1:6379", Some(ca)))
-            .expect_err("a CA without TLS");
-        assert!(err.to_string().contains("redis_ca_cert"), "{err}");
+        assert!(matches!(config.broker, BrokerConfig::Redis(redis) if redis.ca_cert_pem.is_some()));
+        for broker in ["redis://127.0.0.1:6379", "memory"] {
+            let err = resolve(&args("wirehub:", broker, Some(ca))).expect_err("a CA without TLS");
+            assert!(err.to_string().contains("redis_ca_cert"), "{err}");
+        }
         let err = resolve(&args(
             "wirehub:",
             "rediss://127.0.0.1:6380",
@@ -548,6 +611,13 @@ mod tests {
         ))
         .expect_err("a missing file");
         assert!(err.to_string().contains("redis_ca_cert"), "{err}");
+        let err = resolve(&Settings {
+            broker: Some("redis://127.0.0.1:6379".to_owned()),
+            redis_canary_interval: Some(Dur(Duration::ZERO)),
+            ..Settings::default()
+        })
+        .expect_err("no canary");
+        assert!(err.to_string().contains("redis_canary_interval"), "{err}");
     }
 
     #[test]
@@ -556,10 +626,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("wirehub.toml");
         std::fs::write(&path, "heartbeat_interval = \"10s\"\nhistory_size = 7\n").expect("write");
-        let args = ServeArgs {
+        let args = Settings {
             config: Some(path.clone()),
-            heartbeat_interval: Some(Duration::from_secs(3)),
-            ..ServeArgs::default()
+            heartbeat_interval: Some(Dur(Duration::from_secs(3))),
+            ..Settings::default()
         };
         let config = resolve(&args).expect("resolves").server;
         assert_eq!(
@@ -568,6 +638,7 @@ mod tests {
             "flag wins"
         );
         assert_eq!(config.history_size, 7, "file beats default");
+        assert_eq!(config.shutdown_drain, Duration::from_secs(5), "default");
         std::fs::write(&path, "heartbeat_intervall = \"10s\"\n").expect("write");
         let err = resolve(&args).expect_err("unknown key");
         assert!(err.to_string().contains("heartbeat_intervall"), "{err}");
@@ -575,5 +646,85 @@ mod tests {
         let err = resolve(&args).expect_err("bad duration");
         assert!(err.to_string().contains("shutdown_drain"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_help_shows_the_embedded_defaults() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut serve = with_defaults(<Serve as clap::CommandFactory>::command());
+        let help = serve.render_help().to_string();
+        assert!(help.contains("[default: 30s]"), "{help}");
+        assert!(help.contains("[default: 131072]"), "{help}");
+        assert!(help.contains("[default: memory]"), "{help}");
+    }
+
+    #[test]
+    fn send_buffer_zero_is_the_kernels_autotuning() {
+        let config = from_file("send_buffer = 0\n").expect("resolves").server;
+        assert_eq!(config.send_buffer, None);
+        let config = from_file("send_buffer = 65536\n").expect("resolves").server;
+        assert_eq!(config.send_buffer, Some(65_536));
+        let err = from_file("send_buffer = 100\n").expect_err("too small");
+        assert!(err.to_string().contains("send_buffer"), "{err}");
+    }
+
+    #[test]
+    fn channel_tables_become_rules_in_order() {
+        let config = from_file(
+            r#"
+            history_size = 50
+            [[channels]]
+            pattern = "ticker:*"
+            on_slow = "latest"
+            history_size = 0
+            [[channels]]
+            pattern = "chat"
+            on_slow = "gap"
+            history_ttl = "1h"
+            "#,
+        )
+        .expect("resolves")
+        .server;
+        assert_eq!(config.history_size, 50);
+        assert_eq!(
+            config.channels,
+            ChannelRules::new(vec![
+                ChannelOptions::new("ticker:*")
+                    .on_slow(OnSlow::Latest)
+                    .history_size(0),
+                ChannelOptions::new("chat")
+                    .on_slow(OnSlow::Gap)
+                    .history_ttl(Duration::from_secs(3600)),
+            ])
+        );
+        assert_eq!(config.channels.on_slow("ticker:btc"), OnSlow::Latest);
+        assert_eq!(config.channels.on_slow("news"), OnSlow::Disconnect);
+    }
+
+    #[test]
+    fn a_bad_channel_table_is_named() {
+        let cases = [
+            (
+                "[[channels]]\npattern = \"a\"\n[[channels]]\npattern = \"b\"\non_slow = \"drop\"\n",
+                "channels[1].on_slow",
+            ),
+            ("[[channels]]\npattern = \"\"\n", "channels[0].pattern"),
+            ("[[channels]]\npattern = \"a*b\"\n", "channels[0].pattern"),
+            ("[[channels]]\npattern = \"a b\"\n", "channels[0].pattern"),
+            (
+                "[[channels]]\npattern = \"a\"\nhistory_ttl = \"soon\"\n",
+                "history_ttl",
+            ),
+            ("[[channels]]\npattern = \"a\"\nspeed = 1\n", "speed"),
+            ("[[channels]]\non_slow = \"gap\"\n", "pattern"),
+        ];
+        for (text, field) in cases {
+            let err = from_file(text).expect_err(text);
+            assert!(err.to_string().contains(field), "{text}: {err}");
+        }
     }
 }

@@ -144,6 +144,121 @@ fn bad_settings_exit_2_naming_the_field() {
 }
 
 #[test]
+fn bad_channel_tables_exit_2_naming_the_table() {
+    let dir = std::env::temp_dir().join(format!("wirehub-bad-channels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("channels.toml");
+    let cases = [
+        (
+            "[[channels]]\npattern = \"ticker:*\"\non_slow = \"latest\"\n\
+             [[channels]]\npattern = \"chat:*\"\non_slow = \"sometimes\"\n",
+            "channels[1].on_slow",
+        ),
+        ("[[channels]]\npattern = \"\"\n", "channels[0].pattern"),
+        ("send_buffer = 10\n", "send_buffer"),
+    ];
+    for (text, field) in cases {
+        std::fs::write(&file, text).expect("write");
+        let output = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(field), "{text}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn channel_tables_and_send_buffer_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("wirehub-channels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("channels.toml");
+    std::fs::write(
+        &file,
+        "[[channels]]\npattern = \"ticker:*\"\non_slow = \"latest\"\nhistory_size = 0\n",
+    )
+    .expect("write");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--send-buffer",
+            "0",
+            "--config",
+        ])
+        .arg(&file);
+    let server = ServerProcess::spawn(command);
+    let (mut client, _) = WsClient::connect(&server.ws_url()).await;
+    client.subscribe("ticker:btc").await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Polls `GET /readyz` until it answers `status`; returns the JSON body.
+async fn wait_readyz(server: &ServerProcess, status: u16) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + wirehub_testkit::TIMEOUT;
+    loop {
+        let response = reqwest::get(server.http_url("/readyz"))
+            .await
+            .expect("GET /readyz");
+        let now = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {now} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn issue_9_readyz_names_the_broker_while_redis_is_down_and_connections_stay() {
+    let mut redis = wirehub_testkit::RedisServer::start();
+    let url = redis.url();
+    let server = ServerProcess::serve(
+        BIN,
+        &[
+            "--broker",
+            &url,
+            "--redis-timeout",
+            "300ms",
+            "--redis-ping-interval",
+            "200ms",
+            "--redis-canary-interval",
+            "200ms",
+        ],
+    );
+    assert_eq!(wait_readyz(&server, 200).await, json!({"status": "ready"}));
+    let (mut client, _) = WsClient::connect(&server.ws_url()).await;
+    client.subscribe("kept").await;
+
+    redis.stop();
+    let body = wait_readyz(&server, 503).await;
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["broker"], "unreachable", "{body}");
+    let health = reqwest::get(server.http_url("/healthz"))
+        .await
+        .expect("get");
+    assert_eq!(health.status(), 200, "still alive");
+
+    redis.restart();
+    wait_readyz(&server, 200).await;
+    // Redis came back empty: the subscription is told, on the same connection.
+    assert_eq!(client.expect("gap").await["channel"], "kept");
+    client.send(&json!({"type": "ping", "id": 2})).await;
+    assert_eq!(client.expect("pong").await["id"], 2);
+}
+
+#[test]
 fn config_prints_the_embedded_defaults() {
     let output = Command::new(BIN).arg("config").output().expect("run");
     assert!(output.status.success());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wirehub_protocol::HistoryQuery;
-use wirehub_server::{BrokerConfig, ServerConfig};
+use wirehub_server::{BrokerConfig, RedisConfig, ServerConfig};
 use wirehub_testkit::{TestServer, WsClient};
 
 /// A node using Redis at `url`, keeping `history` messages per channel.
@@ -15,7 +15,7 @@ pub fn config(url: &str, history: usize) -> ServerConfig {
         .heartbeat_interval(Duration::from_secs(60))
         .publish_rate(0)
         .history_size(history)
-        .broker(BrokerConfig::Redis(url.to_owned()))
+        .broker(BrokerConfig::Redis(RedisConfig::new(url)))
 }
 
 /// `GET /api/history?channel=C&since=N&limit=10000`.
