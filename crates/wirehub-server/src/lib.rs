@@ -84,6 +84,7 @@ pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
             max_total_bytes: config.history_max_bytes,
         },
         max_pending: config.max_queued_frames,
+        channels: config.channels.clone(),
     };
     match &config.broker {
         BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
@@ -94,8 +95,9 @@ pub async fn build_hub(config: &ServerConfig) -> Result<Arc<Hub>> {
                 .history_size(config.history_size)
                 .history_ttl(config.history_ttl);
             let link = RedisBroker::connect(redis).await?;
+            let channels = config.channels.clone();
             Ok(Arc::new(Hub::new(hub_config, move |sink| {
-                Arc::new(link.start(sink))
+                Arc::new(link.start(sink).with_channel_rules(channels))
             })))
         }
     }
