@@ -26,8 +26,9 @@
 //! touched. No message is ever skipped silently: a drop is either a closed connection, a
 //! `gap` message, or the documented behaviour of `latest`.
 //!
-//! An empty outbox holds no allocation. The common path (a delivery with room) is one lock
-//! and one push of a shared `Bytes` clone.
+//! An outbox that never queued anything holds no allocation. The common path (a delivery with
+//! room) is one lock and one push of a shared `Bytes` clone (and of its small tag); the
+//! writer takes the frames by swapping the whole queue.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,7 +148,10 @@ pub struct Outbox {
 
 #[derive(Debug)]
 struct OutboxState {
-    entries: VecDeque<Entry>,
+    /// The queued frames, handed to the writer by swapping the whole queue.
+    frames: VecDeque<Bytes>,
+    /// What each frame of `frames` belongs to, in the same order.
+    tags: VecDeque<Tag>,
     bytes: usize,
     closed: Option<CloseCode>,
     /// The subscriptions whose policy is `gap` or `latest`, by ascending slot.
@@ -157,9 +161,8 @@ struct OutboxState {
     next_slot: u32,
 }
 
-#[derive(Debug)]
-struct Entry {
-    frame: Bytes,
+#[derive(Debug, Clone, Copy)]
+struct Tag {
     /// The message's offset (0 for replies).
     offset: u64,
     /// The subscription it belongs to (0 for replies).
@@ -197,18 +200,15 @@ impl OutboxState {
     fn is_full(&self, len: usize, limits: &OutboxLimits) -> bool {
         // A frame larger than the byte limit still goes through an empty queue, so that one
         // message of up to --max-message-size always fits.
-        !self.entries.is_empty()
-            && (self.entries.len() >= limits.max_frames || self.bytes + len > limits.max_bytes)
+        !self.frames.is_empty()
+            && (self.frames.len() >= limits.max_frames || self.bytes + len > limits.max_bytes)
     }
 
     fn push(&mut self, frame: Bytes, slot: u32, offset: u64) -> bool {
-        let was_empty = self.entries.is_empty();
+        let was_empty = self.frames.is_empty();
         self.bytes += frame.len();
-        self.entries.push_back(Entry {
-            frame,
-            offset,
-            slot,
-        });
+        self.frames.push_back(frame);
+        self.tags.push_back(Tag { offset, slot });
         was_empty
     }
 
@@ -221,7 +221,8 @@ impl OutboxState {
     /// each of them then holding a gap or its newest frame. Returns how many were dropped.
     fn evict(&mut self, only: Option<u32>, stats: Option<&QueueStats>) -> usize {
         let OutboxState {
-            entries,
+            frames,
+            tags,
             bytes,
             tagged,
             held,
@@ -230,24 +231,39 @@ impl OutboxState {
         if tagged.is_empty() {
             return 0;
         }
-        let before = entries.len();
-        entries.retain_mut(|entry| {
-            if entry.slot == 0 || only.is_some_and(|slot| slot != entry.slot) {
-                return true;
+        let droppable = |tag: &Tag| {
+            tag.slot != 0
+                && only.is_none_or(|slot| slot == tag.slot)
+                && tagged
+                    .binary_search_by_key(&tag.slot, |t| t.slot)
+                    .is_ok()
+        };
+        if !tags.iter().any(droppable) {
+            return 0;
+        }
+        let before = frames.len();
+        let mut kept_frames = VecDeque::with_capacity(before);
+        let mut kept_tags = VecDeque::with_capacity(before);
+        for (frame, tag) in frames.drain(..).zip(tags.drain(..)) {
+            let index = tagged.binary_search_by_key(&tag.slot, |t| t.slot);
+            match index {
+                Ok(index) if tag.slot != 0 && only.is_none_or(|slot| slot == tag.slot) => {
+                    let subscription = &mut tagged[index];
+                    *bytes -= frame.len();
+                    let epoch = subscription.epoch.clone();
+                    if subscription.hold(frame, epoch.as_ref(), tag.offset, stats) {
+                        *held += 1;
+                    }
+                }
+                _ => {
+                    kept_frames.push_back(frame);
+                    kept_tags.push_back(tag);
+                }
             }
-            let Ok(index) = tagged.binary_search_by_key(&entry.slot, |t| t.slot) else {
-                return true;
-            };
-            let subscription = &mut tagged[index];
-            *bytes -= entry.frame.len();
-            let frame = std::mem::take(&mut entry.frame);
-            let epoch = subscription.epoch.clone();
-            if subscription.hold(frame, epoch.as_ref(), entry.offset, stats) {
-                *held += 1;
-            }
-            false
-        });
-        before - entries.len()
+        }
+        *frames = kept_frames;
+        *tags = kept_tags;
+        before - frames.len()
     }
 }
 
@@ -317,7 +333,8 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Outbox {
             state: Mutex::new(OutboxState {
-                entries: VecDeque::new(),
+                frames: VecDeque::new(),
+                tags: VecDeque::new(),
                 bytes: 0,
                 closed: None,
                 tagged: Vec::new(),
@@ -376,11 +393,19 @@ impl Outbox {
     /// flush them before it closes the connection.
     pub fn drain_into(&self, out: &mut VecDeque<Bytes>) -> Option<CloseCode> {
         let mut state = lock(&self.state);
-        let drained = state.entries.len();
-        out.extend(state.entries.drain(..).map(|entry| entry.frame));
+        let drained = state.frames.len();
+        if out.is_empty() {
+            std::mem::swap(out, &mut state.frames);
+        } else {
+            out.append(&mut state.frames);
+        }
+        state.tags.clear();
         state.bytes = 0;
-        if state.entries.capacity() > 64 {
-            state.entries = VecDeque::new();
+        if state.frames.capacity() > 64 {
+            state.frames = VecDeque::new();
+        }
+        if state.tags.capacity() > 64 {
+            state.tags = VecDeque::new();
         }
         let stats = self.stats.get();
         if state.held > 0 {
@@ -415,7 +440,7 @@ impl Outbox {
     /// Number of frames queued now (with those held for the next drain).
     pub fn len(&self) -> usize {
         let state = lock(&self.state);
-        state.entries.len() + state.held
+        state.frames.len() + state.held
     }
 
     /// Whether nothing is queued.
