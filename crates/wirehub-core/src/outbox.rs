@@ -234,9 +234,7 @@ impl OutboxState {
         let droppable = |tag: &Tag| {
             tag.slot != 0
                 && only.is_none_or(|slot| slot == tag.slot)
-                && tagged
-                    .binary_search_by_key(&tag.slot, |t| t.slot)
-                    .is_ok()
+                && tagged.binary_search_by_key(&tag.slot, |t| t.slot).is_ok()
         };
         if !tags.iter().any(droppable) {
             return 0;

@@ -102,7 +102,7 @@ async fn issue_9_a_stalled_connection_keeps_the_newest_ticker_gets_one_gap_and_l
         last_feed = server
             .publish_http("feed:a", json!({"i": last_feed + 1, "p": payload}))
             .await;
-        if round % 5 == 0 && chat_lines < 5 {
+        if round.is_multiple_of(5) && chat_lines < 5 {
             chat_lines = server.publish_http("chat", json!({"line": round})).await;
         }
     }
@@ -315,18 +315,15 @@ async fn history_sizes_per_pattern(broker: BrokerConfig) {
         recover(&mut client, "big:x", &epochs[0], 10).await,
         (true, 50)
     );
-    assert_eq!(recover(&mut client, "big:x", &epochs[0], 9).await.0, false);
+    assert!(!recover(&mut client, "big:x", &epochs[0], 9).await.0);
     // The server-wide 10 for the others.
     assert_eq!(
         recover(&mut client, "small", &epochs[1], 50).await,
         (true, 10)
     );
-    assert_eq!(recover(&mut client, "small", &epochs[1], 49).await.0, false);
+    assert!(!recover(&mut client, "small", &epochs[1], 49).await.0);
     // none:* keeps nothing.
-    assert_eq!(
-        recover(&mut client, "none:y", &epochs[2], 59).await.0,
-        false
-    );
+    assert!(!recover(&mut client, "none:y", &epochs[2], 59).await.0);
     assert_eq!(
         recover(&mut client, "none:y", &epochs[2], 60).await,
         (true, 0)
