@@ -16,20 +16,27 @@
 //! **Last delivered.** Per watched channel, the listener keeps the epoch and offset it last
 //! handed to the fan-out. It skips what it already delivered and fills gaps from the
 //! history; a gap it cannot fill is reported with `Deliver::lost`.
+//!
+//! **History per channel.** The history size and TTL passed to the scripts are the
+//! channel's own when a `[[channels]]` rule ([`ChannelRules`], given with
+//! [`RedisBroker::with_channel_rules`]) sets them, else the [`RedisConfig`]'s.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use redis::Client;
 use redis::aio::PubSubSink;
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
 use wirehub_core::{
-    Deliver, HistoryPage, HistoryQuery, Publication, Published, encode_publication, new_epoch,
+    ChannelRules, Deliver, HistoryLimits, HistoryPage, HistoryQuery, Publication, Published,
+    encode_publication, new_epoch,
 };
 use wirehub_protocol::StreamPosition;
 
+use crate::RedisBroker;
 use crate::commands::Commands;
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
@@ -54,6 +61,31 @@ pub(crate) struct Shared {
     pub(crate) channels: Mutex<HashMap<Arc<str>, Watched>>,
     fences: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_fence: AtomicU64,
+    /// History size and TTL per kind of channel, over the config's.
+    rules: RwLock<ChannelRules>,
+}
+
+/// A channel's history arguments for the scripts.
+struct HistoryArgs {
+    size: usize,
+    /// 0: no TTL.
+    ttl_millis: u64,
+    /// The expiry of the epoch and offset keys.
+    keep_millis: u64,
+}
+
+impl RedisBroker {
+    /// Gives the channels that match a rule its history size and TTL instead of the
+    /// [`RedisConfig`]'s (from the next publish or read on). Every node sharing the Redis
+    /// should use the same rules: the node that publishes a message trims the history.
+    pub fn with_channel_rules(self, rules: ChannelRules) -> Self {
+        *self
+            .shared
+            .rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = rules;
+        self
+    }
 }
 
 /// A channel this node watches.
@@ -105,6 +137,35 @@ impl Shared {
             channels: Mutex::new(HashMap::new()),
             fences: Mutex::new(HashMap::new()),
             next_fence: AtomicU64::new(1),
+            rules: RwLock::new(ChannelRules::default()),
+        }
+    }
+
+    /// The history arguments of `channel`: its rule's, else the config's.
+    fn history_args(&self, channel: &str) -> HistoryArgs {
+        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        if rules.is_empty() {
+            return HistoryArgs {
+                size: self.config.history_size,
+                ttl_millis: self.config.history_ttl_millis(),
+                keep_millis: self.config.keep_millis(),
+            };
+        }
+        let base = HistoryLimits {
+            size: self.config.history_size,
+            ttl: self.config.history_ttl,
+            max_total_bytes: usize::MAX,
+        };
+        let limits = rules.history_limits(channel, base);
+        // As RedisConfig::keep_millis: a stream never forgets its epoch while it still has
+        // history.
+        let keep = limits.ttl.map_or(self.config.stream_ttl, |ttl| {
+            self.config.stream_ttl.max(ttl)
+        });
+        HistoryArgs {
+            size: limits.size,
+            ttl_millis: limits.ttl.map_or(0, |ttl| millis(ttl).max(1)),
+            keep_millis: millis(keep).max(1),
         }
     }
 
@@ -120,6 +181,7 @@ impl Shared {
         key: Option<&str>,
     ) -> Result<Published> {
         let [epoch, offset, history] = self.keys.stream(channel);
+        let args = self.history_args(channel);
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(epoch)
@@ -128,9 +190,9 @@ impl Shared {
             .key(self.keys.idempotency(channel))
             .arg(&*new_epoch())
             .arg(data)
-            .arg(self.config.history_size)
-            .arg(self.config.history_ttl_millis())
-            .arg(self.config.keep_millis())
+            .arg(args.size)
+            .arg(args.ttl_millis)
+            .arg(args.keep_millis)
             .arg(self.keys.messages(channel))
             .arg(key.unwrap_or(""));
         let (offset, duplicate): (u64, u8) = self.commands.invoke(&invocation).await?;
@@ -151,6 +213,7 @@ impl Shared {
         let [epoch, offset, history] = self.keys.stream(channel);
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
         let limit = limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let args = self.history_args(channel);
         let mut invocation = self.scripts.read.prepare_invoke();
         invocation
             .key(epoch)
@@ -160,8 +223,8 @@ impl Shared {
             .arg(since_epoch)
             .arg(since_offset)
             .arg(limit)
-            .arg(self.config.history_ttl_millis())
-            .arg(self.config.keep_millis());
+            .arg(args.ttl_millis)
+            .arg(args.keep_millis);
         match fence {
             Some(token) => invocation.arg(self.keys.node_channel()).arg(token),
             None => invocation.arg("").arg(0),
@@ -445,6 +508,10 @@ pub(crate) fn page(
             complete: false,
         },
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

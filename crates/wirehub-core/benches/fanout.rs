@@ -43,6 +43,7 @@ fn hub_with(subscribers: usize, history: usize) -> (Hub, Vec<SessionRef>) {
             max_total_bytes: 64 << 20,
         },
         max_pending: 4096,
+        channels: wirehub_core::ChannelRules::default(),
     });
     let sessions: Vec<SessionRef> = (0..subscribers as u64)
         .map(|id| SessionRef {

@@ -1,21 +1,28 @@
 //! The node's local subscribers, per channel: the fan-out side of the hub.
 //!
 //! A sharded map from channel name to the outboxes of the sessions subscribed here. A
-//! publication is pushed (the same shared frame) into every subscriber's [`Outbox`]; a full
-//! outbox closes its session as a slow consumer and never slows the others down. A channel
-//! entry is removed with its last subscriber.
+//! publication is pushed (the same shared frame) into every subscriber's [`Outbox`], tagged
+//! with the subscription's slot and handled, when the outbox is full, as the channel's
+//! delivery policy ([`OnSlow`], looked up in the [`ChannelRules`] when the session subscribes)
+//! says: a `disconnect` subscriber's session is closed as a slow consumer, a `gap` one gets a
+//! `gap` message, a `latest` one keeps its newest message; none of them slows the others down.
+//! A channel entry is removed with its last subscriber.
 //!
-//! A subscriber joins *pending*: deliveries are buffered until the hub has read the stream's
-//! position (and replayed history), then [`Fanout::activate`] flushes what came after that
-//! position. This is what makes the seam between replay and live messages exact.
+//! A subscriber joins *pending*: deliveries are buffered (bounded, with the same policies)
+//! until the hub has read the stream's position (and replayed history), then
+//! [`Fanout::activate`] flushes what came after that position. This is what makes the seam
+//! between replay and live messages exact.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use crate::broker::{Deliver, Publication};
-use crate::outbox::{Outbox, lock};
+use crate::outbox::{Offered, Outbox, QueueStats, lock};
+use crate::policy::{ChannelRules, OnSlow};
 
 const SHARDS: usize = 64;
 
@@ -32,8 +39,20 @@ pub struct SessionRef {
 struct Subscriber {
     session: u64,
     outbox: Arc<Outbox>,
-    /// Deliveries held back while the subscription is being set up.
-    pending: Option<Vec<Publication>>,
+    /// Tags this subscription's frames in the outbox.
+    slot: u32,
+    policy: OnSlow,
+    /// Set while the subscription is being set up.
+    setup: Option<Box<Setup>>,
+}
+
+/// Deliveries held back while a subscription is being set up.
+#[derive(Debug, Default)]
+struct Setup {
+    pending: Vec<Publication>,
+    /// `gap` policy, pending list full: the epoch of the deliveries dropped, the first one
+    /// (`None` when the epoch changed meanwhile) and the last one.
+    dropped: Option<(Arc<str>, Option<u64>, u64)>,
 }
 
 /// One shard of the registry: channel name → its local subscribers.
@@ -48,6 +67,8 @@ pub struct Fanout {
     channels: AtomicUsize,
     deliveries: AtomicUsize,
     max_pending: usize,
+    rules: ChannelRules,
+    stats: Arc<QueueStats>,
 }
 
 /// The result of [`Fanout::add_pending`].
@@ -61,10 +82,46 @@ pub(crate) enum Added {
     Duplicate,
 }
 
+/// What [`Fanout::activate`] lets the hub queue before a subscription goes live.
+#[derive(Debug)]
+pub(crate) struct Replay<'a> {
+    outbox: &'a Outbox,
+    slot: u32,
+    policy: OnSlow,
+}
+
+impl Replay<'_> {
+    /// Queues a reply (never dropped by a policy).
+    pub(crate) fn reply(&self, frame: Bytes) {
+        let _ = self.outbox.push(frame);
+    }
+
+    /// Queues a replayed message under the subscription's policy. Returns false when the
+    /// connection is closing.
+    pub(crate) fn message(&self, publication: &Publication) -> bool {
+        !matches!(
+            self.outbox.offer_replayed(
+                self.slot,
+                self.policy,
+                &publication.frame,
+                &publication.epoch,
+                publication.offset
+            ),
+            Offered::Refused(_)
+        )
+    }
+}
+
 impl Fanout {
     /// An empty registry. `max_pending` bounds the deliveries held for one subscriber while its
-    /// subscription is set up (beyond it, the subscriber is a slow consumer).
+    /// subscription is set up (beyond it, the subscriber's policy applies). Every channel
+    /// uses the `disconnect` policy; see [`Fanout::with_rules`].
     pub fn new(max_pending: usize) -> Self {
+        Fanout::with_rules(max_pending, ChannelRules::default())
+    }
+
+    /// An empty registry whose channels get their delivery policy from `rules`.
+    pub fn with_rules(max_pending: usize, rules: ChannelRules) -> Self {
         Fanout {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
@@ -72,6 +129,8 @@ impl Fanout {
             channels: AtomicUsize::new(0),
             deliveries: AtomicUsize::new(0),
             max_pending,
+            rules,
+            stats: Arc::new(QueueStats::default()),
         }
     }
 
@@ -95,22 +154,37 @@ impl Fanout {
         self.deliveries.load(Ordering::Relaxed)
     }
 
+    /// What the delivery policies did, and the depth of the outboxes when drained.
+    pub fn queue_stats(&self) -> &QueueStats {
+        &self.stats
+    }
+
+    /// The channel rules the policies come from.
+    pub fn rules(&self) -> &ChannelRules {
+        &self.rules
+    }
+
     pub(crate) fn add_pending(&self, channel: &str, session: &SessionRef) -> Added {
         let mut shard = lock(self.shard(channel));
-        let subscribers = match shard.get_mut(channel) {
-            Some(subscribers) => subscribers,
+        let name: Arc<str> = match shard.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
             None => {
                 self.channels.fetch_add(1, Ordering::Relaxed);
-                shard.entry(Arc::from(channel)).or_default()
+                Arc::from(channel)
             }
         };
+        let subscribers = shard.entry(name.clone()).or_default();
         if subscribers.iter().any(|s| s.session == session.id) {
             return Added::Duplicate;
         }
+        let policy = self.rules.on_slow(channel);
+        let slot = session.outbox.register(&name, policy, &self.stats);
         subscribers.push(Subscriber {
             session: session.id,
             outbox: session.outbox.clone(),
-            pending: Some(Vec::new()),
+            slot,
+            policy,
+            setup: Some(Box::default()),
         });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         if subscribers.len() == 1 {
@@ -128,7 +202,7 @@ impl Fanout {
         &self,
         channel: &str,
         session: u64,
-        before_live: impl FnOnce(&Outbox) -> (Arc<str>, u64),
+        before_live: impl FnOnce(&Replay<'_>) -> (Arc<str>, u64),
     ) -> bool {
         let mut shard = lock(self.shard(channel));
         let Some(subscriber) = shard
@@ -137,13 +211,34 @@ impl Fanout {
         else {
             return false;
         };
-        let (epoch, offset) = before_live(&subscriber.outbox);
-        for publication in subscriber.pending.take().unwrap_or_default() {
+        let replay = Replay {
+            outbox: &subscriber.outbox,
+            slot: subscriber.slot,
+            policy: subscriber.policy,
+        };
+        let (epoch, offset) = before_live(&replay);
+        let setup = subscriber.setup.take().unwrap_or_default();
+        for publication in &setup.pending {
             if publication.offset > offset || *publication.epoch != *epoch {
-                if subscriber.outbox.push(publication.frame).is_err() {
+                if !replay.message(publication) {
                     break;
                 }
                 self.deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some((dropped_epoch, from, to)) = setup.dropped {
+            match from {
+                Some(from) if *dropped_epoch == *epoch => {
+                    if to > offset {
+                        let range = (from.max(offset + 1), to);
+                        subscriber
+                            .outbox
+                            .begin_gap(subscriber.slot, &epoch, to, Some(range));
+                    }
+                }
+                _ => subscriber
+                    .outbox
+                    .begin_gap(subscriber.slot, &dropped_epoch, to, None),
             }
         }
         true
@@ -155,7 +250,8 @@ impl Fanout {
         let mut shard = lock(self.shard(channel));
         let subscribers = shard.get_mut(channel)?;
         let index = subscribers.iter().position(|s| s.session == session)?;
-        subscribers.swap_remove(index);
+        let subscriber = subscribers.swap_remove(index);
+        subscriber.outbox.unregister(subscriber.slot);
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         if subscribers.is_empty() {
             shard.remove(channel);
@@ -163,6 +259,48 @@ impl Fanout {
             Some(true)
         } else {
             Some(false)
+        }
+    }
+
+    /// A delivery to a subscriber that is still being set up.
+    fn hold_pending(&self, subscriber: &mut Subscriber, publication: &Publication) {
+        let Some(setup) = subscriber.setup.as_deref_mut() else {
+            return;
+        };
+        if let Some((epoch, from, to)) = &mut setup.dropped {
+            self.stats.count_drops(OnSlow::Gap, 1);
+            if **epoch != *publication.epoch {
+                *epoch = publication.epoch.clone();
+                *from = None;
+            }
+            *to = publication.offset;
+            return;
+        }
+        if setup.pending.len() < self.max_pending {
+            setup.pending.push(publication.clone());
+            return;
+        }
+        match subscriber.policy {
+            OnSlow::Latest => {
+                self.stats
+                    .count_drops(OnSlow::Latest, setup.pending.len() as u64);
+                setup.pending.clear();
+                setup.pending.push(publication.clone());
+            }
+            OnSlow::Gap => {
+                let from = setup
+                    .pending
+                    .iter()
+                    .find(|p| *p.epoch == *publication.epoch)
+                    .map_or(publication.offset, |p| p.offset);
+                self.stats
+                    .count_drops(OnSlow::Gap, setup.pending.len() as u64 + 1);
+                setup.pending.clear();
+                setup.dropped = Some((publication.epoch.clone(), Some(from), publication.offset));
+            }
+            _ => subscriber
+                .outbox
+                .close(wirehub_protocol::CloseCode::SlowConsumer),
         }
     }
 }
@@ -175,20 +313,19 @@ impl Deliver for Fanout {
         };
         let mut delivered = 0;
         for subscriber in subscribers.iter_mut() {
-            match &mut subscriber.pending {
-                None => {
-                    if subscriber.outbox.push(publication.frame.clone()).is_ok() {
-                        delivered += 1;
-                    }
-                }
-                Some(pending) if pending.len() < self.max_pending => {
-                    pending.push(publication.clone());
-                }
-                Some(_) => {
-                    subscriber
-                        .outbox
-                        .close(wirehub_protocol::CloseCode::SlowConsumer);
-                }
+            if subscriber.setup.is_some() {
+                self.hold_pending(subscriber, publication);
+                continue;
+            }
+            let offered = subscriber.outbox.offer(
+                subscriber.slot,
+                subscriber.policy,
+                &publication.frame,
+                &publication.epoch,
+                publication.offset,
+            );
+            if offered == Offered::Queued {
+                delivered += 1;
             }
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
@@ -197,7 +334,8 @@ impl Deliver for Fanout {
     /// Sends every local subscriber of `channel` (pending ones too) a `gap` message with the
     /// stream's position now, built once and shared: the connection and its other
     /// subscriptions are untouched, and the client recovers with `subscribe` + `since`, which
-    /// tells it whether the history still covers what it missed.
+    /// tells it whether the history still covers what it missed. A full outbox is handled as
+    /// the subscription's policy says (see [`Outbox`]).
     fn lost(&self, channel: &str, epoch: &str, offset: u64) {
         let shard = lock(self.shard(channel));
         let Some(subscribers) = shard.get(channel) else {
@@ -212,9 +350,150 @@ impl Deliver for Fanout {
                 to: None,
             },
         ));
+        let epoch: Arc<str> = Arc::from(epoch);
         for subscriber in subscribers {
-            // A full outbox closes the connection as a slow consumer, as for any frame.
-            let _ = subscriber.outbox.push(frame.clone());
+            subscriber
+                .outbox
+                .notice(subscriber.slot, subscriber.policy, &frame, &epoch, offset);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::broker::encode_publication;
+    use crate::outbox::OutboxLimits;
+    use crate::policy::ChannelOptions;
+
+    fn fanout(max_pending: usize) -> Fanout {
+        Fanout::with_rules(
+            max_pending,
+            ChannelRules::new(vec![
+                ChannelOptions::new("feed").on_slow(OnSlow::Gap),
+                ChannelOptions::new("ticker").on_slow(OnSlow::Latest),
+            ]),
+        )
+    }
+
+    fn session(id: u64, max_frames: usize) -> SessionRef {
+        SessionRef {
+            id,
+            outbox: Arc::new(Outbox::new(OutboxLimits {
+                max_frames,
+                max_bytes: 1 << 20,
+            })),
+        }
+    }
+
+    fn publish(fanout: &Fanout, channel: &str, offset: u64) {
+        let publication = encode_publication(Arc::from(channel), Arc::from("e"), offset, b"{}");
+        fanout.deliver(&publication);
+    }
+
+    /// What the session would write: (type, offset or gap range).
+    fn drain(session: &SessionRef) -> Vec<String> {
+        let mut out = VecDeque::new();
+        session.outbox.drain_into(&mut out);
+        out.iter()
+            .map(|frame| {
+                let json: Value = serde_json::from_slice(&frame[2..]).expect("JSON");
+                match json["type"].as_str() {
+                    Some("gap") => format!("gap {}-{}", json["from"], json["to"]),
+                    Some(kind) => format!("{kind} {}", json["offset"]),
+                    None => panic!("{json}"),
+                }
+            })
+            .collect()
+    }
+
+    /// Subscribes `session` to `channel` with `during_setup` deliveries before it goes live
+    /// at stream offset `at`.
+    fn subscribe(fanout: &Fanout, session: &SessionRef, channel: &str, during_setup: u64, at: u64) {
+        assert_ne!(fanout.add_pending(channel, session), Added::Duplicate);
+        for offset in 1..=during_setup {
+            publish(fanout, channel, offset);
+        }
+        let live = fanout.activate(channel, session.id, |queue| {
+            queue.reply(crate::hub::text_frame(
+                r#"{"type":"subscribed","offset":0}"#,
+            ));
+            (Arc::from("e"), at)
+        });
+        assert!(live);
+    }
+
+    #[test]
+    fn a_full_setup_queue_follows_the_channels_policy() {
+        let fanout = fanout(3);
+        // gap: the deliveries after the position read are reported as one gap.
+        let feed = session(1, 100);
+        subscribe(&fanout, &feed, "feed", 10, 2);
+        assert_eq!(drain(&feed), ["subscribed 0", "gap 3-10"]);
+        publish(&fanout, "feed", 11);
+        assert_eq!(drain(&feed), ["message 11"]);
+        // latest: only the newest is kept.
+        let ticker = session(2, 100);
+        subscribe(&fanout, &ticker, "ticker", 10, 2);
+        assert_eq!(drain(&ticker), ["subscribed 0", "message 10"]);
+        // disconnect: the connection is closed as a slow consumer.
+        let chat = session(3, 100);
+        subscribe(&fanout, &chat, "chat", 10, 2);
+        assert_eq!(
+            chat.outbox.closed(),
+            Some(wirehub_protocol::CloseCode::SlowConsumer)
+        );
+        // Within the bound, nothing is dropped.
+        let calm = session(4, 100);
+        subscribe(&fanout, &calm, "feed2", 3, 1);
+        assert_eq!(drain(&calm), ["subscribed 0", "message 2", "message 3"]);
+        assert_eq!(fanout.queue_stats().dropped(OnSlow::Gap), 10);
+    }
+
+    #[test]
+    fn a_gap_covered_by_the_position_read_is_no_gap() {
+        let fanout = fanout(3);
+        let feed = session(1, 100);
+        subscribe(&fanout, &feed, "feed", 10, 10);
+        assert_eq!(drain(&feed), ["subscribed 0"]);
+    }
+
+    #[test]
+    fn policies_are_per_subscription_on_a_shared_connection() {
+        let fanout = fanout(100);
+        let client = session(1, 4);
+        let other = session(2, 100);
+        for channel in ["feed", "ticker", "chat"] {
+            subscribe(&fanout, &client, channel, 0, 0);
+            subscribe(&fanout, &other, channel, 0, 0);
+        }
+        drain(&client);
+        drain(&other);
+        for offset in 1..=20 {
+            publish(&fanout, "feed", offset);
+            publish(&fanout, "ticker", offset);
+            if offset % 10 == 0 {
+                publish(&fanout, "chat", offset / 10);
+            }
+        }
+        assert_eq!(client.outbox.closed(), None);
+        // The feed's gap and the ticker's newest come after the chat lines, which are all
+        // there.
+        assert_eq!(
+            drain(&client),
+            ["message 1", "message 2", "gap 1-20", "message 20"]
+        );
+        // The other connection, not full, got everything.
+        assert_eq!(drain(&other).len(), 42);
+        // Unsubscribing forgets the subscription's gap.
+        for offset in 21..=25 {
+            publish(&fanout, "feed", offset);
+        }
+        assert_eq!(fanout.remove("feed", 1), Some(false));
+        assert_eq!(drain(&client), Vec::<String>::new());
     }
 }

@@ -12,14 +12,19 @@ use crate::broker::{Broker, BrokerError, Deliver, HistoryPage, HistoryQuery, Pub
 use crate::channel::{Added, Fanout, SessionRef};
 use crate::history::HistoryLimits;
 use crate::memory::MemoryBroker;
+use crate::policy::ChannelRules;
 
 /// Settings of the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
-    /// History kept per channel and in total.
+    /// History kept per channel and in total (the default of channels that no rule gives
+    /// their own history settings).
     pub history: HistoryLimits,
     /// Deliveries held for one subscriber while its subscription is being set up.
     pub max_pending: usize,
+    /// Options per kind of channel: each subscription's delivery policy, looked up when it
+    /// is made, and the in-memory broker's history settings per channel.
+    pub channels: ChannelRules,
 }
 
 /// Why a hub request failed.
@@ -75,15 +80,17 @@ impl Hub {
         config: HubConfig,
         make_broker: impl FnOnce(Arc<dyn Deliver>) -> Arc<dyn Broker>,
     ) -> Self {
-        let fanout = Arc::new(Fanout::new(config.max_pending));
+        let fanout = Arc::new(Fanout::with_rules(config.max_pending, config.channels));
         let broker = make_broker(fanout.clone());
         Hub { fanout, broker }
     }
 
-    /// A hub with the in-memory broker.
+    /// A hub with the in-memory broker (history per channel as `config.channels` says).
     pub fn in_memory(config: HubConfig) -> Self {
-        Hub::new(config, |sink| {
-            Arc::new(MemoryBroker::new(config.history, sink))
+        let history = config.history;
+        let rules = config.channels.clone();
+        Hub::new(config, move |sink| {
+            Arc::new(MemoryBroker::new(history, sink).with_channel_rules(rules))
         })
     }
 
@@ -143,7 +150,7 @@ impl Hub {
             recovered: since.as_ref().map(|_| complete),
             replayed: if complete { publications.len() } else { 0 },
         };
-        self.fanout.activate(channel, session.id, |outbox| {
+        self.fanout.activate(channel, session.id, |queue| {
             let reply = ServerMessage::Subscribed {
                 id,
                 channel: channel.to_owned(),
@@ -151,12 +158,12 @@ impl Hub {
                 offset: top,
                 recovered: result.recovered,
             };
-            let _ = outbox.push(text_frame(&encode_server_message(&reply)));
+            queue.reply(text_frame(&encode_server_message(&reply)));
             let mut last = top;
             if complete {
-                for publication in publications {
+                for publication in &publications {
                     last = publication.offset;
-                    if outbox.push(publication.frame).is_err() {
+                    if !queue.message(publication) {
                         break;
                     }
                 }

@@ -28,5 +28,5 @@ pub use channel::{Fanout, SessionRef};
 pub use history::HistoryLimits;
 pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
 pub use memory::{MemoryBroker, new_epoch};
-pub use outbox::{Outbox, OutboxLimits, PushError};
+pub use outbox::{DEPTH_BOUNDS, Outbox, OutboxLimits, PushError, QueueStats};
 pub use policy::{ChannelOptions, ChannelRules, OnSlow};

@@ -5,6 +5,10 @@
 //! the local fan-out, so that deliveries leave in offset order. Lock order: shard, then
 //! stream. A stream with no watcher and no history is removed; it gets a new epoch when it is
 //! created again, because its offsets start over.
+//!
+//! Each stream keeps its own history limits, the server-wide ones unless a `[[channels]]`
+//! rule ([`ChannelRules`]) gives its channel a size or TTL of its own; they are looked up
+//! once, when the stream is created.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -17,6 +21,7 @@ use crate::broker::{
 };
 use crate::history::{History, HistoryBudget, HistoryLimits};
 use crate::outbox::lock;
+use crate::policy::ChannelRules;
 
 const SHARDS: usize = 64;
 
@@ -28,6 +33,7 @@ pub struct MemoryBroker {
     shards: Box<[Shard]>,
     hasher: RandomState,
     limits: HistoryLimits,
+    rules: ChannelRules,
     budget: HistoryBudget,
     sink: Arc<dyn Deliver>,
 }
@@ -42,6 +48,8 @@ impl std::fmt::Debug for MemoryBroker {
 }
 
 struct Stream {
+    /// This channel's history limits.
+    limits: HistoryLimits,
     epoch: Arc<str>,
     top: u64,
     history: History,
@@ -63,9 +71,17 @@ impl MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             limits,
+            rules: ChannelRules::default(),
             budget: HistoryBudget::default(),
             sink,
         }
+    }
+
+    /// Gives the channels that match a rule its history size and TTL instead of the broker's
+    /// (streams created from now on).
+    pub fn with_channel_rules(mut self, rules: ChannelRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Bytes of history held across all channels.
@@ -90,6 +106,7 @@ impl MemoryBroker {
         }
         let name: Arc<str> = Arc::from(channel);
         let stream = Arc::new(Mutex::new(Stream {
+            limits: self.rules.history_limits(channel, self.limits),
             epoch: new_epoch(),
             top: 0,
             history: History::default(),
@@ -122,7 +139,8 @@ impl MemoryBroker {
                 continue;
             }
             let now = Instant::now();
-            state.history.expire(&self.limits, &self.budget, now);
+            let limits = state.limits;
+            state.history.expire(&limits, &self.budget, now);
             if let Some(offset) = key.and_then(|key| state.history.offset_of_key(key)) {
                 return Published {
                     offset,
@@ -135,7 +153,7 @@ impl MemoryBroker {
             let offset = publication.offset;
             state
                 .history
-                .push(publication, key, &self.limits, &self.budget, now);
+                .push(publication, key, &limits, &self.budget, now);
             let unused = state.watchers == 0 && state.history.is_empty();
             drop(state);
             if unused {
@@ -151,9 +169,8 @@ impl MemoryBroker {
     fn history_now(&self, channel: &str, query: HistoryQuery) -> HistoryPage {
         let (_, stream) = self.stream(channel);
         let mut state = lock(&stream);
-        state
-            .history
-            .expire(&self.limits, &self.budget, Instant::now());
+        let limits = state.limits;
+        state.history.expire(&limits, &self.budget, Instant::now());
         let epoch = state.epoch.clone();
         let top = state.top;
         let (publications, complete) = match &query.since {
@@ -233,7 +250,8 @@ impl Broker for MemoryBroker {
             let mut shard = lock(shard);
             shard.retain(|_, stream| {
                 let mut state = lock(stream);
-                state.history.expire(&self.limits, &self.budget, now);
+                let limits = state.limits;
+                state.history.expire(&limits, &self.budget, now);
                 if state.watchers == 0 && state.history.is_empty() {
                     state.history.clear(&self.budget);
                     state.removed = true;

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::history::HistoryLimits;
+
 /// What happens to a subscription whose connection cannot keep up (its outbox is full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -90,6 +92,21 @@ impl ChannelOptions {
         self
     }
 
+    /// The history limits of a matching channel: `base` (the server-wide ones) with this
+    /// table's size and TTL where it sets them (a zero TTL keeps messages until newer ones
+    /// push them out).
+    pub fn history_limits(&self, base: HistoryLimits) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history_size.unwrap_or(base.size),
+            ttl: match self.history_ttl {
+                None => base.ttl,
+                Some(ttl) if ttl.is_zero() => None,
+                Some(ttl) => Some(ttl),
+            },
+            max_total_bytes: base.max_total_bytes,
+        }
+    }
+
     /// Whether `channel` matches this table's pattern.
     pub fn matches(&self, channel: &str) -> bool {
         match self.pattern.strip_suffix('*') {
@@ -122,6 +139,12 @@ impl ChannelRules {
             .map_or(OnSlow::Disconnect, |rule| rule.on_slow)
     }
 
+    /// The history limits of `channel`: those of the first matching table, else `base`.
+    pub fn history_limits(&self, channel: &str, base: HistoryLimits) -> HistoryLimits {
+        self.get(channel)
+            .map_or(base, |rule| rule.history_limits(base))
+    }
+
     /// The tables, in order.
     pub fn iter(&self) -> impl Iterator<Item = &ChannelOptions> {
         self.rules.iter()
@@ -149,6 +172,31 @@ mod tests {
         assert_eq!(rules.on_slow("chat"), OnSlow::Disconnect);
         assert_eq!(rules.get("chat").and_then(|r| r.history_size), Some(5));
         assert_eq!(ChannelRules::default().get("chat"), None);
+    }
+
+    #[test]
+    fn history_limits_override_the_server_wide_ones() {
+        let base = HistoryLimits {
+            size: 100,
+            ttl: Some(Duration::from_secs(300)),
+            max_total_bytes: 1 << 20,
+        };
+        let rules = ChannelRules::new(vec![
+            ChannelOptions::new("ticker:*").history_size(0),
+            ChannelOptions::new("feed:*")
+                .history_size(5000)
+                .history_ttl(Duration::ZERO),
+            ChannelOptions::new("log:*").history_ttl(Duration::from_secs(5)),
+        ]);
+        let limits = |channel| rules.history_limits(channel, base);
+        assert_eq!(limits("ticker:btc").size, 0);
+        assert_eq!(limits("ticker:btc").ttl, base.ttl);
+        assert_eq!((limits("feed:a").size, limits("feed:a").ttl), (5000, None));
+        assert_eq!(
+            (limits("log:x").size, limits("log:x").ttl),
+            (100, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(limits("chat"), base);
     }
 
     #[test]

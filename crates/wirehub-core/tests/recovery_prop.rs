@@ -140,6 +140,7 @@ fn run(history: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 max_total_bytes: usize::MAX,
             },
             max_pending: 1000,
+            channels: wirehub_core::ChannelRules::default(),
         });
         // A second, always-connected subscriber keeps the streams (and epochs) alive.
         let keeper = SessionRef {

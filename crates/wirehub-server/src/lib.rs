@@ -96,6 +96,7 @@ pub async fn build_hub(
             max_total_bytes: config.history_max_bytes,
         },
         max_pending: config.max_queued_frames,
+        channels: config.channels.clone(),
     };
     match &config.broker {
         BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
@@ -107,8 +108,9 @@ pub async fn build_hub(
             redis.validate()?;
             let link = RedisBroker::connect(redis).await?;
             let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
+            let channels = config.channels.clone();
             Ok(Arc::new(Hub::new(hub_config, move |sink| {
-                Arc::new(link.start_on(sink, &tasks, shutdown))
+                Arc::new(link.start_on(sink, &tasks, shutdown).with_channel_rules(channels))
             })))
         }
     }

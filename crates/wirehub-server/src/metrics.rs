@@ -1,13 +1,13 @@
 //! Counters and gauges, rendered in the Prometheus text format at `GET /metrics`.
 //!
 //! Plain atomics, bumped on the paths they count; nothing here allocates per message.
-//! Figures that the hub already keeps (subscriptions, channels, deliveries) are read from it
-//! when the page is rendered.
+//! Figures that the hub already keeps (subscriptions, channels, deliveries, and what the
+//! per-channel delivery policies did) are read from it when the page is rendered.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wirehub_core::Hub;
+use wirehub_core::{DEPTH_BOUNDS, Hub, OnSlow};
 use wirehub_protocol::{CloseCode, ErrorCode};
 
 /// The server's counters.
@@ -196,6 +196,41 @@ impl Metrics {
             );
         }
         crate::ready::broker_metrics(hub, &mut out);
+        render_policies(&mut out, hub);
         out
     }
+}
+
+/// The delivery policies' counters and the outbox depth histogram.
+fn render_policies(out: &mut String, hub: &Hub) {
+    let stats = hub.fanout().queue_stats();
+    let _ = writeln!(
+        out,
+        "# HELP wirehub_slow_drops_total Messages not sent to a subscriber that could not keep up, by its channel's on_slow policy (gap: covered by a gap message; latest: replaced by a newer one).\n# TYPE wirehub_slow_drops_total counter"
+    );
+    for policy in [OnSlow::Gap, OnSlow::Latest] {
+        let _ = writeln!(
+            out,
+            "wirehub_slow_drops_total{{policy=\"{}\"}} {}",
+            policy.as_str(),
+            stats.dropped(policy)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wirehub_gaps_sent_total Gap messages sent to subscriptions whose queue overflowed (on_slow = gap).\n# TYPE wirehub_gaps_sent_total counter\nwirehub_gaps_sent_total {}",
+        stats.gaps_sent()
+    );
+    let (buckets, count, sum) = stats.depth();
+    let _ = writeln!(
+        out,
+        "# HELP wirehub_outbox_depth Frames a connection's writer took from its queue at once (the queue's depth when the socket had room).\n# TYPE wirehub_outbox_depth histogram"
+    );
+    for (bound, value) in DEPTH_BOUNDS.iter().zip(buckets) {
+        let _ = writeln!(out, "wirehub_outbox_depth_bucket{{le=\"{bound}\"}} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "wirehub_outbox_depth_bucket{{le=\"+Inf\"}} {count}\nwirehub_outbox_depth_sum {sum}\nwirehub_outbox_depth_count {count}"
+    );
 }
