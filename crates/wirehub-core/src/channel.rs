@@ -96,6 +96,12 @@ impl Replay<'_> {
         let _ = self.outbox.push(frame);
     }
 
+    /// Whether a replayed frame of `len` bytes fits in the part of the queue a recovery may
+    /// use.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        self.outbox.has_replay_room(len)
+    }
+
     /// Queues a replayed message under the subscription's policy. Returns false when the
     /// connection is closing.
     pub(crate) fn message(&self, publication: &Publication) -> bool {

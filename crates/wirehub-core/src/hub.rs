@@ -106,7 +106,10 @@ impl Hub {
 
     /// Subscribes a session to a channel. Queues, in this order, the `subscribed` reply, the
     /// replayed messages after `since` (when recovery is complete), and from then on every
-    /// live message, with no gap and no duplicate between replay and live.
+    /// live message, with no gap and no duplicate between replay and live. A recovery larger
+    /// than half the connection's queue is sent in part, followed by a `gap` whose `from` is
+    /// the first offset not sent: recovering again from the last offset received goes on
+    /// from there.
     ///
     /// # Errors
     /// [`HubError::AlreadySubscribed`], or a broker failure (the subscription is undone).
@@ -144,33 +147,48 @@ impl Hub {
             publications,
             complete,
         } = page;
-        let result = Subscribed {
-            epoch: epoch.clone(),
-            offset: top,
-            recovered: since.as_ref().map(|_| complete),
-            replayed: if complete { publications.len() } else { 0 },
-        };
+        let recovered = since.as_ref().map(|_| complete);
+        let mut replayed = 0;
         self.fanout.activate(channel, session.id, |queue| {
             let reply = ServerMessage::Subscribed {
                 id,
                 channel: channel.to_owned(),
                 epoch: epoch.to_string(),
                 offset: top,
-                recovered: result.recovered,
+                recovered,
             };
             queue.reply(text_frame(&encode_server_message(&reply)));
             let mut last = top;
             if complete {
                 for publication in &publications {
+                    if !queue.has_room(publication.frame.len()) {
+                        // The rest of the recovery does not fit: it is sent as a `gap`, and a
+                        // client that recovers again from its last offset gets the next part.
+                        let gap = ServerMessage::Gap {
+                            channel: channel.to_owned(),
+                            epoch: epoch.to_string(),
+                            offset: top,
+                            from: Some(publication.offset),
+                            to: Some(top),
+                        };
+                        queue.reply(text_frame(&encode_server_message(&gap)));
+                        break;
+                    }
                     last = publication.offset;
                     if !queue.message(publication) {
                         break;
                     }
+                    replayed += 1;
                 }
             }
             (epoch.clone(), last.max(top))
         });
-        Ok(result)
+        Ok(Subscribed {
+            epoch,
+            offset: top,
+            recovered,
+            replayed,
+        })
     }
 
     /// Ends a session's subscription to a channel.

@@ -345,6 +345,17 @@ impl Outbox {
         }
     }
 
+    /// Whether a replayed frame of `len` bytes fits in the half of the queue a recovery may
+    /// use: the other half stays for live messages, so that a large recovery neither closes
+    /// the connection as a slow consumer nor starves what is published meanwhile. An empty
+    /// queue takes any frame, so that every recovery makes progress.
+    pub(crate) fn has_replay_room(&self, len: usize) -> bool {
+        let state = lock(&self.state);
+        state.frames.is_empty()
+            || (state.frames.len() < self.limits.max_frames / 2
+                && state.bytes + len <= self.limits.max_bytes / 2)
+    }
+
     /// Queues one frame (a reply: it is never dropped by a policy).
     ///
     /// # Errors

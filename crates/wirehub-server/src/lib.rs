@@ -110,7 +110,10 @@ pub async fn build_hub(
             let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
             let channels = config.channels.clone();
             Ok(Arc::new(Hub::new(hub_config, move |sink| {
-                Arc::new(link.start_on(sink, &tasks, shutdown).with_channel_rules(channels))
+                Arc::new(
+                    link.start_on(sink, &tasks, shutdown)
+                        .with_channel_rules(channels),
+                )
             })))
         }
     }

@@ -208,10 +208,10 @@ async fn issue_9_a_stalled_connection_keeps_the_newest_ticker_gets_one_gap_and_l
     consumer.push(offset(&slow.expect("message").await));
     assert_eq!(consumer, (1..=top + 1).collect::<Vec<_>>());
     assert_eq!(server.metric("wirehub_slow_consumers_total").await, 0);
-    assert_eq!(
-        server.metric("wirehub_gaps_sent_total").await,
-        rounds as u64
-    );
+    // One gap for the overflow; the parts of the recovery end with the hub's gaps, which are
+    // not a subscriber falling behind.
+    assert_eq!(server.metric("wirehub_gaps_sent_total").await, 1);
+    assert!(rounds > 1, "a replay larger than the queue comes in parts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,3 +150,74 @@ async fn an_epoch_change_after_a_restart_is_reported() {
     assert_eq!(subscribed["recovered"], false);
     assert_ne!(subscribed["epoch"], epoch.as_str(), "a new epoch");
 }
+
+/// A recovery larger than half the connection's queue used to fill it and close the connection
+/// as a slow consumer (4100), so a client that reconnected with the same `since` never made
+/// progress. Now it comes in parts, each followed by a `gap` from the first offset not sent;
+/// recovering again from the last offset received converges, on one connection, with every
+/// message once and in order.
+#[tokio::test]
+async fn issue_9_a_recovery_larger_than_the_queue_comes_in_parts_and_converges() {
+    let server = TestServer::start(
+        ServerConfig::new()
+            .history_size(2_000)
+            .max_queued_frames(64)
+            .publish_rate(0),
+    )
+    .await;
+    let (mut publisher, _) = WsClient::connect(&server.ws_url()).await;
+    for n in 1..=500u64 {
+        publisher.publish("big", json!({"n": n})).await;
+    }
+    let (mut client, _) = WsClient::connect(&server.ws_url()).await;
+    let first = client.subscribe("big").await;
+    let epoch = first["epoch"].as_str().expect("epoch").to_owned();
+    client
+        .send(&json!({"type": "unsubscribe", "channel": "big"}))
+        .await;
+    client.expect("unsubscribed").await;
+
+    let mut last = 0u64;
+    let mut parts = 0;
+    while last < 500 {
+        let subscribed = client.subscribe_since("big", &epoch, last).await;
+        assert_eq!(subscribed["recovered"], true, "{subscribed}");
+        parts += 1;
+        loop {
+            let frame = client.recv().await;
+            match frame["type"].as_str() {
+                Some("message") => {
+                    let offset = frame["offset"].as_u64().expect("offset");
+                    assert_eq!(offset, last + 1, "in order, none twice: {frame}");
+                    assert_eq!(frame["data"]["n"], offset);
+                    last = offset;
+                    if last == 500 {
+                        break;
+                    }
+                }
+                Some("gap") => {
+                    assert_eq!(
+                        frame["from"],
+                        last + 1,
+                        "the gap starts after the part: {frame}"
+                    );
+                    assert_eq!(frame["to"], 500, "{frame}");
+                    break;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        assert!(
+            parts <= 500 / 16,
+            "no progress: {parts} parts for {last} messages"
+        );
+    }
+    assert!(
+        parts > 1,
+        "500 messages do not fit in a queue of 64 at once"
+    );
+    // Still the same connection, and live again.
+    publisher.publish("big", json!({"n": 501})).await;
+    let live = client.expect("message").await;
+    assert_eq!(live["offset"], 501);
+}
