@@ -111,7 +111,9 @@ impl Node {
                     if self.config.is_some() && output.contains("channels") =>
                 {
                     self.config = None;
-                    refused = Some(last_line(&output));
+                    // "unknown field `channels`, expected one of ...": the first clause says it.
+                    let line = last_line(&output);
+                    refused = Some(line.split(", expected").next().unwrap_or(&line).to_owned());
                 }
                 Err(failure) if Instant::now() < deadline && self.addr.is_some() => {
                     // A restart: the port may still be in use for a moment, or the broker is

@@ -401,7 +401,26 @@ async fn run(args: Args, seed: u64) -> Result<usize> {
         args.duration
     );
     for planned in &plan {
-        println!("  at {:>6.1}s: {}", planned.at.as_secs_f64(), planned.fault);
+        let who = match planned.fault {
+            Fault::Stall { subscriber, .. } | Fault::Freeze { subscriber, .. } => {
+                format!(" ({})", specs[subscriber].name)
+            }
+            Fault::Cut { proxy, .. } => format!(
+                " ({})",
+                specs
+                    .iter()
+                    .find(|spec| spec.proxy == Some(proxy))
+                    .map_or("a publisher", |spec| spec.name.as_str())
+            ),
+            Fault::Kill { node, .. } => format!(" ({})", nodes[node].name),
+            Fault::Burst { publisher, .. } => format!(" ({})", publishers[publisher].channel),
+            Fault::RedisRestart { .. } | Fault::RedisPause { .. } => String::new(),
+        };
+        println!(
+            "  at {:>6.1}s: {}{who}",
+            planned.at.as_secs_f64(),
+            planned.fault
+        );
     }
 
     let world = Arc::new(World {
