@@ -99,7 +99,8 @@ if (mode === "iterator") {
       try {
         for await (const event of subscription) {
           report(subscription.channel, event);
-          while (Date.now() < stalledUntil) await sleep(stalledUntil - Date.now());
+          // In slices, so that a new command (an end of the stall now) takes effect soon.
+          while (Date.now() < stalledUntil) await sleep(Math.min(50, stalledUntil - Date.now()));
         }
       } catch (error) {
         out({ k: "fatal", what: `iterator of ${subscription.channel}: ${error?.message}` });

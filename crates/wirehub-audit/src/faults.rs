@@ -28,8 +28,14 @@ pub(crate) enum Fault {
         hold: Duration,
         burst: u64,
     },
-    /// SIGSTOP subscriber process `subscriber` for `hold`.
-    Freeze { subscriber: usize, hold: Duration },
+    /// SIGSTOP subscriber process `subscriber` for `hold` while its cluster's publishers
+    /// send `burst` messages each (it stops reading its socket: the server's queue for it
+    /// fills).
+    Freeze {
+        subscriber: usize,
+        hold: Duration,
+        burst: u64,
+    },
     /// Publisher `publisher` sends `count` messages as fast as it can.
     Burst { publisher: usize, count: u64 },
 }
@@ -78,9 +84,14 @@ impl fmt::Display for Fault {
                 f,
                 "stall subscriber {subscriber} for {hold:.1?} during a burst of {burst} per publisher"
             ),
-            Fault::Freeze { subscriber, hold } => {
-                write!(f, "SIGSTOP subscriber {subscriber} for {hold:.1?}")
-            }
+            Fault::Freeze {
+                subscriber,
+                hold,
+                burst,
+            } => write!(
+                f,
+                "SIGSTOP subscriber {subscriber} for {hold:.1?} during a burst of {burst} per publisher"
+            ),
             Fault::Burst { publisher, count } => {
                 write!(f, "burst of {count} from publisher {publisher}")
             }
@@ -136,10 +147,10 @@ pub(crate) fn plan(seed: u64, duration: Duration, targets: &Targets) -> Vec<Plan
                     node: rng.random_range(0..targets.nodes),
                     down: secs(&mut rng, 0.3, 3.0),
                 },
-                37..44 if targets.redis => Fault::RedisRestart {
+                37..45 if targets.redis => Fault::RedisRestart {
                     down: secs(&mut rng, 0.0, 2.0),
                 },
-                44..52 if targets.redis => Fault::RedisPause {
+                45..52 if targets.redis => Fault::RedisPause {
                     hold: secs(&mut rng, 1.0, 5.0),
                 },
                 52..72 if targets.subscribers > 0 => Fault::Stall {
@@ -150,6 +161,7 @@ pub(crate) fn plan(seed: u64, duration: Duration, targets: &Targets) -> Vec<Plan
                 72..85 if !targets.processes.is_empty() => Fault::Freeze {
                     subscriber: targets.processes[rng.random_range(0..targets.processes.len())],
                     hold: secs(&mut rng, 1.0, 6.0),
+                    burst: rng.random_range(0..1500),
                 },
                 85..100 if targets.publishers > 0 => Fault::Burst {
                     publisher: rng.random_range(0..targets.publishers),

@@ -91,6 +91,11 @@ struct Args {
     /// Messages each node keeps per channel for recovery (`--history-size`).
     #[arg(long, default_value_t = 50_000)]
     history_size: usize,
+    /// The final burst: after the workload every subscriber's application stops reading
+    /// while each publisher sends this many messages; publishing then stops before the
+    /// applications read again, so nothing follows the burst (0: no final burst).
+    #[arg(long, default_value_t = 1500)]
+    final_burst: u64,
     /// Where the nodes' logs and config go (default: a new temporary directory, removed when
     /// the run passes).
     #[arg(long)]
@@ -447,6 +452,9 @@ async fn run(args: Args, seed: u64) -> Result<usize> {
         let _ = task.await;
     }
     heal(&world).await;
+    if args.final_burst > 0 {
+        final_burst(&world, args.final_burst).await;
+    }
     world.log("workload ends: publishers finish their last message");
     stop.cancel();
     let world = match Arc::try_unwrap(world) {
@@ -464,6 +472,9 @@ async fn run(args: Args, seed: u64) -> Result<usize> {
     } = world;
     for publisher in &mut publishers {
         publisher.join().await;
+    }
+    for subscriber in &subscribers {
+        subscriber.lock().await.stall(Duration::ZERO).await;
     }
     drain(&specs, &recorder, start).await;
 
@@ -642,16 +653,26 @@ async fn inject(world: &World, specs: &[SubscriberSpec], planned: Planned) {
             }
             tokio::time::sleep(hold).await;
         }
-        Fault::Freeze { subscriber, hold } => {
+        Fault::Freeze {
+            subscriber,
+            hold,
+            burst,
+        } => {
             let Some(target) = world.subscribers.get(subscriber) else {
                 return;
             };
+            let spec = &specs[subscriber];
             world.log(&format!(
-                "SIGSTOP {} for {hold:.1?}",
-                specs[subscriber].name
+                "SIGSTOP {} for {hold:.1?}, burst {burst} per publisher of its channels",
+                spec.name
             ));
             recorder.fault(FaultCount::Freeze);
             target.lock().await.freeze(true).await;
+            for publisher in &world.publishers {
+                if spec.channels.contains(&publisher.channel) {
+                    publisher.burst(burst);
+                }
+            }
             tokio::time::sleep(hold).await;
             target.lock().await.freeze(false).await;
         }
@@ -667,6 +688,34 @@ async fn inject(world: &World, specs: &[SubscriberSpec], planned: Planned) {
             target.burst(count);
         }
     }
+}
+
+/// Every subscriber's application stops reading while each publisher sends `count`
+/// messages as fast as they are acknowledged; returns once the bursts are sent (the caller
+/// stops the publishers, then lets the applications read again). This is the case of a
+/// reader that pauses during a burst after which the channel goes quiet: a client that
+/// drops what it cannot queue and says so only with a later delivery never says so.
+async fn final_burst(world: &World, count: u64) {
+    world.log(&format!(
+        "final burst: every subscriber stalled while each publisher sends {count}, then publishing stops"
+    ));
+    for subscriber in &world.subscribers {
+        subscriber
+            .lock()
+            .await
+            .stall(Duration::from_secs(120))
+            .await;
+    }
+    world.recorder.fault(FaultCount::Stall);
+    for publisher in &world.publishers {
+        publisher.burst(count);
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while world.publishers.iter().any(Publisher::bursting) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the last deliveries reach the clients' queues before the applications read again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
 /// After the workload: every link up, every process running and thawed.

@@ -139,6 +139,9 @@ pub(crate) struct Verdict {
     pub(crate) lost: u64,
     /// Acknowledged messages missing, covered by a reported gap.
     pub(crate) covered: u64,
+    /// Of `covered`: those under a report that the client itself dropped messages (its
+    /// queue was full: `Lagged`), rather than a loss the server could not recover.
+    pub(crate) dropped: u64,
     /// Messages delivered more than once without a reported gap.
     pub(crate) duplicated: u64,
     /// Messages delivered again after being published twice (see the module docs).
@@ -171,12 +174,13 @@ pub(crate) fn check(
     verdict.gaps = gaps.len() as u64;
     // Whether a gap was reported strictly between positions `after` and `before`
     // (`None`: the start, or the end, of the stream).
-    let gap_between = |after: Option<usize>, before: Option<usize>| {
+    let gaps_between = |after: Option<usize>, before: Option<usize>| {
         let low = after.map_or(0, |a| a + 1);
         let high = before.unwrap_or(usize::MAX);
-        let first = gaps.partition_point(|&g| g < low);
-        gaps.get(first).is_some_and(|&g| g < high)
+        &gaps[gaps.partition_point(|&g| g < low)..gaps.partition_point(|&g| g < high)]
     };
+    let gap_between =
+        |after: Option<usize>, before: Option<usize>| !gaps_between(after, before).is_empty();
 
     check_offsets(stream, policy, &mut verdict);
 
@@ -256,8 +260,15 @@ pub(crate) fn check(
                 (Some(b), Some(a)) if b > a => (Some(a), Some(b)),
                 other => other,
             };
-            if gap_between(before, after) {
+            let covering = gaps_between(before, after);
+            if !covering.is_empty() {
                 verdict.covered += 1;
+                if covering
+                    .iter()
+                    .any(|&g| matches!(&stream.items[g], Item::Gap(what) if is_client_drop(what)))
+                {
+                    verdict.dropped += 1;
+                }
                 flush_lost(&mut run, &mut verdict, seen);
                 continue;
             }
@@ -270,6 +281,14 @@ pub(crate) fn check(
         flush_lost(&mut run, &mut verdict, seen);
     }
     verdict
+}
+
+/// Whether a reported gap says that the client dropped messages itself (a full queue:
+/// the Rust SDK's `Lagged`, the TypeScript SDK's `lagged`, `wirehub sub`'s "output too
+/// slow ... dropped").
+pub(crate) fn is_client_drop(what: &str) -> bool {
+    let what = what.to_ascii_lowercase();
+    what.contains("lagged") || what.contains("too slow") || what.contains("dropped")
 }
 
 /// Turns a run of lost acks into one violation.

@@ -110,6 +110,11 @@ impl Publisher {
         self.burst.fetch_add(count, Ordering::Relaxed);
     }
 
+    /// Whether a burst is still being sent.
+    pub(crate) fn bursting(&self) -> bool {
+        self.burst.load(Ordering::Relaxed) > 0
+    }
+
     /// Waits until the publisher stopped (after its stop token was cancelled; the message in
     /// flight is still retried to its end).
     pub(crate) async fn join(&mut self) {

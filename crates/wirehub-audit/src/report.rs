@@ -46,6 +46,7 @@ fn add(total: &mut Verdict, verdict: &Verdict) {
     total.gaps += verdict.gaps;
     total.lost += verdict.lost;
     total.covered += verdict.covered;
+    total.dropped += verdict.dropped;
     total.duplicated += verdict.duplicated;
     total.republished += verdict.republished;
     total.out_of_order += verdict.out_of_order;
@@ -92,7 +93,7 @@ pub(crate) fn report(
             }
             let _ = writeln!(
                 rows,
-                "{:<10} {:<8} {:<6} {:<9} {:<10} {:>10} {:>5} {:>7} {:>6} {:>5} {:>5} {:>7} {:>6}",
+                "{:<10} {:<8} {:<6} {:<9} {:<10} {:>10} {:>5} {:>7} {:>7} {:>6} {:>5} {:>5} {:>7} {:>6}",
                 spec.name,
                 spec.node,
                 if spec.proxy.is_some() {
@@ -105,6 +106,7 @@ pub(crate) fn report(
                 verdict.deliveries,
                 verdict.gaps,
                 verdict.covered,
+                verdict.dropped,
                 verdict.lost,
                 verdict.duplicated,
                 verdict.out_of_order,
@@ -197,12 +199,13 @@ pub(crate) fn report(
     // The table per client kind.
     let _ = writeln!(
         text,
-        "\n{:<12} {:>4} {:>10} {:>5} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}  closes seen",
+        "\n{:<12} {:>4} {:>10} {:>5} {:>7} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}  closes seen",
         "client",
         "subs",
         "deliveries",
         "gaps",
         "covered",
+        "dropped",
         "lost",
         "duplicated",
         "out-of-order",
@@ -219,12 +222,13 @@ pub(crate) fn report(
         let v = &totals.verdict;
         let _ = writeln!(
             text,
-            "{:<12} {:>4} {:>10} {:>5} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}  {}",
+            "{:<12} {:>4} {:>10} {:>5} {:>7} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}  {}",
             kind.as_str(),
             totals.subscribers,
             v.deliveries,
             v.gaps,
             v.covered,
+            v.dropped,
             v.lost,
             v.duplicated,
             v.out_of_order,
@@ -238,12 +242,13 @@ pub(crate) fn report(
     let v = &total.verdict;
     let _ = writeln!(
         text,
-        "{:<12} {:>4} {:>10} {:>5} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}",
+        "{:<12} {:>4} {:>10} {:>5} {:>7} {:>7} {:>6} {:>10} {:>12} {:>13} {:>11}",
         "total",
         total.subscribers,
         v.deliveries,
         v.gaps,
         v.covered,
+        v.dropped,
         v.lost,
         v.duplicated,
         v.out_of_order,
@@ -253,7 +258,7 @@ pub(crate) fn report(
 
     let _ = writeln!(
         text,
-        "\n{:<10} {:<8} {:<6} {:<9} {:<10} {:>10} {:>5} {:>7} {:>6} {:>5} {:>5} {:>7} {:>6}",
+        "\n{:<10} {:<8} {:<6} {:<9} {:<10} {:>10} {:>5} {:>7} {:>7} {:>6} {:>5} {:>5} {:>7} {:>6}",
         "subscriber",
         "node",
         "link",
@@ -262,6 +267,7 @@ pub(crate) fn report(
         "deliveries",
         "gaps",
         "covered",
+        "dropped",
         "lost",
         "dup",
         "order",

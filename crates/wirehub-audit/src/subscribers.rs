@@ -168,10 +168,7 @@ impl Subscriber {
             }
             let mut all = futures_util::stream::select_all(streams);
             loop {
-                let until = *stalled.borrow_and_update();
-                if until > Instant::now() {
-                    tokio::time::sleep_until(until).await;
-                }
+                wait_stall(&mut stalled).await;
                 let Some((channel, event)) = all.next().await else {
                     recorder.problem(index, "every subscription ended".into());
                     return;
@@ -227,9 +224,8 @@ impl Subscriber {
             loop {
                 // `wirehub sub` is stalled by not reading its output (its writes then block,
                 // as with a slow pipe reader); the Node subscriber stalls inside.
-                let until = *stalled.borrow_and_update();
-                if !stall_in_process && until > Instant::now() {
-                    tokio::time::sleep_until(until).await;
+                if !stall_in_process {
+                    wait_stall(&mut stalled).await;
                 }
                 match lines.next_line().await {
                     Ok(Some(line)) => parse(&line, &spec, &recorder),
@@ -243,7 +239,7 @@ impl Subscriber {
         self.child = Some(child);
     }
 
-    /// The application stops reading for `hold`.
+    /// The application stops reading for `hold` (zero: it reads again now).
     pub(crate) async fn stall(&mut self, hold: Duration) {
         let _ = self.stall.send(Instant::now() + hold);
         if let Some(stdin) = &mut self.stdin {
@@ -277,6 +273,21 @@ impl Subscriber {
                 signal(pid, "CONT").await;
             }
             let _ = child.kill().await;
+        }
+    }
+}
+
+/// Waits while the application is stalled; a new stall time (a longer one, or an end
+/// now) takes effect at once.
+async fn wait_stall(stalled: &mut watch::Receiver<Instant>) {
+    loop {
+        let until = *stalled.borrow_and_update();
+        if until <= Instant::now() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return,
+            changed = stalled.changed() => if changed.is_err() { return },
         }
     }
 }
