@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         tokio::select! {
             outcome = tokio::time::timeout(limit, run(args, seed)) => match outcome {
-                Ok(Ok(violations)) if violations == 0 => ExitCode::SUCCESS,
+                Ok(Ok(0)) => ExitCode::SUCCESS,
                 Ok(Ok(_)) => ExitCode::from(EXIT_VIOLATION),
                 Ok(Err(error)) => {
                     eprintln!("audit: the run could not be carried out: {error}");
@@ -457,9 +457,8 @@ async fn run(args: Args, seed: u64) -> Result<usize> {
     }
     world.log("workload ends: publishers finish their last message");
     stop.cancel();
-    let world = match Arc::try_unwrap(world) {
-        Ok(world) => world,
-        Err(_) => return Err(AuditError::Setup("a fault task is still running".into())),
+    let Ok(world) = Arc::try_unwrap(world) else {
+        return Err(AuditError::Setup("a fault task is still running".into()));
     };
     let World {
         nodes,

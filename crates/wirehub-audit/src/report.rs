@@ -9,8 +9,8 @@ use crate::oracle::{self, Item, MessageId, Verdict, Violation, ViolationKind};
 use crate::record::{ClientKind, FaultCount, Snapshot};
 use crate::subscribers::SubscriberSpec;
 
-/// How many violations are printed in full.
-const SHOWN: usize = 25;
+/// How many violations of each kind are printed in full.
+const SHOWN: usize = 20;
 
 /// What the run was, for the header.
 #[derive(Debug)]
@@ -286,14 +286,19 @@ pub(crate) fn report(
         let summary: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(
             text,
-            "\nresult: FAIL, {} violations ({}); the first {}:",
+            "\nresult: FAIL, {} violations ({}); the first of each kind:",
             violations.len(),
             summary.join(", "),
-            SHOWN.min(violations.len())
         );
-        // Losses first: they are the promise that matters most.
+        // Losses first: they are the promise that matters most; at most `SHOWN` of a kind.
         violations.sort_by_key(|(_, _, violation)| violation.kind);
-        for (subscriber, channel, violation) in violations.iter().take(SHOWN) {
+        let mut shown: BTreeMap<ViolationKind, usize> = BTreeMap::new();
+        for (subscriber, channel, violation) in &violations {
+            let count = shown.entry(violation.kind).or_default();
+            *count += 1;
+            if *count > SHOWN {
+                continue;
+            }
             let _ = writeln!(
                 text,
                 "  [{}] {subscriber} on {channel}: {}",

@@ -336,6 +336,16 @@ fn parse_sub_line(line: &str, spec: &SubscriberSpec, recorder: &Recorder) {
         recorder.closed(spec.index, code.parse().ok());
         return;
     }
+    // Why the command ended (anyhow's "Error: ..." and "Caused by:" lines, a subscription
+    // that ended, a stop).
+    if text.starts_with("Error")
+        || text.starts_with("Caused by")
+        || text.starts_with("wirehub sub: stopped")
+        || text.contains("ended")
+        || (!text.starts_with("wirehub sub:") && !text.starts_with('{'))
+    {
+        recorder.problem(spec.index, format!("said: {text}"));
+    }
     // "messages on \"C\" were lost ...", "output too slow: N messages dropped", and the gap
     // reports of newer versions: a loss, on the channel it names or else on all of them.
     let lower = text.to_ascii_lowercase();
@@ -383,7 +393,7 @@ fn parse_node_line(line: &str, spec: &SubscriberSpec, recorder: &Recorder) {
                 .and_then(|code| u16::try_from(code).ok()),
         ),
         Some("ready") => {}
-        _ => recorder.problem(spec.index, format!("{line}")),
+        _ => recorder.problem(spec.index, line.to_owned()),
     }
 }
 
