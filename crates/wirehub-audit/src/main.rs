@@ -149,7 +149,7 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_HARNESS)
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupted() => {
                 eprintln!("audit: interrupted; stopping every process");
                 ExitCode::from(130)
             }
@@ -159,6 +159,23 @@ fn main() -> ExitCode {
     // (`kill_on_drop`), the proxies and Redis.
     runtime.shutdown_timeout(Duration::from_secs(5));
     code
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match &mut term {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
 }
 
 /// Everything the fault tasks act on.
