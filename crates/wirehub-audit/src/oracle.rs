@@ -315,9 +315,19 @@ fn flush_lost(
     verdict.violations.push(Violation {
         kind: ViolationKind::Lost,
         detail: format!(
-            "{} acknowledged message(s) of {} missing: #{}..=#{} (acked offsets {}..={}); \
+            "{} acknowledged message(s) of {} missing: #{}..=#{} (acked offsets {}..={}{}); \
              delivered before: {before}, after: {after}; no gap reported in between",
-            count, first.id.publisher, first.id.seq, last.id.seq, first.offset, last.offset
+            count,
+            first.id.publisher,
+            first.id.seq,
+            last.id.seq,
+            first.offset,
+            last.offset,
+            if first.offset > last.offset {
+                ", across a new epoch"
+            } else {
+                ""
+            }
         ),
     });
 }

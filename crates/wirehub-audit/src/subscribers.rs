@@ -342,7 +342,6 @@ fn parse_sub_line(line: &str, spec: &SubscriberSpec, recorder: &Recorder) {
         || text.starts_with("Caused by")
         || text.starts_with("wirehub sub: stopped")
         || text.contains("ended")
-        || (!text.starts_with("wirehub sub:") && !text.starts_with('{'))
     {
         recorder.problem(spec.index, format!("said: {text}"));
     }
