@@ -2,6 +2,7 @@
 # The whole test suite, on a fresh machine too: installs and starts what the tests need.
 #   ./scripts/test.sh            unit, integration and end-to-end tests, then RFC 6455 conformance
 #   SKIP_AUTOBAHN=1 ./scripts/test.sh   without the conformance run
+#   SKIP_AUDIT=1 ./scripts/test.sh      without the 60 s audit run (scripts/audit.sh, docs/audit.md)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
@@ -48,6 +49,13 @@ step "TypeScript client (clients/typescript): unit tests and tests against the r
 (cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=$REQUIRE_BROWSER npm test) 2>&1 | tee "$WORK/ts-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
+
+if [[ "${SKIP_AUDIT:-0}" != "1" ]]; then
+  # After the TypeScript step, which built clients/typescript/dist; bounded by its own timeout.
+  step "audit run (docs/audit.md): nodes on Redis and memory, three client kinds, seeded faults, 60 s"
+  ./scripts/audit.sh --duration 60s ${AUDIT_SEED:+--seed "$AUDIT_SEED"} 2>&1 | tee "$WORK/audit.log"
+  passed=$((passed + 1))
+fi
 
 if [[ "${SKIP_AUTOBAHN:-0}" != "1" ]]; then
   step "Autobahn|Testsuite (RFC 6455) against --echo-path, cases 1.* to 11.*"
