@@ -27,7 +27,8 @@
 //! `gap` message, or the documented behaviour of `latest`.
 //!
 //! An outbox that never queued anything holds no allocation. The common path (a delivery with
-//! room) is one lock and one push of a shared `Bytes` clone (and of its small tag); the
+//! room, `disconnect` policy) is one lock and one push of a shared `Bytes` clone; frames of
+//! `gap` and `latest` subscriptions also push a small tag (slot, offset) beside the queue. The
 //! writer takes the frames by swapping the whole queue.
 
 use std::collections::VecDeque;
@@ -150,7 +151,8 @@ pub struct Outbox {
 struct OutboxState {
     /// The queued frames, handed to the writer by swapping the whole queue.
     frames: VecDeque<Bytes>,
-    /// What each frame of `frames` belongs to, in the same order.
+    /// Which frames of `frames` belong to a `gap` or `latest` subscription, in queue order
+    /// (replies and `disconnect` messages have no tag: their path is one push).
     tags: VecDeque<Tag>,
     bytes: usize,
     closed: Option<CloseCode>,
@@ -163,9 +165,11 @@ struct OutboxState {
 
 #[derive(Debug, Clone, Copy)]
 struct Tag {
-    /// The message's offset (0 for replies).
+    /// The frame's index in `frames`.
+    at: usize,
+    /// The message's offset.
     offset: u64,
-    /// The subscription it belongs to (0 for replies).
+    /// The subscription it belongs to.
     slot: u32,
 }
 
@@ -204,11 +208,18 @@ impl OutboxState {
             && (self.frames.len() >= limits.max_frames || self.bytes + len > limits.max_bytes)
     }
 
-    fn push(&mut self, frame: Bytes, slot: u32, offset: u64) -> bool {
+    /// Queues a frame; `tag` (slot, offset) for a `gap` or `latest` subscription's.
+    fn push(&mut self, frame: Bytes, tag: Option<(u32, u64)>) -> bool {
         let was_empty = self.frames.is_empty();
+        if let Some((slot, offset)) = tag {
+            self.tags.push_back(Tag {
+                at: self.frames.len(),
+                offset,
+                slot,
+            });
+        }
         self.bytes += frame.len();
         self.frames.push_back(frame);
-        self.tags.push_back(Tag { offset, slot });
         was_empty
     }
 
@@ -232,8 +243,7 @@ impl OutboxState {
             return 0;
         }
         let droppable = |tag: &Tag| {
-            tag.slot != 0
-                && only.is_none_or(|slot| slot == tag.slot)
+            only.is_none_or(|slot| slot == tag.slot)
                 && tagged.binary_search_by_key(&tag.slot, |t| t.slot).is_ok()
         };
         if !tags.iter().any(droppable) {
@@ -241,11 +251,16 @@ impl OutboxState {
         }
         let before = frames.len();
         let mut kept_frames = VecDeque::with_capacity(before);
-        let mut kept_tags = VecDeque::with_capacity(before);
-        for (frame, tag) in frames.drain(..).zip(tags.drain(..)) {
+        let mut kept_tags = VecDeque::with_capacity(tags.len());
+        let mut old_tags = std::mem::take(tags).into_iter().peekable();
+        for (at, frame) in std::mem::take(frames).into_iter().enumerate() {
+            let Some(tag) = old_tags.next_if(|tag| tag.at == at) else {
+                kept_frames.push_back(frame);
+                continue;
+            };
             let index = tagged.binary_search_by_key(&tag.slot, |t| t.slot);
             match index {
-                Ok(index) if tag.slot != 0 && only.is_none_or(|slot| slot == tag.slot) => {
+                Ok(index) if only.is_none_or(|slot| slot == tag.slot) => {
                     let subscription = &mut tagged[index];
                     *bytes -= frame.len();
                     let epoch = subscription.epoch.clone();
@@ -254,8 +269,11 @@ impl OutboxState {
                     }
                 }
                 _ => {
+                    kept_tags.push_back(Tag {
+                        at: kept_frames.len(),
+                        ..tag
+                    });
                     kept_frames.push_back(frame);
-                    kept_tags.push_back(tag);
                 }
             }
         }
@@ -370,7 +388,7 @@ impl Outbox {
         if state.is_full(frame.len(), &self.limits) && !self.make_room(&mut state, frame.len()) {
             return Err(self.overflow(state));
         }
-        let was_empty = state.push(frame, 0, 0);
+        let was_empty = state.push(frame, None);
         drop(state);
         if was_empty {
             self.notify.notify_one();
@@ -574,7 +592,7 @@ impl Outbox {
         {
             return Offered::Refused(self.overflow(state));
         }
-        let was_empty = state.push(frame.clone(), slot, offset);
+        let was_empty = state.push(frame.clone(), tagged.then_some((slot, offset)));
         drop(state);
         if was_empty {
             self.notify.notify_one();
@@ -633,7 +651,7 @@ impl Outbox {
             let _ = self.overflow(state);
             return;
         }
-        let was_empty = state.push(frame.clone(), 0, 0);
+        let was_empty = state.push(frame.clone(), None);
         drop(state);
         if was_empty {
             self.notify.notify_one();
