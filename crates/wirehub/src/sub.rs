@@ -35,7 +35,12 @@ the k-th consecutive retry (k = 0, 1, 2, ...) is
 0 once a connection proved healthy: the server's welcome arrived and every subscription was
 confirmed, or the connection stayed up for 10 s. A server that asks to back off (close codes
 4100-4199) or a connection lost without a close code starts at k = 1. Close codes 4000-4099
-and HTTP 401/403 stop the command with a non-zero exit status.";
+and HTTP 401/403 stop the command with a non-zero exit status.
+
+A subscription the server refuses for a passing reason (internal, e.g. its Redis is
+unavailable, or rate_limited) is asked for again after random(0, min(5s, 100ms x 2^k)), at
+the start as after a reconnect, with one stderr line per refusal; any other refusal
+(forbidden, invalid_channel, too_many_subscriptions, ...) ends the command non-zero.";
 
 /// Arguments of `wirehub sub`.
 #[derive(clap::Args, Debug)]
