@@ -110,6 +110,17 @@ impl Backoff {
         }
     }
 
+    /// The delay of the `k`-th retry with the jitter drawn from the thread's random source:
+    /// for callers that run their own retry loop (e.g. around an awaited
+    /// [`Client::subscribe`](crate::Client::subscribe) refused for a passing reason).
+    pub fn random_delay(&self, k: u32) -> Duration {
+        let sample = match self.jitter {
+            Jitter::None => 0.0,
+            Jitter::Full => rand::random::<f64>(),
+        };
+        self.delay(k, sample)
+    }
+
     /// The delay of the `k`-th retry given a uniform sample in `[0, 1)` (the jitter draw).
     ///
     /// `sample` is ignored with [`Jitter::None`]; out-of-range samples are clamped.

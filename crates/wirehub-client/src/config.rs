@@ -71,6 +71,13 @@ pub struct ClientConfig {
     /// roots (the `webpki-roots` crate), DER-encoded: for a server whose certificate comes
     /// from a private CA, or a self-signed one. Default none.
     pub root_certificates: Vec<Vec<u8>>,
+    /// The retry schedule of a subscription whose restoring (after a reconnect) or catching
+    /// up (after a `gap` or a full queue) the server refused for a passing reason
+    /// (`internal`, e.g. its broker is unavailable, or `rate_limited`; see
+    /// [`Error::is_transient`](crate::Error::is_transient)): the same formula as
+    /// [`ClientConfig::backoff`], counted per subscription and restarted once a
+    /// subscribe succeeds. Default: 100 ms doubling to a 5 s cap with full jitter.
+    pub resubscribe_backoff: Backoff,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -89,6 +96,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("retry_publishes", &self.retry_publishes)
             .field("root_certificates", &self.root_certificates.len())
+            .field("resubscribe_backoff", &self.resubscribe_backoff)
             .finish()
     }
 }
@@ -110,6 +118,9 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             retry_publishes: true,
             root_certificates: Vec::new(),
+            resubscribe_backoff: Backoff::default()
+                .initial(Duration::from_millis(100))
+                .max(Duration::from_secs(5)),
         }
     }
 
@@ -122,6 +133,12 @@ impl ClientConfig {
     /// Sets the reconnect schedule.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Sets the retry schedule of a subscription refused for a passing reason.
+    pub fn resubscribe_backoff(mut self, backoff: Backoff) -> Self {
+        self.resubscribe_backoff = backoff;
         self
     }
 

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use futures_util::{SinkExt, StreamExt};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::Connector;
@@ -29,7 +29,7 @@ use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
 use crate::connector::{self, Socket};
 use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
-use crate::{ClientConfig, Error, Event, Message, Result};
+use crate::{ClientConfig, Error, Event, Jitter, Message, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
@@ -40,6 +40,8 @@ pub(crate) struct Actor {
     events: broadcast::Sender<Event>,
     stopped: StopState,
     schedule: ReconnectSchedule<StdRng>,
+    /// The jitter of subscribe retries after a passing refusal.
+    rng: StdRng,
     /// Connection attempts since the last healthy connection.
     attempts: u32,
     /// The subscriptions and held publishes, kept across connections.
@@ -119,6 +121,7 @@ impl Actor {
             events,
             stopped,
             schedule,
+            rng: StdRng::from_os_rng(),
             attempts: 0,
             registry: Registry::new(command_sender),
             next_id: 1,
@@ -631,6 +634,29 @@ impl Actor {
             return;
         };
         if id.is_none() || registration.in_flight != id {
+            return;
+        }
+        // A subscription the application already holds (being restored or caught up) stays
+        // through a passing refusal: nothing was handed over since its position, so asking
+        // again later with the same `since` loses and repeats nothing. An awaited first
+        // `subscribe` returns the refusal instead, for the caller to decide.
+        if error.is_transient() && registration.waiting.is_none() {
+            let k = registration.refusals;
+            let sample = match self.config.resubscribe_backoff.jitter {
+                Jitter::None => 0.0,
+                _ => self.rng.random::<f64>(),
+            };
+            let delay = self.config.resubscribe_backoff.delay(k, sample);
+            if let Some(registration) = self.registry.subscriptions.get_mut(channel) {
+                registration.refusals = k.saturating_add(1);
+            }
+            tracing::debug!(channel, %error, ?delay, "subscribe refused for now: retrying");
+            self.registry.retry_later(channel, delay);
+            self.emit(Event::SubscribeRetrying {
+                channel: channel.to_owned(),
+                error,
+                delay,
+            });
             return;
         }
         if let Some(mut registration) = self.registry.subscriptions.remove(channel) {

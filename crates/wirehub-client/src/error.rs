@@ -168,6 +168,21 @@ impl Error {
         )
     }
 
+    /// Whether the server refused a request for a passing reason, so that the same request
+    /// may succeed later: `internal` (e.g. the server's broker is unavailable) and
+    /// `rate_limited`. The client retries a subscription it is restoring or catching up
+    /// after such a refusal; an awaited [`Client::subscribe`](crate::Client::subscribe)
+    /// returns it, for the caller to retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Server {
+                code: ErrorCode::Internal | ErrorCode::RateLimited,
+                ..
+            }
+        )
+    }
+
     pub(crate) fn connect(reason: impl Into<String>) -> Error {
         Error::Connect {
             reason: reason.into(),

@@ -61,7 +61,22 @@ pub enum Event {
         /// The stream's position now; deliveries continue from here.
         position: StreamPosition,
     },
-    /// The server refused a resubscription after a reconnect (e.g. `forbidden`), or ended
+    /// The server refused a resubscription after a reconnect, or a catch-up, for a passing
+    /// reason ([`Error::is_transient`]: `internal`, e.g. its broker is unavailable, or
+    /// `rate_limited`): the subscription stays, and `subscribe` with the same `since` is
+    /// sent again after `delay` (see
+    /// [`ClientConfig::resubscribe_backoff`](crate::ClientConfig::resubscribe_backoff)).
+    /// Its consumer sees nothing but the delay. Informational.
+    SubscribeRetrying {
+        /// The channel.
+        channel: String,
+        /// The server's refusal.
+        error: Error,
+        /// How long the client waits before asking again.
+        delay: Duration,
+    },
+    /// The server refused a resubscription after a reconnect, or a catch-up, for good
+    /// (e.g. `forbidden`, `invalid_channel`, `too_many_subscriptions`), or ended
     /// a subscription on its own (e.g. a refreshed token no longer allows the channel); the
     /// subscription ended with the same error.
     SubscriptionEnded {

@@ -83,9 +83,14 @@ pub(crate) struct Registration {
     /// The id of the `subscribe` awaiting its answer, so that a late answer to an earlier
     /// request (before an unsubscribe) is not taken for this one.
     pub(crate) in_flight: Option<u64>,
-    /// Set while the consumer's queue is full: deliveries are skipped until the waiter in
-    /// [`Registry::drained`] resolves, then the subscription catches up from history.
+    /// Set while the consumer's queue is full, or while a subscribe the server refused for
+    /// a passing reason waits for its retry ([`Registry::retry_later`]): deliveries are
+    /// skipped until the waiter in [`Registry::drained`] resolves, then the subscription
+    /// catches up from history.
     pub(crate) stalled: Option<AbortHandle>,
+    /// Consecutive passing refusals of this subscription's `subscribe` (`k` of the retry
+    /// backoff); back to 0 once the server confirms it.
+    pub(crate) refusals: u32,
 }
 
 impl Drop for Registration {
@@ -211,6 +216,30 @@ impl Registry {
         registration.stalled = Some(handle);
     }
 
+    /// Catches a subscription up from its position again after `delay`: the server refused
+    /// its `subscribe` for a passing reason. Nothing is subscribed on the server meanwhile;
+    /// deliveries are skipped (none should come) and [`Registry::drained`] returns the
+    /// channel when the delay is over. A reconnect meanwhile resubscribes it at `welcome`
+    /// only after the delay, as the waiter is still pending then.
+    pub(crate) fn retry_later(&mut self, channel: &str, delay: std::time::Duration) {
+        let Some(registration) = self.subscriptions.get_mut(channel) else {
+            return;
+        };
+        registration.in_flight = None;
+        registration.sent = false;
+        if let Some(stalled) = registration.stalled.take() {
+            stalled.abort();
+        }
+        let owner = (channel.to_owned(), registration.key);
+        let (handle, registration_handle) = AbortHandle::new_pair();
+        let wait: Waiter = Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            owner
+        });
+        self.drains.push(Abortable::new(wait, registration_handle));
+        registration.stalled = Some(handle);
+    }
+
     /// Handles the server's `subscribed` for a registration's pending request: sets the
     /// position to continue from and, when the server could not replay everything since the
     /// last position handed over, queues [`SubscriptionEvent::RecoveryFailed`] at this point
@@ -228,6 +257,7 @@ impl Registry {
             return None;
         }
         registration.in_flight = None;
+        registration.refusals = 0;
         let since = registration.position.take();
         let lost = match (&since, recovered) {
             (None, _) => false,
@@ -361,6 +391,7 @@ impl Registry {
                         sent: false,
                         in_flight: None,
                         stalled: None,
+                        refusals: 0,
                     },
                 );
                 Some(channel)

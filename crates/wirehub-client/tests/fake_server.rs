@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, timeout};
 use wirehub_client::{
-    Backoff, Client, ClientConfig, Error, Event, Events, Jitter, StreamPosition, SubscriptionEvent,
+    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, StreamPosition,
+    SubscriptionEvent,
 };
 use wirehub_testkit::fake::{Behavior, BlackHole, FakeServer, ServeOptions};
 use wirehub_testkit::wait_for;
@@ -737,4 +738,152 @@ async fn invalid_urls_are_refused_up_front() {
             "{url}"
         );
     }
+}
+
+/// Serves normally on the first connection; every later one refuses its first `n`
+/// subscribes with `code`.
+async fn refusing_after_reconnect(code: ErrorCode, n: usize) -> FakeServer {
+    FakeServer::start(move |index| {
+        Behavior::Serve(if index == 0 {
+            ServeOptions::default()
+        } else {
+            ServeOptions::default().refuse_subscribes(code, n)
+        })
+    })
+    .await
+}
+
+fn retrying_config(url: &str) -> ClientConfig {
+    config(url).resubscribe_backoff(
+        Backoff::default()
+            .initial(ms(20))
+            .max(ms(80))
+            .jitter(Jitter::None),
+    )
+}
+
+#[tokio::test]
+async fn issue_9_an_internal_refusal_of_a_restoring_subscribe_is_retried_with_the_same_since() {
+    let server = refusing_after_reconnect(ErrorCode::Internal, 4).await;
+    let client = Client::connect(retrying_config(&server.url())).expect("connect");
+    let mut events = client.events();
+    let mut chat = client.subscribe("chat").await.expect("subscribe");
+    server.publish("chat", &json!("one"));
+    server.publish("chat", &json!("two"));
+    for offset in [1, 2] {
+        let message = timeout(WAIT, chat.next_message())
+            .await
+            .expect("in time")
+            .expect("message");
+        assert_eq!(message.offset, offset);
+    }
+    server.close_all(1001);
+    wait_for(&mut events, "the disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    server.publish("chat", &json!("three"));
+    let mut delays = Vec::new();
+    while delays.len() < 4 {
+        if let Event::SubscribeRetrying {
+            channel,
+            error,
+            delay,
+        } = wait_for(&mut events, "a subscribe retry", |e| {
+            matches!(e, Event::SubscribeRetrying { .. })
+        })
+        .await
+        {
+            assert_eq!(channel, "chat");
+            assert!(error.is_transient(), "{error:?}");
+            delays.push(delay);
+        }
+    }
+    assert_eq!(delays, [ms(20), ms(40), ms(80), ms(80)]);
+    // The consumer sees the missed message next, then live ones: nothing lost or repeated.
+    let message = timeout(WAIT, chat.next_message())
+        .await
+        .expect("in time")
+        .expect("message");
+    assert_eq!((message.offset, message.json()), (3, "\"three\""));
+    server.publish("chat", &json!("four"));
+    let message = timeout(WAIT, chat.next_message())
+        .await
+        .expect("in time")
+        .expect("message");
+    assert_eq!(message.offset, 4);
+    // Five subscribes on the second connection (four refused), each with the same since;
+    // the connection was never dropped for it.
+    let subscribes = server
+        .wait_for_received(6, WAIT, |r| r.kind() == "subscribe")
+        .await;
+    for retry in &subscribes[1..] {
+        assert_eq!(retry.connection, 1);
+        assert_eq!(retry.message["since"], json!({"epoch": "e1", "offset": 2}));
+    }
+    assert_eq!(server.attempts().len(), 2);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn issue_9_a_forbidden_refusal_of_a_restoring_subscribe_ends_the_subscription() {
+    let server = refusing_after_reconnect(ErrorCode::Forbidden, 1).await;
+    let client = Client::connect(retrying_config(&server.url())).expect("connect");
+    let mut events = client.events();
+    let mut chat = client.subscribe("chat").await.expect("subscribe");
+    server.publish("chat", &json!("one"));
+    let message = timeout(WAIT, chat.next_message())
+        .await
+        .expect("in time")
+        .expect("message");
+    assert_eq!(message.offset, 1);
+    server.close_all(1001);
+    let ended = wait_for(&mut events, "the end of the subscription", |e| {
+        matches!(
+            e,
+            Event::SubscriptionEnded { .. } | Event::SubscribeRetrying { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(&ended, Event::SubscriptionEnded { channel, error: Error::Server { code: ErrorCode::Forbidden, .. } } if channel == "chat"),
+        "{ended:?}"
+    );
+    let last = timeout(WAIT, futures_util::StreamExt::next(&mut chat))
+        .await
+        .expect("in time");
+    assert!(
+        matches!(
+            last,
+            Some(SubscriptionEvent::Ended(Error::Server {
+                code: ErrorCode::Forbidden,
+                ..
+            }))
+        ),
+        "{last:?}"
+    );
+    assert_eq!(
+        server
+            .received()
+            .iter()
+            .filter(|r| r.kind() == "subscribe")
+            .count(),
+        2
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn issue_9_an_awaited_first_subscribe_returns_a_passing_refusal() {
+    let server = FakeServer::always(Behavior::Serve(
+        ServeOptions::default().refuse_subscribes(ErrorCode::Internal, 1),
+    ))
+    .await;
+    let client = Client::connect(retrying_config(&server.url())).expect("connect");
+    let error = client.subscribe("chat").await.expect_err("refused");
+    assert!(error.is_transient(), "{error:?}");
+    // The caller retries; the second subscribe on the same connection succeeds.
+    let _chat = client.subscribe("chat").await.expect("subscribe");
+    assert_eq!(server.attempts().len(), 1);
+    client.close().await;
 }

@@ -31,7 +31,8 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wirehub_protocol::{
-    ClientMessage, ServerMessage, encode_message, encode_server_message, parse_client_message,
+    ClientMessage, ErrorCode, ServerMessage, encode_message, encode_server_message,
+    parse_client_message,
 };
 
 /// What the fake server does with one connection.
@@ -78,6 +79,10 @@ pub struct ServeOptions {
     /// Whether acks are lost: publishes are carried out (fanned out, their idempotency keys
     /// remembered) but never acknowledged. Default `false`.
     pub lose_acks: bool,
+    /// Refuse the first `n` subscribes of each connection with `error` of this code, as a
+    /// real server does while its broker is unavailable (`internal`) or for good
+    /// (`forbidden`). Default none.
+    pub refuse_subscribes: Option<(ErrorCode, usize)>,
 }
 
 impl Default for ServeOptions {
@@ -89,6 +94,7 @@ impl Default for ServeOptions {
             answer_subscribes: true,
             close_after: None,
             lose_acks: false,
+            refuse_subscribes: None,
         }
     }
 }
@@ -121,6 +127,12 @@ impl ServeOptions {
     /// Sets whether publishes are carried out without an ack reaching the client.
     pub fn lose_acks(mut self, lose: bool) -> Self {
         self.lose_acks = lose;
+        self
+    }
+
+    /// Refuses the first `n` subscribes of each connection with an error of `code`.
+    pub fn refuse_subscribes(mut self, code: ErrorCode, n: usize) -> Self {
+        self.refuse_subscribes = Some((code, n));
         self
     }
 
@@ -475,12 +487,13 @@ async fn serve(
         }
     };
     tokio::pin!(close_timer);
+    let mut refused = 0;
     if socket.send(Message::text(welcome(index))).await.is_ok() {
         loop {
             tokio::select! {
                 frame = socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        for reply in handle(text.as_str(), index, &options, &shared, &control) {
+                        for reply in handle(text.as_str(), index, &options, &shared, &control, &mut refused) {
                             if socket.send(Message::text(reply)).await.is_err() {
                                 break;
                             }
@@ -521,6 +534,7 @@ fn handle(
     options: &ServeOptions,
     shared: &Shared,
     control: &mpsc::UnboundedSender<Control>,
+    refused: &mut usize,
 ) -> Vec<String> {
     if let Ok(message) = serde_json::from_str::<Value>(text) {
         lock(&shared.log).received.push(Received {
@@ -541,6 +555,19 @@ fn handle(
     };
     match request {
         ClientMessage::Subscribe { .. } if !options.answer_subscribes => Vec::new(),
+        ClientMessage::Subscribe { id, .. }
+            if options.refuse_subscribes.is_some_and(|(_, n)| *refused < n) =>
+        {
+            *refused += 1;
+            let code = options
+                .refuse_subscribes
+                .map_or(ErrorCode::Internal, |(code, _)| code);
+            vec![encode_server_message(&ServerMessage::Error {
+                id,
+                code,
+                message: "refused by the fake server".into(),
+            })]
+        }
         ClientMessage::Subscribe { id, channel, since } => {
             let mut streams = lock(&shared.streams);
             let stream = streams.entry(channel.to_string()).or_default();

@@ -7,7 +7,10 @@
 //! history no longer has are reported, as one stderr line at their place in the stream. The command keeps the subscriptions alive with the client
 //! SDK: it reconnects with backoff, resubscribes and recovers missed messages until it is
 //! interrupted, and exits non-zero when the server tells it to stop (close codes 4000–4099,
-//! HTTP 401/403 at the upgrade) or refuses a subscription.
+//! HTTP 401/403 at the upgrade) or refuses a subscription for good (`forbidden`,
+//! `invalid_channel`, …). A refusal for a passing reason (`internal`, e.g. the server's
+//! broker is unavailable, or `rate_limited`) is retried with a backoff (100 ms doubling to
+//! 5 s, jittered), at the start as after a reconnect, with one stderr line per refusal.
 
 use std::time::Duration;
 
@@ -32,7 +35,12 @@ the k-th consecutive retry (k = 0, 1, 2, ...) is
 0 once a connection proved healthy: the server's welcome arrived and every subscription was
 confirmed, or the connection stayed up for 10 s. A server that asks to back off (close codes
 4100-4199) or a connection lost without a close code starts at k = 1. Close codes 4000-4099
-and HTTP 401/403 stop the command with a non-zero exit status.";
+and HTTP 401/403 stop the command with a non-zero exit status.
+
+A subscription the server refuses for a passing reason (internal, e.g. its Redis is
+unavailable, or rate_limited) is asked for again after random(0, min(5s, 100ms x 2^k)), at
+the start as after a reconnect, with one stderr line per refusal; any other refusal
+(forbidden, invalid_channel, too_many_subscriptions, ...) ends the command non-zero.";
 
 /// Arguments of `wirehub sub`.
 #[derive(clap::Args, Debug)]
@@ -118,11 +126,13 @@ impl SubArgs {
 /// An invalid URL or channel, a stop close code or HTTP 401/403, a refused subscription, or
 /// a failure to write to stdout other than a closed pipe.
 pub(crate) async fn run(args: SubArgs) -> anyhow::Result<()> {
-    let client = Client::connect(args.client_config()?).context("cannot start the client")?;
+    let config = args.client_config()?;
+    let retry = config.resubscribe_backoff;
+    let client = Client::connect(config).context("cannot start the client")?;
     let events = tokio::spawn(report_events(client.events()));
 
     let outcome = tokio::select! {
-        outcome = subscribe_and_print(&client, &args.channels) => outcome,
+        outcome = subscribe_and_print(&client, &args.channels, retry) => outcome,
         interrupted = tokio::signal::ctrl_c() => {
             interrupted.context("cannot listen for Ctrl-C")?;
             Ok(())
@@ -133,13 +143,14 @@ pub(crate) async fn run(args: SubArgs) -> anyhow::Result<()> {
     outcome
 }
 
-async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Result<()> {
-    let subscribing = channels.iter().map(|channel| async move {
-        client
-            .subscribe(channel.as_str())
-            .await
-            .with_context(|| format!("cannot subscribe to {channel:?}"))
-    });
+async fn subscribe_and_print(
+    client: &Client,
+    channels: &[String],
+    retry: Backoff,
+) -> anyhow::Result<()> {
+    let subscribing = channels
+        .iter()
+        .map(|channel| subscribe_retrying(client, channel, retry));
     let subscriptions: Vec<Subscription> = futures_util::future::try_join_all(subscribing).await?;
     // Each item keeps its channel, to name it in a gap report.
     let mut deliveries =
@@ -185,6 +196,34 @@ async fn subscribe_and_print(client: &Client, channels: &[String]) -> anyhow::Re
     }
 }
 
+/// Subscribes to `channel`, asking again after a refusal for a passing reason (the server's
+/// broker is unavailable, or rate limiting) with the client's resubscribe backoff, and
+/// printing one stderr line per refusal. A final refusal is the error.
+async fn subscribe_retrying(
+    client: &Client,
+    channel: &str,
+    backoff: Backoff,
+) -> anyhow::Result<Subscription> {
+    let mut refusals = 0;
+    loop {
+        match client.subscribe(channel).await {
+            Ok(subscription) => return Ok(subscription),
+            Err(error) if error.is_transient() => {
+                let delay = backoff.random_delay(refusals);
+                refusals += 1;
+                eprintln!(
+                    "wirehub sub: subscribing to {channel:?} refused for now: {error}; \
+                     retrying in {delay:.1?}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot subscribe to {channel:?}"));
+            }
+        }
+    }
+}
+
 /// The stderr line for messages that could not be recovered.
 fn gap_report(channel: &str, since: &StreamPosition, position: &StreamPosition) -> String {
     if since.epoch == position.epoch {
@@ -223,6 +262,16 @@ async fn report_events(mut events: wirehub_client::Events) {
             }
             // Printed with the subscription's stream, at its place (`gap_report`).
             Event::RecoveryFailed { .. } => {}
+            Event::SubscribeRetrying {
+                channel,
+                error,
+                delay,
+            } => {
+                eprintln!(
+                    "wirehub sub: resubscribing to {channel:?} refused for now: {error}; \
+                     retrying in {delay:.1?}"
+                );
+            }
             Event::SubscriptionEnded { channel, error } => {
                 eprintln!("wirehub sub: subscription to {channel:?} ended: {error}");
             }
