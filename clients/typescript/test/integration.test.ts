@@ -1,5 +1,6 @@
 // The client against the real server binary (`target/release/wirehub`, or $WIREHUB_BIN).
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { afterEach, describe, test } from "node:test";
 
 import WebSocket from "ws";
@@ -563,6 +564,45 @@ describe("issue 9: a consumer that falls behind gets every message or an explici
     assert.equal(client.state, "connected");
   });
 });
+
+describe("a new epoch announced by gap, against the real server", () => {
+  test("Redis flushed while subscribed: the new epoch's first message is handed over once, after the recoveryFailed", async () => {
+    const redis = await RedisServer.start();
+    redises.push(redis);
+    const server = await startServer(["--broker", redis.url]);
+    const client = await connectedClient(server.url);
+    const disconnects = record(client, "disconnected");
+    const events = new Collector<string>();
+    const subscription = await client.subscribe<string>("feed", {
+      onMessage: (message) => events.push(`${message.data}@${message.offset}`),
+      onRecoveryFailed: (event) =>
+        events.push(`lost ${event.since.offset}..${event.position.epoch === event.since.epoch ? "same" : "new"}:${event.position.offset}`),
+    });
+    const before = subscription.position?.epoch;
+    await publishHttp(server, "feed", "a");
+    await publishHttp(server, "feed", "b");
+    await events.waitFor(2);
+    await redisCli(redis, "FLUSHALL");
+    // The next publish starts a new epoch at offset 1.
+    assert.equal(await publishHttp(server, "feed", "c"), 1);
+    assert.equal(await publishHttp(server, "feed", "d"), 2);
+    assert.deepEqual(await events.waitFor(5), ["a@1", "b@2", "lost 2..new:0", "c@1", "d@2"]);
+    assert.notEqual(subscription.position?.epoch, before);
+    await publishHttp(server, "feed", "e");
+    assert.deepEqual(await events.waitFor(6), ["a@1", "b@2", "lost 2..new:0", "c@1", "d@2", "e@3"]);
+    assert.deepEqual(disconnects, []);
+  });
+});
+
+/** Runs `redis-cli -p PORT ARGS`. */
+function redisCli(redis: RedisServer, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("redis-cli", ["-p", String(redis.port), ...args], { timeout: 10_000 }, (error, stdout) => {
+      if (error) reject(error);
+      else resolve(stdout.trim());
+    });
+  });
+}
 
 /** `POST /api/publish` with an idempotency key, sent again until the server accepts it (at most 15 s). */
 async function publishOnce(server: Server, channel: string, data: unknown, key: string): Promise<number> {
