@@ -785,6 +785,51 @@ describe("client against a scripted server", () => {
     ]);
   });
 
+  test("a gap that announces a new epoch while the queue is full: the catch-up still hands over the new epoch's messages", async () => {
+    const { fake, client } = await connected({ subscriptionBuffer: 2 });
+    const subscribing = client.subscribe<string>("feed");
+    fake.last().ackSubscribes("e1", 0);
+    const subscription = await subscribing;
+    const socket = fake.last();
+    for (let offset = 1; offset <= 3; offset++) socket.receive({ type: "message", channel: "feed", data: `e1:${offset}`, offset });
+    // 3 was refused: the subscription is paused when the stream restarts.
+    socket.receive({ type: "gap", channel: "feed", epoch: "e2", offset: 0 });
+    socket.receive({ type: "message", channel: "feed", data: "e2:1", offset: 1 });
+    // The server after the restart: e2 holds one message; e1's history is gone.
+    const sinces: unknown[] = [];
+    const answer = (): void => {
+      for (const frame of socket.sentOf("subscribe")) {
+        if (frame.answered === true) continue;
+        frame.answered = true;
+        sinces.push(frame.since);
+        const since = frame.since as { epoch: string; offset: number };
+        const recovered = since.epoch === "e2";
+        socket.receive({ type: "subscribed", id: frame.id, channel: "feed", epoch: "e2", offset: 1, recovered });
+        if (recovered) {
+          for (let offset = since.offset + 1; offset <= 1; offset++) socket.receive({ type: "message", channel: "feed", data: `e2:${offset}`, offset });
+        }
+      }
+    };
+    const iterator = subscription[Symbol.asyncIterator]();
+    const seen: string[] = [];
+    while (seen.length < 4) {
+      // Everything is scripted: what is to come is there once pending callbacks ran.
+      const next = await Promise.race([iterator.next(), flush().then(() => undefined)]);
+      assert.ok(next !== undefined, `nothing more after ${JSON.stringify(seen)}`);
+      const event = next.value as SubscriptionEvent<string>;
+      seen.push(
+        event.type === "message"
+          ? event.data
+          : event.type === "recoveryFailed"
+            ? `lost ${event.since.epoch}:${event.since.offset}..${event.position.epoch}:${event.position.offset}`
+            : event.type,
+      );
+      answer();
+    }
+    assert.deepEqual(sinces.slice(0, 2), [{ epoch: "e1", offset: 2 }, { epoch: "e2", offset: 0 }]);
+    assert.deepEqual(seen, ["e1:1", "e1:2", "lost e1:2..e2:0", "e2:1"]);
+  });
+
   test("issue 9: another channel keeps flowing while one catches up", async () => {
     const { fake, client } = await connected({ subscriptionBuffer: 2 });
     const slow = new ChannelHistory("slow");
