@@ -46,6 +46,17 @@ export const DEFAULT_BACKOFF: Backoff = Object.freeze({
   jitter: "full",
 });
 
+/**
+ * 100 ms, ×2, 5 s, full jitter: the retries of a `subscribe` refused for a passing reason
+ * (`internal`, `rate_limited`) on a live connection.
+ */
+export const DEFAULT_SUBSCRIBE_BACKOFF: Backoff = Object.freeze({
+  initial: 100,
+  max: 5000,
+  multiplier: 2,
+  jitter: "full",
+});
+
 /** What a close code (or a failed attempt) tells the client to do next. */
 export type ReconnectAdvice = "reconnect" | "backoff" | "stop";
 

@@ -13,7 +13,7 @@
  * was given up (dead server, connect timeout) can never disturb the next connection.
  */
 
-import { ReconnectSchedule, type ReconnectAdvice } from "./backoff.js";
+import { ReconnectSchedule, type ReconnectAdvice, backoffDelay } from "./backoff.js";
 import {
   checkUrl,
   classifyClose,
@@ -84,6 +84,13 @@ export interface ClientEvents {
    */
   resync: { channel: string; since: StreamPosition; cause: ResyncCause };
   subscriptionEnded: { channel: string; error: WirehubError };
+  /**
+   * The server refused a subscription's restoring or catching-up `subscribe` for a passing
+   * reason (`error.code` `internal`, e.g. its broker is unavailable, or `rate_limited`): the
+   * subscription stays and the same `subscribe` is sent again in `delay` ms (`attempt` counts
+   * the consecutive refusals). Its consumer sees only the delay.
+   */
+  subscribeRetry: { channel: string; error: WirehubError; attempt: number; delay: number };
   error: WirehubError;
   stopped: { error: WirehubError | undefined };
 }
@@ -151,6 +158,7 @@ export class WirehubClient {
   readonly #WebSocket: WebSocketConstructor;
   readonly #clock: Clock;
   readonly #schedule: ReconnectSchedule;
+  readonly #random: () => number;
   readonly #listeners = new Map<keyof ClientEvents, Set<Listener<any>>>();
 
   #state: ClientState = "idle";
@@ -164,6 +172,7 @@ export class WirehubClient {
     recoveryFailed: (payload) => this.#emit("recoveryFailed", payload),
     subscriptionEnded: (payload) => this.#emit("subscriptionEnded", payload),
     resync: (registration, cause) => this.#resync(registration, cause),
+    retry: (registration, error) => this.#retrySubscribe(registration, error),
   });
   #connectWaiters: Request<void>[] = [];
   #stopped = false;
@@ -189,7 +198,8 @@ export class WirehubClient {
     this.#WebSocket = WebSocketClass;
     this.#settings = resolveSettings(options);
     this.#clock = options.clock ?? systemClock;
-    this.#schedule = new ReconnectSchedule(this.#settings.backoff, options.random ?? Math.random);
+    this.#random = options.random ?? Math.random;
+    this.#schedule = new ReconnectSchedule(this.#settings.backoff, this.#random);
     this.#network = options.network === null ? undefined : (options.network ?? globalNetworkEvents());
   }
 
@@ -248,6 +258,13 @@ export class WirehubClient {
    * (more than `subscriptionBuffer` events waiting) is caught up from the server's history,
    * never dropped in silence. A callback that returns a promise holds the next event until
    * it settles.
+   *
+   * Rejects with the server's error when it refuses this first `subscribe`, including for a
+   * passing reason (`internal` while its broker is unavailable, `rate_limited`): the caller
+   * decides whether to try again. Once subscribed, a subscription that the server refuses for
+   * a passing reason while it is restored after a reconnect or caught up is kept and retried
+   * (see the `subscribeBackoff` option and the `subscribeRetry` event); other refusals end it
+   * (`subscriptionEnded`).
    *
    * @param handlers a message callback, or callbacks for messages, recovery failures and the end.
    */
@@ -593,6 +610,8 @@ export class WirehubClient {
       }
     }
     conn.pending.clear();
+    // The next connection's resubscription sends what a retry would have sent.
+    for (const registration of this.#registry.registrations()) this.#cancelRetry(registration);
     this.#registry.connectionEnded(unacknowledged);
   }
 
@@ -699,6 +718,7 @@ export class WirehubClient {
         terminate(conn.ws);
       }
     }
+    for (const registration of this.#registry.registrations()) this.#cancelRetry(registration);
     this.#registry.stop(failure, error);
     const waiters = this.#connectWaiters;
     this.#connectWaiters = [];
@@ -756,7 +776,7 @@ export class WirehubClient {
       case "message":
         return this.#registry.delivery(message.channel, message.data, message.offset);
       case "gap":
-        return this.#registry.gap(message.channel);
+        return this.#registry.gap(message.channel, message.epoch, message.offset);
       case "ack": {
         const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
         if (pending?.kind !== "publish" || message.id === undefined) return;
@@ -862,6 +882,33 @@ export class WirehubClient {
     this.#sendSubscribe(conn, registration, false);
   }
 
+  /**
+   * Sends `registration`'s refused `subscribe` again after the subscribe backoff, with the
+   * same `since` (its position moves only with what its consumer was handed), on the same
+   * connection; a connection lost meanwhile resubscribes it instead.
+   */
+  #retrySubscribe(registration: Registration, error: WirehubError): void {
+    this.#cancelRetry(registration);
+    const k = registration.refusals;
+    registration.refusals = k + 1;
+    const backoff = this.#settings.subscribeBackoff;
+    const delay = backoffDelay(backoff, k, backoff.jitter === "full" ? this.#random() : 0);
+    const conn = this.#conn;
+    registration.retryTimer = this.#clock.setTimeout(() => {
+      registration.retryTimer = undefined;
+      if (conn === undefined || this.#conn !== conn || !conn.ready) return;
+      if (this.#registry.get(registration.channel) !== registration || registration.inFlight !== undefined) return;
+      this.#sendSubscribe(conn, registration, false);
+    }, delay);
+    this.#emit("subscribeRetry", { channel: registration.channel, error, attempt: k + 1, delay });
+  }
+
+  #cancelRetry(registration: Registration): void {
+    if (registration.retryTimer === undefined) return;
+    this.#clock.clearTimeout(registration.retryTimer);
+    registration.retryTimer = undefined;
+  }
+
   #sendPublish(conn: Conn, publish: HeldPublish): void {
     const id = this.#id();
     publish.id = id;
@@ -888,6 +935,7 @@ export class WirehubClient {
       return Promise.resolve();
     }
     this.#registry.remove(registration);
+    this.#cancelRetry(registration);
     const waiting = registration.waiting;
     registration.waiting = undefined;
     if (waiting !== undefined) {

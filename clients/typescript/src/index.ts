@@ -7,6 +7,7 @@ export {
 export type { ResyncCause } from "./registry.js";
 export {
   DEFAULT_BACKOFF,
+  DEFAULT_SUBSCRIBE_BACKOFF,
   ReconnectSchedule,
   adviceForCloseCode,
   backoffCeiling,

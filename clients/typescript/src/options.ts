@@ -3,7 +3,7 @@
  * uses them ({@link Settings}): checked once, in the constructor, with every default filled in.
  */
 
-import { type Backoff, DEFAULT_BACKOFF } from "./backoff.js";
+import { type Backoff, DEFAULT_BACKOFF, DEFAULT_SUBSCRIBE_BACKOFF } from "./backoff.js";
 import type { Clock, NetworkEvents, WebSocketConstructor } from "./platform.js";
 
 /** Options of {@link WirehubClient} (durations in milliseconds). */
@@ -14,6 +14,14 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor | undefined;
   /** The reconnect schedule. Default 1000 ms, ×2, 30000 ms, full jitter. */
   backoff?: Partial<Backoff> | undefined;
+  /**
+   * The retry schedule of a subscription's `subscribe` that the server refused for a passing
+   * reason (`internal`, e.g. its broker is unavailable, or `rate_limited`) while restoring it
+   * after a reconnect or catching it up: the subscription stays and the same `subscribe`
+   * (same `since`) is sent again after this delay, on the same connection. Default 100 ms,
+   * ×2, 5000 ms, full jitter.
+   */
+  subscribeBackoff?: Partial<Backoff> | undefined;
   /** Consecutive reconnects before stopping; default unlimited; `0` = one attempt only. */
   maxReconnects?: number | undefined;
   /** Uptime that proves a connection healthy (resets the backoff). Default 10000. */
@@ -59,6 +67,7 @@ export interface Settings {
   /** Replaced by `refreshToken`. */
   token: string | undefined;
   readonly backoff: Backoff;
+  readonly subscribeBackoff: Backoff;
   readonly maxReconnects: number | undefined;
   readonly healthyAfter: number;
   readonly connectTimeout: number;
@@ -85,24 +94,10 @@ const DEFAULTS = {
  * @throws {TypeError} for an option of the wrong kind or out of range.
  */
 export function resolveSettings(options: ClientOptions): Settings {
-  const given = options.backoff ?? {};
-  const jitter = given.jitter ?? DEFAULT_BACKOFF.jitter;
-  if (jitter !== "full" && jitter !== "none") {
-    throw new TypeError('wirehub: option backoff.jitter must be "full" or "none"');
-  }
-  const multiplier = given.multiplier ?? DEFAULT_BACKOFF.multiplier;
-  if (typeof multiplier !== "number") {
-    throw new TypeError("wirehub: option backoff.multiplier must be a number");
-  }
-  const backoff: Backoff = {
-    initial: duration("backoff.initial", given.initial, DEFAULT_BACKOFF.initial),
-    max: duration("backoff.max", given.max, DEFAULT_BACKOFF.max),
-    multiplier,
-    jitter,
-  };
   return {
     token: options.token,
-    backoff,
+    backoff: backoffOption("backoff", options.backoff, DEFAULT_BACKOFF),
+    subscribeBackoff: backoffOption("subscribeBackoff", options.subscribeBackoff, DEFAULT_SUBSCRIBE_BACKOFF),
     maxReconnects:
       options.maxReconnects === undefined ? undefined : count("maxReconnects", options.maxReconnects, 0),
     healthyAfter: duration("healthyAfter", options.healthyAfter, DEFAULTS.healthyAfter),
@@ -113,6 +108,23 @@ export function resolveSettings(options: ClientOptions): Settings {
     retryPublishes: options.retryPublishes ?? true,
     subscriptionBuffer: count("subscriptionBuffer", options.subscriptionBuffer, DEFAULTS.subscriptionBuffer),
     requestTimeout: duration("requestTimeout", options.requestTimeout, DEFAULTS.requestTimeout),
+  };
+}
+
+function backoffOption(name: string, given: Partial<Backoff> | undefined, defaults: Backoff): Backoff {
+  const jitter = given?.jitter ?? defaults.jitter;
+  if (jitter !== "full" && jitter !== "none") {
+    throw new TypeError(`wirehub: option ${name}.jitter must be "full" or "none"`);
+  }
+  const multiplier = given?.multiplier ?? defaults.multiplier;
+  if (typeof multiplier !== "number") {
+    throw new TypeError(`wirehub: option ${name}.multiplier must be a number`);
+  }
+  return {
+    initial: duration(`${name}.initial`, given?.initial, defaults.initial),
+    max: duration(`${name}.max`, given?.max, defaults.max),
+    multiplier,
+    jitter,
   };
 }
 

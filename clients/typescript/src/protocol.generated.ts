@@ -13,6 +13,14 @@ export type FieldKind = "string" | "number" | "integer" | "offset" | "boolean" |
 /** The version of wirehub WebSocket protocol. */
 export const PROTOCOL_VERSION = 1;
 
+/** The inside of an [`ApiError`]. */
+export interface ApiErrorDetail {
+  /** A stable snake_case code. */
+  readonly code: ErrorCode;
+  /** An explanation for people. */
+  readonly message: string;
+}
+
 /**
  * The `code` of an `error` message: a stable snake_case word a program can branch on.
  *
@@ -49,6 +57,23 @@ export type ErrorCode =
   /** A code this version of the library does not know (sent by a newer server). */
   | "unknown";
 
+/** One message of a history page: the same object as the WebSocket `message` delivery. */
+export interface HistoryMessage {
+  /** Always `"message"`. */
+  readonly type: MessageKind;
+  /** The channel. */
+  readonly channel: string;
+  /** The published data, verbatim. */
+  readonly data: unknown;
+  /** The message's offset in the channel's stream. */
+  readonly offset: number;
+}
+
+/** The `type` of a [`HistoryMessage`]: only `"message"`. */
+export type MessageKind =
+  /** A published message. */
+  | "message";
+
 /**
  * A position in a channel's stream: the stream's `epoch` and an `offset` in it.
  *
@@ -61,6 +86,22 @@ export interface StreamPosition {
   readonly epoch: string;
   /** The offset of the last message seen (0 when none). */
   readonly offset: number;
+}
+
+/** The claims wirehub reads from a token. Other claims in a token are ignored. */
+export interface Claims {
+  /** Expiry, seconds since the Unix epoch (required). */
+  readonly exp: number;
+  /** Issued at, seconds since the Unix epoch (informative; not checked). */
+  readonly iat?: number;
+  /** Not valid before, seconds since the Unix epoch. */
+  readonly nbf?: number;
+  /** Channel patterns the holder may publish to. */
+  readonly publish?: readonly string[];
+  /** The user id. */
+  readonly sub: string;
+  /** Channel patterns the holder may subscribe to. */
+  readonly subscribe?: readonly string[];
 }
 
 /** Start receiving a channel's messages; with `since`, first replay what was missed. */
@@ -123,6 +164,75 @@ export type ClientMessage =
   | PublishClientMessage
   | PingClientMessage
   | RefreshClientMessage;
+
+/**
+ * The body of every HTTP API error (status 4xx or 5xx):
+ * `{"error": {"code": CODE, "message": TEXT}}`, with the same codes as the WebSocket `error`.
+ */
+export interface ApiError {
+  /** What went wrong. */
+  readonly error: ApiErrorDetail;
+}
+
+/** The query of `GET /api/history?channel=C[&since=N][&epoch=E][&limit=M]`. */
+export interface HistoryQuery {
+  /** The channel. */
+  readonly channel: string;
+  /** The epoch `since` belongs to (default: the stream's current epoch). */
+  readonly epoch?: string;
+  /**
+   * At most this many messages (default [`HistoryQuery::DEFAULT_LIMIT`], at most
+   * [`HistoryQuery::MAX_LIMIT`]).
+   */
+  readonly limit?: number;
+  /** Return the kept messages after this offset (default 0: everything kept). */
+  readonly since?: number;
+}
+
+/**
+ * The reply to `GET /api/history` (HTTP 200): the channel's position and a page of the kept
+ * messages, oldest first.
+ */
+export interface HistoryReply {
+  /** The channel. */
+  readonly channel: string;
+  /**
+   * Whether the page starts right after `since`: false when messages after it have left
+   * the history (or the epoch changed), so some cannot be returned.
+   */
+  readonly complete: boolean;
+  /** The stream's current epoch. */
+  readonly epoch: string;
+  /** The messages, each as the WebSocket `message` delivery. */
+  readonly messages: readonly HistoryMessage[];
+  /** The stream's current offset (its latest message; 0 when none). */
+  readonly offset: number;
+}
+
+/** The reply to `POST /api/publish` (HTTP 200): the offset the message was given. */
+export interface PublishReply {
+  /**
+   * True when the `idempotency_key` was already used by a message still in the history:
+   * nothing was published again.
+   */
+  readonly duplicate?: boolean;
+  /** The offset assigned to the published message (or, for a duplicate, the original's). */
+  readonly offset: number;
+}
+
+/** The body of `POST /api/publish`: `{"channel": C, "data": ANY[, "idempotency_key": K]}`. */
+export interface PublishRequest {
+  /** The channel. */
+  readonly channel: string;
+  /** Any JSON value, delivered verbatim. */
+  readonly data: unknown;
+  /**
+   * Makes a retried publish safe, as in the WebSocket `publish`: while a message published
+   * with the same key is still in the channel's history, the reply carries that message's
+   * offset and `duplicate: true`. 1 to 64 visible ASCII characters.
+   */
+  readonly idempotency_key?: string;
+}
 
 /** The first message on every connection. */
 export interface WelcomeServerMessage {
@@ -242,9 +352,9 @@ export interface ErrorServerMessage {
 /**
  * A message from the server.
  *
- * Deserializing works with `serde_json` (a `message`'s `data` is kept as raw JSON, which serde
- * cannot buffer inside a tagged enum, so the type is read first and the message parsed
- * once more as the matching variant).
+ * Deserializing works with `serde_json` and reads the text once, in any field order (see the
+ * `Deserialize` impl below); a `message`'s `data` is kept as raw JSON, verbatim. Clients parse
+ * every frame this way: `serde_json::from_str::<ServerMessage>(text)`.
  */
 export type ServerMessage =
   | WelcomeServerMessage

@@ -14,6 +14,15 @@
  * goes through the same queue (a replay larger than it pauses again), offsets at or below the
  * position are dropped as duplicates, and `recovered: false` puts a `recoveryFailed` event in
  * the queue, at the place of the loss. A `gap` from the server starts the same catch-up.
+ *
+ * A `gap` that names a new epoch (the stream restarted, e.g. Redis lost its data) says where
+ * the new epoch's deliveries go on: the catch-up from the old position gets `recovered:
+ * false`, the loss is reported up to the gap's position, and a second catch-up from there
+ * replays what the new epoch published meanwhile, so none of it falls inside the loss.
+ *
+ * A restoring or catching-up `subscribe` that the server refuses for a passing reason
+ * ({@link isTransientRefusal}: its broker is unavailable, or a rate limit) keeps the
+ * subscription: the client sends the same `subscribe` again later. Other refusals end it.
  */
 
 import { WirehubError } from "./errors.js";
@@ -47,6 +56,24 @@ export interface Registration {
   flow: "flowing" | "paused" | "resyncing";
   /** Why it was paused (reported with the catch-up). */
   pausedBy: ResyncCause;
+  /** Consecutive passing refusals of its `subscribe` (the retry schedule's `k`). */
+  refusals: number;
+  /** The timer of the next `subscribe` after a passing refusal. */
+  retryTimer: unknown;
+  /**
+   * Where a new epoch goes on, as a `gap` announced it (its epoch differs from `position`):
+   * a loss reported by the next `subscribed` ends there, and the catch-up continues from it.
+   */
+  epochStart: StreamPosition | undefined;
+}
+
+/**
+ * Whether the server's refusal of a `subscribe` is passing: `internal` (e.g. "broker
+ * unavailable" while Redis is down) and `rate_limited`. A restoring or catching-up subscribe
+ * refused so is sent again after a backoff; any other code ends the subscription.
+ */
+export function isTransientRefusal(code: string): boolean {
+  return code === "internal" || code === "rate_limited";
 }
 
 /** Why a subscription catches up from history while connected. */
@@ -77,6 +104,11 @@ export interface RegistryHooks {
    * `since`); nothing to send while disconnected (the next connection's resubscription does it).
    */
   resync(registration: Registration, cause: ResyncCause): void;
+  /**
+   * The server refused `registration`'s `subscribe` for a passing reason: send it again
+   * (same `since`) after the subscribe backoff, on the same connection.
+   */
+  retry(registration: Registration, error: WirehubError): void;
 }
 
 /** The subscriptions and the publish buffer of one client. */
@@ -112,6 +144,9 @@ export class Registry {
       inFlight: undefined,
       flow: "flowing",
       pausedBy: "slow_consumer",
+      refusals: 0,
+      retryTimer: undefined,
+      epochStart: undefined,
     };
     this.#subscriptions.set(channel, registration);
     return registration;
@@ -144,8 +179,11 @@ export class Registry {
     if (registration === undefined || registration.inFlight !== id) return;
     registration.inFlight = undefined;
     registration.flow = "flowing";
-    const current: StreamPosition = { epoch: position.epoch, offset: position.offset };
+    registration.refusals = 0;
+    let current: StreamPosition = { epoch: position.epoch, offset: position.offset };
     const since = registration.position;
+    const epochStart = registration.epochStart;
+    registration.epochStart = undefined;
     let lost: boolean;
     if (since === undefined) {
       lost = false;
@@ -158,6 +196,16 @@ export class Registry {
       // A server that does not say: only an unchanged position proves nothing was missed.
       lost = since.epoch !== current.epoch || since.offset !== current.offset;
     }
+    // The new epoch a `gap` announced published after where it goes on: those messages are in
+    // its history, not lost. The loss ends at the gap's position; a catch-up from there follows.
+    const resume =
+      since !== undefined &&
+      lost &&
+      epochStart !== undefined &&
+      epochStart.epoch === current.epoch &&
+      epochStart.epoch !== since.epoch &&
+      epochStart.offset < current.offset;
+    if (resume) current = { epoch: epochStart.epoch, offset: epochStart.offset };
     if (since !== undefined && !lost && since.epoch === current.epoch) {
       registration.position = since;
     } else {
@@ -172,6 +220,11 @@ export class Registry {
       // Taken even by a full queue: it belongs after what the queue holds, and there is at
       // most one per `subscribed`.
       registration.subscription.report(event);
+    }
+    if (resume) {
+      // Deliveries wait for the catch-up's `subscribed` (history has them).
+      registration.flow = "resyncing";
+      this.#hooks.resync(registration, "gap");
     }
   }
 
@@ -204,8 +257,13 @@ export class Registry {
    * A `gap` frame: the server skipped publications for this subscription. It catches up from
    * its position once its queue has room (at once when it has).
    */
-  gap(channel: string): void {
+  gap(channel: string, epoch: string, offset: number): void {
     const registration = this.#subscriptions.get(channel);
+    const position = registration?.position;
+    if (registration !== undefined && position !== undefined && position.epoch !== epoch) {
+      // Kept whatever the flow: the catch-up's `subscribed` needs it (see `subscribed`).
+      registration.epochStart = { epoch, offset };
+    }
     // While paused or resyncing a catch-up is coming anyway; before the first `subscribed`
     // there is no position to catch up from (and the server sends none).
     if (registration === undefined || registration.flow !== "flowing" || registration.position === undefined) {
@@ -221,12 +279,27 @@ export class Registry {
     if (registration.flow === "paused") registration.flow = "resyncing";
   }
 
-  /** The server refused the `subscribe` with `id`: the subscription ends with `error`. */
+  /**
+   * The server refused the `subscribe` with `id`. A first `subscribe` whose caller waits
+   * rejects with `error`; a restoring or catching-up one refused for a passing reason
+   * ({@link isTransientRefusal}) stays, to be sent again; otherwise the subscription ends
+   * with `error`.
+   */
   refused(channel: string, id: number, error: WirehubError): void {
     const registration = this.#subscriptions.get(channel);
     if (registration === undefined || registration.inFlight !== id) return;
+    const refusal = withChannel(error, channel);
+    if (registration.waiting === undefined && isTransientRefusal(error.code)) {
+      registration.inFlight = undefined;
+      // The server holds no subscription now: nothing to unsubscribe, no catch-up to send,
+      // and nothing is delivered until the retry's `subscribed`.
+      registration.sent = false;
+      registration.flow = "resyncing";
+      this.#hooks.retry(registration, refusal);
+      return;
+    }
     this.#subscriptions.delete(channel);
-    this.#end(registration, withChannel(error, channel));
+    this.#end(registration, refusal);
   }
 
   /** The server ended the subscription on its own (an unasked `unsubscribed`). */

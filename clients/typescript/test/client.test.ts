@@ -25,6 +25,7 @@ const EVENTS: (keyof ClientEvents)[] = [
   "recoveryFailed",
   "resync",
   "subscriptionEnded",
+  "subscribeRetry",
   "error",
   "stopped",
 ];
@@ -630,6 +631,205 @@ describe("client against a scripted server", () => {
     assert.deepEqual(of("recoveryFailed"), []);
   });
 
+  test("issue 9: a restoring subscribe refused with internal is retried with the same since after a jittered, growing delay; nothing lost or duplicated", async () => {
+    const { clock, fake, client, of } = await connected();
+    const history = new ChannelHistory("feed");
+    const seen: number[] = [];
+    const subscribing = client.subscribe("feed", (message) => {
+      seen.push(message.offset);
+    });
+    history.answer(fake.last());
+    const subscription = await subscribing;
+    history.publish(fake.last());
+    history.publish(fake.last());
+    fake.last().serverClose(1012);
+    history.skip(3);
+    clock.advance(of("reconnecting").at(-1)!.delay);
+    fake.last().accept("s2");
+    let refuse = (): void => {
+      const frame = fake.last().sentOf("subscribe").at(-1)!;
+      assert.deepEqual(frame.since, { epoch: "e1", offset: 2 });
+      frame.answered = true;
+      fake.last().receive({ type: "error", id: frame.id, code: "internal", message: "broker unavailable" });
+    };
+    refuse();
+    // random() = 0.5: half of 100 ms, then half of 200 ms.
+    assert.deepEqual(
+      of("subscribeRetry").map((r) => [r.channel, r.error.code, r.attempt, r.delay]),
+      [["feed", "internal", 1, 50]],
+    );
+    assert.equal(subscription.active, true);
+    assert.equal(fake.last().sentOf("subscribe").length, 1);
+    clock.advance(49);
+    assert.equal(fake.last().sentOf("subscribe").length, 1, "not before the delay");
+    clock.advance(1);
+    assert.equal(fake.last().sentOf("subscribe").length, 2);
+    refuse();
+    assert.deepEqual(of("subscribeRetry").at(-1)?.delay, 100);
+    clock.advance(100);
+    assert.equal(fake.last().sentOf("subscribe").length, 3);
+    history.answer(fake.last());
+    history.publish(fake.last());
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6]);
+    assert.equal(fake.sockets.length, 2, "the connection stayed");
+    assert.equal(client.state, "connected");
+    assert.deepEqual(of("subscriptionEnded"), []);
+    assert.deepEqual(of("recoveryFailed"), []);
+    // After a `subscribed`, a later refusal starts from the first delay again.
+    history.skip(1);
+    fake.last().receive({ type: "gap", channel: "feed", epoch: "e1", offset: 7, from: 7, to: 7 });
+    refuse = (): void => {
+      const frame = fake.last().sentOf("subscribe").at(-1)!;
+      assert.deepEqual(frame.since, { epoch: "e1", offset: 6 });
+      frame.answered = true;
+      fake.last().receive({ type: "error", id: frame.id, code: "internal", message: "broker unavailable" });
+    };
+    refuse();
+    assert.deepEqual(of("subscribeRetry").at(-1)?.delay, 50);
+    clock.advance(50);
+    history.answer(fake.last());
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  test("issue 9: a catch-up refused with rate_limited is retried; a link cut while waiting resubscribes once; a final refusal ends the subscription", async () => {
+    const { clock, fake, client, of } = await connected();
+    const history = new ChannelHistory("feed");
+    const seen: number[] = [];
+    const ended: unknown[] = [];
+    const subscribing = client.subscribe("feed", {
+      onMessage: (message) => {
+        seen.push(message.offset);
+      },
+      onEnded: (error) => ended.push(error?.code),
+    });
+    history.answer(fake.last());
+    const subscription = await subscribing;
+    history.publish(fake.last());
+    history.skip(2);
+    fake.last().receive({ type: "gap", channel: "feed", epoch: "e1", offset: 3, from: 2, to: 3 });
+    const catchUp = fake.last().sentOf("subscribe").at(-1)!;
+    assert.deepEqual(catchUp.since, { epoch: "e1", offset: 1 });
+    fake.last().receive({ type: "unsubscribed", id: fake.last().sentOf("unsubscribe").at(-1)!.id, channel: "feed" });
+    fake.last().receive({ type: "error", id: catchUp.id, code: "rate_limited", message: "slow down" });
+    catchUp.answered = true;
+    assert.deepEqual(of("subscribeRetry").map((r) => r.error.code), ["rate_limited"]);
+    // The link dies while the retry waits: the next connection resubscribes, the timer is gone.
+    fake.last().serverClose(1006);
+    clock.advance(of("reconnecting").at(-1)!.delay);
+    fake.last().accept("s2");
+    const restore = fake.last().sentOf("subscribe");
+    assert.equal(restore.length, 1);
+    assert.deepEqual(restore[0]!.since, { epoch: "e1", offset: 1 });
+    clock.advance(10_000);
+    assert.equal(fake.last().sentOf("subscribe").length, 1, "no retry on top of the resubscription");
+    history.answer(fake.last());
+    assert.deepEqual(seen, [1, 2, 3]);
+    // A final refusal of a later catch-up ends the subscription as before.
+    fake.last().receive({ type: "gap", channel: "feed", epoch: "e1", offset: 3 });
+    const again = fake.last().sentOf("subscribe").at(-1)!;
+    fake.last().receive({ type: "error", id: again.id, code: "forbidden", message: "not allowed" });
+    assert.equal(subscription.active, false);
+    assert.deepEqual(of("subscriptionEnded").map((e) => e.error.code), ["forbidden"]);
+    assert.deepEqual(ended, ["forbidden"]);
+    assert.equal(of("subscribeRetry").length, 1);
+  });
+
+  test("issue 9: a first subscribe refused with internal rejects with the error", async () => {
+    const { fake, client, of } = await connected();
+    const subscribing = client.subscribe("feed");
+    const frame = fake.last().sentOf("subscribe").at(-1)!;
+    fake.last().receive({ type: "error", id: frame.id, code: "internal", message: "broker unavailable" });
+    await assert.rejects(subscribing, (error: unknown) => error instanceof WirehubError && error.code === "internal");
+    assert.deepEqual(of("subscribeRetry"), []);
+    // The channel is free again: the caller may try once more.
+    const retry = client.subscribe("feed");
+    fake.last().ackSubscribes("e1", 0);
+    assert.equal((await retry).channel, "feed");
+  });
+
+  test("a gap that announces a new epoch: the new epoch's messages are handed over once, after the recoveryFailed", async () => {
+    const { fake, client, of } = await connected();
+    const events: string[] = [];
+    const subscribing = client.subscribe("feed", {
+      onMessage: (message) => {
+        events.push(`${message.data as string}`);
+      },
+      onRecoveryFailed: (event) => {
+        events.push(`lost ${event.since.epoch}:${event.since.offset}..${event.position.epoch}:${event.position.offset}`);
+      },
+    });
+    fake.last().ackSubscribes("e1", 0);
+    await subscribing;
+    const socket = fake.last();
+    socket.receive({ type: "message", channel: "feed", data: "e1:1", offset: 1 });
+    socket.receive({ type: "message", channel: "feed", data: "e1:2", offset: 2 });
+    // The stream restarted (e.g. Redis flushed): the server says where e2 goes on, then delivers e2's 1.
+    socket.receive({ type: "gap", channel: "feed", epoch: "e2", offset: 0 });
+    socket.receive({ type: "message", channel: "feed", data: "e2:1", offset: 1 });
+    const unsubscribe = () => socket.receive({ type: "unsubscribed", id: socket.sentOf("unsubscribe").at(-1)!.id, channel: "feed" });
+    const first = socket.sentOf("subscribe").at(-1)!;
+    assert.deepEqual(first.since, { epoch: "e1", offset: 2 });
+    unsubscribe();
+    socket.receive({ type: "subscribed", id: first.id, channel: "feed", epoch: "e2", offset: 1, recovered: false });
+    // The loss ends where e2 goes on; e2 is caught up from there.
+    const second = socket.sentOf("subscribe").at(-1)!;
+    assert.notEqual(second.id, first.id);
+    assert.deepEqual(second.since, { epoch: "e2", offset: 0 });
+    unsubscribe();
+    socket.receive({ type: "subscribed", id: second.id, channel: "feed", epoch: "e2", offset: 1, recovered: true });
+    socket.receive({ type: "message", channel: "feed", data: "e2:1", offset: 1 });
+    socket.receive({ type: "message", channel: "feed", data: "e2:2", offset: 2 });
+    assert.deepEqual(events, ["e1:1", "e1:2", "lost e1:2..e2:0", "e2:1", "e2:2"]);
+    assert.deepEqual(of("recoveryFailed"), [
+      { channel: "feed", since: { epoch: "e1", offset: 2 }, position: { epoch: "e2", offset: 0 } },
+    ]);
+  });
+
+  test("a gap that announces a new epoch while the queue is full: the catch-up still hands over the new epoch's messages", async () => {
+    const { fake, client } = await connected({ subscriptionBuffer: 2 });
+    const subscribing = client.subscribe<string>("feed");
+    fake.last().ackSubscribes("e1", 0);
+    const subscription = await subscribing;
+    const socket = fake.last();
+    for (let offset = 1; offset <= 3; offset++) socket.receive({ type: "message", channel: "feed", data: `e1:${offset}`, offset });
+    // 3 was refused: the subscription is paused when the stream restarts.
+    socket.receive({ type: "gap", channel: "feed", epoch: "e2", offset: 0 });
+    socket.receive({ type: "message", channel: "feed", data: "e2:1", offset: 1 });
+    // The server after the restart: e2 holds one message; e1's history is gone.
+    const sinces: unknown[] = [];
+    const answer = (): void => {
+      for (const frame of socket.sentOf("subscribe")) {
+        if (frame.answered === true) continue;
+        frame.answered = true;
+        sinces.push(frame.since);
+        const since = frame.since as { epoch: string; offset: number };
+        const recovered = since.epoch === "e2";
+        socket.receive({ type: "subscribed", id: frame.id, channel: "feed", epoch: "e2", offset: 1, recovered });
+        if (recovered) {
+          for (let offset = since.offset + 1; offset <= 1; offset++) socket.receive({ type: "message", channel: "feed", data: `e2:${offset}`, offset });
+        }
+      }
+    };
+    const iterator = subscription[Symbol.asyncIterator]();
+    const seen: string[] = [];
+    while (seen.length < 4) {
+      // Everything is scripted: what is to come is there once pending callbacks ran.
+      const next = await Promise.race([iterator.next(), flush().then(() => undefined)]);
+      assert.ok(next !== undefined, `nothing more after ${JSON.stringify(seen)}`);
+      const event = next.value as SubscriptionEvent<string>;
+      seen.push(
+        event.type === "message"
+          ? event.data
+          : event.type === "recoveryFailed"
+            ? `lost ${event.since.epoch}:${event.since.offset}..${event.position.epoch}:${event.position.offset}`
+            : event.type,
+      );
+      answer();
+    }
+    assert.deepEqual(sinces.slice(0, 2), [{ epoch: "e1", offset: 2 }, { epoch: "e2", offset: 0 }]);
+    assert.deepEqual(seen, ["e1:1", "e1:2", "lost e1:2..e2:0", "e2:1"]);
+  });
+
   test("issue 9: another channel keeps flowing while one catches up", async () => {
     const { fake, client } = await connected({ subscriptionBuffer: 2 });
     const slow = new ChannelHistory("slow");
@@ -884,7 +1084,8 @@ class ChannelHistory {
   /** Answers, in order, every `unsubscribe` and `subscribe` of this channel not answered yet. */
   answer(socket: FakeSocket): void {
     for (const frame of socket.sent) {
-      if (frame.channel !== this.channel || this.#answered.has(frame)) continue;
+      // `answered`: the test answered it itself (e.g. refused it).
+      if (frame.channel !== this.channel || frame.answered === true || this.#answered.has(frame)) continue;
       if (frame.type === "unsubscribe") {
         this.#answered.add(frame);
         socket.receive({ type: "unsubscribed", id: frame.id, channel: this.channel });
