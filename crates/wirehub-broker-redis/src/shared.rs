@@ -385,16 +385,20 @@ impl Shared {
                     }
                 }
                 (false, true) => {
+                    // Recorded before the command is sent: Redis runs a connection's commands
+                    // in order and may still run this one after a timeout cancelled the wait
+                    // for its answer (Redis paused), so the state must follow what was sent.
+                    // A later watcher then sends SUBSCRIBE, which Redis runs after it.
+                    if let Some(state) = self.channels().get_mut(channel) {
+                        state.subscribed = false;
+                        state.ready.send_replace(false);
+                        state.last = None;
+                    }
                     if let Some(sink) = pubsub.as_mut()
                         && let Err(err) = sink.unsubscribe(&redis_channel).await
                     {
                         // The connection is going; the listener will not resubscribe.
                         debug!(%channel, error = %err, "unsubscribe failed");
-                    }
-                    if let Some(state) = self.channels().get_mut(channel) {
-                        state.subscribed = false;
-                        state.ready.send_replace(false);
-                        state.last = None;
                     }
                 }
                 (false, false) => {

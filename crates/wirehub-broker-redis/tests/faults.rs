@@ -260,6 +260,42 @@ async fn issue_9_redis_paused_longer_than_the_timeout_keeps_every_connection() {
     assert_eq!(b.metric("wirehub_connections").await, per_node);
 }
 
+/// The last subscriber of a channel leaves while Redis is paused: the node's `UNSUBSCRIBE` is
+/// sent but not answered before the timeout, and Redis carries it out once it resumes. The
+/// node used to keep believing it was subscribed, so the next subscriber of that channel got
+/// `subscribed` and then nothing, in silence. Now the node's state follows what it sent, and
+/// the next subscriber's `SUBSCRIBE` comes after the `UNSUBSCRIBE` on the same connection.
+#[tokio::test]
+async fn issue_9_a_channel_left_while_redis_is_paused_is_subscribed_again_for_the_next_subscriber()
+{
+    let redis = RedisServer::start();
+    let pid = redis_pid(&redis);
+    let a = TestServer::start(fast(&redis.url(), 100)).await;
+    let b = TestServer::start(fast(&redis.url(), 100)).await;
+    let (mut first, _) = WsClient::connect(&a.ws_url()).await;
+    first.subscribe("left").await;
+    b.publish_http("left", json!(1)).await;
+    assert_eq!(first.expect("message").await["offset"], 1);
+
+    signal(&pid, "STOP");
+    drop(first);
+    // The node has sent its UNSUBSCRIBE once the subscription is gone from the fan-out, and
+    // the request times out after that (300 ms).
+    a.wait_for_metric("wirehub_subscriptions", 0).await;
+    // No event tells from outside that the request timed out: Redis stays paused for twice
+    // the request timeout.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    signal(&pid, "CONT");
+    wait_readyz(&a, 200).await;
+
+    let (mut next, _) = WsClient::connect(&a.ws_url()).await;
+    let subscribed = next.subscribe("left").await;
+    assert_eq!(subscribed["offset"], 1, "{subscribed}");
+    assert_eq!(b.publish_http("left", json!(2)).await, 2);
+    let message = next.expect("message").await;
+    assert_eq!(message["offset"], 2, "{message}");
+}
+
 /// A loopback TCP link to Redis whose connections can be made to swallow everything Redis
 /// sends them while staying open: a subscription that is connected but delivers nothing.
 struct SilentLink {
