@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::timeout;
-use wirehub_client::{
-    Backoff, Client, ClientConfig, Event, Events, Jitter, Subscription, SubscriptionEvent,
-};
+use wirehub_client::{Client, ClientConfig, Event, Events, Subscription, SubscriptionEvent};
 use wirehub_server::ServerConfig;
 use wirehub_testkit::fake::{Behavior, FakeServer, ServeOptions};
-use wirehub_testkit::{TcpProxy, TestServer};
+use wirehub_testkit::{TcpProxy, TestServer, client_config, wait_for};
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(15);
@@ -22,16 +20,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const CAPACITY: usize = 16;
 
 fn config(url: &str) -> ClientConfig {
-    ClientConfig::new(url)
-        .backoff(
-            Backoff::default()
-                .initial(Duration::from_millis(50))
-                .max(Duration::from_millis(200))
-                .jitter(Jitter::Full),
-        )
-        .request_timeout(WAIT)
-        .connect_timeout(Duration::from_secs(2))
-        .subscription_capacity(CAPACITY)
+    client_config(url, WAIT).subscription_capacity(CAPACITY)
 }
 
 fn server_config(history: usize) -> ServerConfig {
@@ -68,23 +57,6 @@ async fn expect_messages(subscription: &mut Subscription, range: std::ops::Range
             }
             other => panic!("expected message {n}, got {other:?}"),
         }
-    }
-}
-
-async fn wait_for(events: &mut Events, what: &str, predicate: impl Fn(&Event) -> bool) -> Event {
-    let found = timeout(WAIT, async {
-        while let Some(event) = events.recv().await {
-            if predicate(&event) {
-                return Some(event);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the event stream ended before {what}"),
-        Err(_) => panic!("no {what} within {WAIT:?}"),
     }
 }
 

@@ -6,25 +6,17 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::timeout;
-use wirehub_client::{
-    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Jitter, SubscriptionEvent,
-};
+use wirehub_client::{Client, ClientConfig, Error, ErrorCode, Event, SubscriptionEvent};
 use wirehub_server::{AuthConfig, ServerConfig};
-use wirehub_testkit::{Claims, TcpProxy, TestServer, hs256_token, read_fixture, wait_for};
+use wirehub_testkit::{
+    Claims, TcpProxy, TestServer, client_config, hs256_token, read_fixture, wait_for,
+};
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(url: &str) -> ClientConfig {
-    ClientConfig::new(url)
-        .backoff(
-            Backoff::default()
-                .initial(Duration::from_millis(50))
-                .max(Duration::from_millis(200))
-                .jitter(Jitter::Full),
-        )
-        .request_timeout(WAIT)
-        .connect_timeout(Duration::from_secs(2))
+    client_config(url, WAIT)
 }
 
 fn server_config() -> ServerConfig {

@@ -15,33 +15,9 @@ use wirehub_testkit::{TIMEOUT, TestServer, WsClient};
 
 /// Opens a WebSocket by hand on a raw TCP stream and returns the stream after the 101.
 async fn raw_upgrade(server: &TestServer) -> TcpStream {
-    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr()
-    );
-    stream
-        .write_all(request.as_bytes())
+    wirehub_testkit::raw_upgrade(server.addr())
         .await
-        .expect("write handshake");
-    let mut response = Vec::new();
-    let mut byte = [0u8; 1];
-    while !response.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(TIMEOUT, stream.read(&mut byte))
-            .await
-            .expect("handshake reply in time")
-            .expect("read");
-        assert_eq!(read, 1, "server closed during the handshake");
-        response.push(byte[0]);
-    }
-    let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
-    assert!(
-        response.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        "{response}"
-    );
-    stream
+        .expect("upgrade")
 }
 
 /// Reads until EOF or reset; returns how long it took.

@@ -4,58 +4,17 @@
 //! cannot represent.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wirehub_server::{AuthConfig, ServerConfig};
-use wirehub_testkit::{TIMEOUT, TestServer, WsClient};
-
-/// Opens a WebSocket by hand on a raw TCP stream and returns the stream after the 101, or
-/// the status line of a refusal.
-async fn raw_upgrade(addr: SocketAddr) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    send_upgrade_request(&mut stream, "").await;
-    upgrade_reply(stream).await
-}
-
-/// Writes a WebSocket upgrade request, with `extra` header lines (each ending in CRLF).
-async fn send_upgrade_request(stream: &mut TcpStream, extra: &str) {
-    let addr = stream.peer_addr().expect("peer address");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write handshake");
-}
-
-/// Reads the reply to an upgrade request: the stream after a 101, or the status line.
-async fn upgrade_reply(mut stream: TcpStream) -> Result<TcpStream, String> {
-    let mut response = Vec::new();
-    let mut byte = [0u8; 1];
-    while !response.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(TIMEOUT, stream.read(&mut byte))
-            .await
-            .expect("handshake reply in time")
-            .expect("read");
-        if read == 0 {
-            break;
-        }
-        response.push(byte[0]);
-    }
-    let response = String::from_utf8_lossy(&response).into_owned();
-    if response.starts_with("HTTP/1.1 101") {
-        Ok(stream)
-    } else {
-        Err(response.lines().next().unwrap_or_default().to_owned())
-    }
-}
+use wirehub_testkit::{
+    Claims, TIMEOUT, TestServer, WsClient, hs256_token, raw_upgrade, send_upgrade_request,
+    unix_now, upgrade_reply,
+};
 
 /// A masked client text frame (mask zero: the payload stays readable in captures).
 fn text_frame(text: &str) -> Vec<u8> {
@@ -286,12 +245,10 @@ async fn issue_10_a_burst_of_upgrades_does_not_pass_max_connections() {
 async fn issue_10_a_token_expiring_near_u64_max_does_not_panic_the_session() {
     const SECRET: &str = "a-test-secret-of-some-length";
     let token = |exp: u64| {
-        encode(
-            &Header::default(),
-            &json!({"sub": "ann", "exp": exp, "subscribe": ["*"], "publish": ["*"]}),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
+        hs256_token(
+            SECRET,
+            &Claims::new("ann", exp).subscribe(["*"]).publish(["*"]),
         )
-        .expect("encode")
     };
     let server = TestServer::start(
         ServerConfig::new()
@@ -305,10 +262,7 @@ async fn issue_10_a_token_expiring_near_u64_max_does_not_panic_the_session() {
     assert_eq!(server.metric("wirehub_connections").await, 1);
 
     // The same through `refresh`, from a token with an ordinary expiry.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = unix_now();
     let url = format!("{}?token={}", server.ws_url(), token(now + 3600));
     let (mut second, _) = WsClient::connect(&url).await;
     second

@@ -1,8 +1,25 @@
-//! Waiting on the Rust client's event stream, with a timeout.
+//! The Rust client in tests: settings that reconnect fast, and waiting on its event stream
+//! with a timeout.
 
-use wirehub_client::{Event, Events};
+use std::time::Duration;
+
+use wirehub_client::{Backoff, ClientConfig, Event, Events, Jitter};
 
 use crate::TIMEOUT;
+
+/// A client of `url` for tests: it reconnects within 50 to 200 ms (full jitter), gives up
+/// connecting after 2 s, and waits `wait` for a request's answer.
+pub fn client_config(url: &str, wait: Duration) -> ClientConfig {
+    ClientConfig::new(url)
+        .backoff(
+            Backoff::default()
+                .initial(Duration::from_millis(50))
+                .max(Duration::from_millis(200))
+                .jitter(Jitter::Full),
+        )
+        .request_timeout(wait)
+        .connect_timeout(Duration::from_secs(2))
+}
 
 /// Waits for the first event matching `predicate`, skipping the others, and returns it.
 ///
