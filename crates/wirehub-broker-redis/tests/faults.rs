@@ -202,35 +202,16 @@ async fn issue_9_redis_killed_and_back_empty_keeps_every_connection_and_sends_ga
     assert_eq!(b.metric("wirehub_connections").await, per_node);
 }
 
-/// The process id of a running `redis-server`.
-fn redis_pid(redis: &RedisServer) -> String {
-    let info = redis.command(&["INFO", "server"]);
-    info.lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .expect("process_id in INFO")
-        .trim()
-        .to_owned()
-}
-
-fn signal(pid: &str, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_redis_paused_longer_than_the_timeout_keeps_every_connection() {
     let redis = RedisServer::start();
-    let pid = redis_pid(&redis);
     let a = TestServer::start(fast(&redis.url(), 100)).await;
     let b = TestServer::start(fast(&redis.url(), 100)).await;
     let mut all = subscribers([&a, &b], CHANNELS, PER_CHANNEL).await;
     let last = publish_round(&b, CHANNELS, 3).await;
     read_all(&mut all, &last).await;
 
-    signal(&pid, "STOP");
+    let paused = redis.pause();
     for node in [&a, &b] {
         let body = wait_readyz(node, 503).await;
         assert_eq!(body["broker"], "unreachable", "{body}");
@@ -244,7 +225,7 @@ async fn issue_9_redis_paused_longer_than_the_timeout_keeps_every_connection() {
         .await
         .expect("an answer");
     assert!(!refused.status().is_success(), "{}", refused.status());
-    signal(&pid, "CONT");
+    paused.resume();
     for node in [&a, &b] {
         wait_readyz(node, 200).await;
     }
@@ -269,7 +250,6 @@ async fn issue_9_redis_paused_longer_than_the_timeout_keeps_every_connection() {
 async fn issue_9_a_channel_left_while_redis_is_paused_is_subscribed_again_for_the_next_subscriber()
 {
     let redis = RedisServer::start();
-    let pid = redis_pid(&redis);
     let a = TestServer::start(fast(&redis.url(), 100)).await;
     let b = TestServer::start(fast(&redis.url(), 100)).await;
     let (mut first, _) = WsClient::connect(&a.ws_url()).await;
@@ -277,7 +257,7 @@ async fn issue_9_a_channel_left_while_redis_is_paused_is_subscribed_again_for_th
     b.publish_http("left", json!(1)).await;
     assert_eq!(first.expect("message").await["offset"], 1);
 
-    signal(&pid, "STOP");
+    let paused = redis.pause();
     drop(first);
     // The node has sent its UNSUBSCRIBE once the subscription is gone from the fan-out, and
     // the request times out after that (300 ms).
@@ -285,7 +265,7 @@ async fn issue_9_a_channel_left_while_redis_is_paused_is_subscribed_again_for_th
     // No event tells from outside that the request timed out: Redis stays paused for twice
     // the request timeout.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    signal(&pid, "CONT");
+    paused.resume();
     wait_readyz(&a, 200).await;
 
     let (mut next, _) = WsClient::connect(&a.ws_url()).await;

@@ -42,51 +42,6 @@ fn server_config(url: &str) -> ServerConfig {
         ))
 }
 
-/// Pauses a `redis-server` with SIGSTOP; resumes it with SIGCONT on [`Paused::resume`] or
-/// when dropped (a failing test does not leave it stopped).
-struct Paused {
-    pid: String,
-    resumed: bool,
-}
-
-impl Paused {
-    fn pause(redis: &RedisServer) -> Paused {
-        let info = redis.command(&["INFO", "server"]);
-        let pid = info
-            .lines()
-            .find_map(|line| line.strip_prefix("process_id:"))
-            .expect("process_id in INFO")
-            .trim()
-            .to_owned();
-        signal(&pid, "STOP");
-        Paused {
-            pid,
-            resumed: false,
-        }
-    }
-
-    fn resume(mut self) {
-        signal(&self.pid, "CONT");
-        self.resumed = true;
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        if !self.resumed {
-            signal(&self.pid, "CONT");
-        }
-    }
-}
-
-fn signal(pid: &str, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
 fn raw(n: u64) -> Box<serde_json::value::RawValue> {
     serde_json::value::to_raw_value(&n).expect("JSON")
 }
@@ -156,7 +111,7 @@ async fn issue_9_a_subscriber_reconnecting_while_redis_is_paused_retries_and_los
     let mut received = read_until(&mut feed, &mut previous, 5).await;
 
     // During: Redis stops answering and the subscriber's link is cut.
-    let paused = Paused::pause(&redis);
+    let paused = redis.pause();
     proxy.cut();
     wait_for(&mut events, "the disconnect", |event| {
         matches!(event, Event::Disconnected { .. })

@@ -25,7 +25,7 @@ pub use fixtures::{fixture, read_fixture};
 pub use process::{ChildProcess, ServerProcess};
 pub use proxy::TcpProxy;
 pub use raw::{raw_upgrade, send_upgrade_request, upgrade_reply};
-pub use redis::RedisServer;
+pub use redis::{Paused, RedisServer};
 pub use schema::{assert_schema, matches_schema};
 pub use server::TestServer;
 pub use tls::tls_connect;

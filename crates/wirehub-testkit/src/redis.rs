@@ -128,6 +128,18 @@ impl RedisServer {
         }
     }
 
+    /// Pauses the server with SIGSTOP: connections stay open and nothing is answered, as with
+    /// a Redis that hangs. It runs again with SIGCONT on [`Paused::resume`], or when the guard is
+    /// dropped, so that a failing test does not leave it stopped.
+    ///
+    /// # Panics
+    /// When the server is not running or the signal cannot be sent.
+    pub fn pause(&self) -> Paused {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        assert!(signal(pid, "STOP"), "kill -STOP {pid}");
+        Paused { pid: Some(pid) }
+    }
+
     /// Deletes every key (`FLUSHALL`); connections and subscriptions stay.
     ///
     /// # Panics
@@ -245,4 +257,40 @@ fn read_reply(reader: &mut impl BufRead) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// A `redis-server` paused by [`RedisServer::pause`]; dropping it resumes the server.
+#[derive(Debug)]
+#[must_use = "dropping the guard resumes the server at once"]
+pub struct Paused {
+    pid: Option<u32>,
+}
+
+impl Paused {
+    /// Resumes the server (SIGCONT).
+    ///
+    /// # Panics
+    /// When the signal cannot be sent.
+    pub fn resume(mut self) {
+        if let Some(pid) = self.pid.take() {
+            assert!(signal(pid, "CONT"), "kill -CONT {pid}");
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // Best effort: a drop during a failing test must not panic again.
+        if let Some(pid) = self.pid.take() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+/// Sends the signal `name` (`STOP`, `CONT`) to process `pid`; whether it was sent.
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -12,33 +12,9 @@ use wirehub_testkit::{ChildProcess, RedisServer, TIMEOUT, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirehub");
 
-fn signal(pid: &str, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// Sends SIGCONT when dropped, so that a failing test does not leave Redis stopped.
-struct Resume(String);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        signal(&self.0, "CONT");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_sub_started_while_redis_is_paused_retries_and_prints_after_it_resumes() {
     let redis = RedisServer::start();
-    let pid = redis
-        .command(&["INFO", "server"])
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .expect("process_id in INFO")
-        .trim()
-        .to_owned();
     let server = TestServer::start(
         ServerConfig::new()
             .heartbeat_interval(Duration::from_secs(60))
@@ -55,8 +31,7 @@ async fn issue_9_sub_started_while_redis_is_paused_retries_and_prints_after_it_r
 
     // The node is on Redis before it stops answering.
     server.publish_http("warmup", json!(0)).await;
-    signal(&pid, "STOP");
-    let resume = Resume(pid);
+    let paused = redis.pause();
     let sub = ChildProcess::spawn(Command::new(BIN).args([
         "sub",
         &server.ws_url(),
@@ -78,7 +53,7 @@ async fn issue_9_sub_started_while_redis_is_paused_retries_and_prints_after_it_r
     })
     .await
     .expect("the stderr reader");
-    drop(resume);
+    paused.resume();
 
     // Once Redis answers again, the retried subscribe succeeds and deliveries flow.
     server.wait_for_metric("wirehub_subscriptions", 1).await;
