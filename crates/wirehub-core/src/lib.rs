@@ -7,6 +7,8 @@
 //! - [`Broker`] (`broker`): the seam to whatever assigns offsets and keeps history;
 //!   [`MemoryBroker`] (`memory`) is the in-process one, with its `history` ring.
 //! - [`ChannelRules`] (`policy`): options per kind of channel (`[[channels]]`).
+//! - [`Lifecycle`] (`lifecycle`): where connection, subscription, occupancy and presence
+//!   events go (the server's webhooks).
 //!
 //! This crate knows nothing about sockets, HTTP or Redis. It builds WebSocket frames (with
 //! `wirehub-ws`) and JSON (with `wirehub-protocol`) once per message, so that every
@@ -16,6 +18,7 @@ mod broker;
 mod channel;
 mod history;
 mod hub;
+mod lifecycle;
 mod memory;
 mod outbox;
 mod policy;
@@ -27,6 +30,7 @@ pub use broker::{
 pub use channel::{Fanout, SessionRef};
 pub use history::HistoryLimits;
 pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
+pub use lifecycle::{Lifecycle, LifecycleEvent, LifecycleSink};
 pub use memory::{MemoryBroker, new_epoch};
 pub use outbox::{DEPTH_BOUNDS, Outbox, OutboxLimits, PushError, QueueStats};
 pub use policy::{ChannelOptions, ChannelRules, OnSlow};

@@ -16,6 +16,7 @@
 //! - `message`: the wire types.
 //! - `parse`: text frame → [`ClientMessage`], with the error code for every kind of bad input.
 //! - `encode`: the hot-path encoder for `message` deliveries.
+//! - `presence`: the [`Member`] of a presence channel.
 //! - `http`: the bodies and replies of `POST /api/publish`, `GET /api/history` and API errors.
 //! - `schema` (feature `schema`): the JSON Schema of the protocol, served by the server.
 
@@ -26,6 +27,7 @@ mod encode;
 mod http;
 mod message;
 mod parse;
+mod presence;
 #[cfg(feature = "schema")]
 mod schema;
 
@@ -42,6 +44,7 @@ pub use http::{
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
+pub use presence::Member;
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wirehub_core::Hub;
+use wirehub_core::{Hub, Lifecycle};
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
@@ -26,6 +26,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies tokens when authentication is on.
     pub authenticator: Option<Authenticator>,
+    /// Where lifecycle events (connect, subscribe, occupancy, presence) go; off by default.
+    pub lifecycle: Lifecycle,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -50,6 +52,7 @@ impl AppState {
             .map(RwLock::new);
         Ok(AppState {
             authenticator,
+            lifecycle: Lifecycle::default(),
             tls,
             config,
             hub,
