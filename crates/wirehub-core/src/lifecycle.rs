@@ -130,7 +130,7 @@ mod tests {
 
     impl LifecycleSink for Recorder {
         fn emit(&self, event: LifecycleEvent) {
-            self.0.lock().unwrap().push(event);
+            self.0.lock().expect("not poisoned").push(event);
         }
     }
 
@@ -147,6 +147,6 @@ mod tests {
             channel: "room:1".into(),
         };
         on.emit_with(|| event.clone());
-        assert_eq!(*recorder.0.lock().unwrap(), vec![event]);
+        assert_eq!(*recorder.0.lock().expect("not poisoned"), vec![event]);
     }
 }

@@ -28,9 +28,9 @@ mod tests {
             user: None,
             info: None,
         };
-        let text = serde_json::to_string(&member).unwrap();
+        let text = serde_json::to_string(&member).expect("a member serializes");
         assert_eq!(text, r#"{"client":"7","user":null}"#);
-        let back: Member = serde_json::from_str(&text).unwrap();
+        let back: Member = serde_json::from_str(&text).expect("a member parses");
         assert_eq!(back, member);
     }
 }
