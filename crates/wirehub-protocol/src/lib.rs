@@ -28,6 +28,7 @@ mod http;
 mod message;
 mod parse;
 mod presence;
+mod webhook;
 #[cfg(feature = "schema")]
 mod schema;
 
@@ -39,12 +40,14 @@ pub use claims::Claims;
 pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
 pub use encode::{encode_message, encode_server_message};
 pub use http::{
-    ApiError, ApiErrorDetail, HistoryMessage, HistoryQuery, HistoryReply, MessageKind,
+    ApiError, ApiErrorDetail, ChannelInfo, ChannelsQuery, ChannelsReply, DisconnectReply,
+    DisconnectRequest, HistoryMessage, HistoryQuery, HistoryReply, MessageKind,
     PublishReply, PublishRequest, encode_history_reply,
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
 pub use presence::Member;
+pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 
