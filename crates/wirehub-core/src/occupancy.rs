@@ -191,9 +191,7 @@ impl OccupancyStore for MemoryOccupancy {
         let page = {
             let channels = self.lock();
             let start = match after {
-                Some(after) if after >= prefix => {
-                    std::ops::Bound::Excluded(after.to_owned())
-                }
+                Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_owned()),
                 _ => std::ops::Bound::Included(prefix.to_owned()),
             };
             channels

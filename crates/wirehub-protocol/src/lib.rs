@@ -28,9 +28,9 @@ mod http;
 mod message;
 mod parse;
 mod presence;
-mod webhook;
 #[cfg(feature = "schema")]
 mod schema;
+mod webhook;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -41,15 +41,15 @@ pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
 pub use encode::{encode_message, encode_server_message};
 pub use http::{
     ApiError, ApiErrorDetail, ChannelInfo, ChannelsQuery, ChannelsReply, DisconnectReply,
-    DisconnectRequest, HistoryMessage, HistoryQuery, HistoryReply, MessageKind,
-    PublishReply, PublishRequest, encode_history_reply,
+    DisconnectRequest, HistoryMessage, HistoryQuery, HistoryReply, MessageKind, PublishReply,
+    PublishRequest, encode_history_reply,
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
 pub use presence::Member;
-pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
+pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
