@@ -4,127 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use wirehub_server::webhooks::signature;
 use wirehub_server::{BrokerConfig, RedisConfig, ServerConfig, WebhookConfig};
-use wirehub_testkit::{RedisServer, TestServer, WsClient};
+use wirehub_testkit::{RedisServer, TIMEOUT, TestServer, WebhookReceiver as Receiver, WsClient};
 
 const SECRET: &str = "webhook-secret";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// What the receiver saw.
-#[derive(Default)]
-struct Seen {
-    /// Events of requests answered 2xx.
-    accepted: Vec<Value>,
-    /// Ids of events in requests answered 500.
-    refused: Vec<String>,
-    bad_signatures: usize,
-}
-
-struct Receiver {
-    url: String,
-    seen: Arc<Mutex<Seen>>,
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    seen: Arc<Mutex<Seen>>,
-    /// Requests still to answer 500.
-    fail: Arc<AtomicU32>,
-}
-
-async fn receive(
-    State(state): State<ReceiverState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let expected = format!("sha256={}", signature(SECRET.as_bytes(), &body));
-    let given = headers
-        .get("x-wirehub-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let batch: Value = serde_json::from_slice(&body).expect("the body is JSON");
-    let events = batch["events"].as_array().expect("events").clone();
-    let mut seen = state.seen.lock().expect("not poisoned");
-    if given != expected {
-        seen.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let failing = state
-        .fail
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if failing {
-        seen.refused.extend(
-            events
-                .iter()
-                .map(|e| e["id"].as_str().expect("id").to_owned()),
-        );
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    seen.accepted.extend(events);
-    StatusCode::OK
-}
-
-impl Receiver {
-    /// A receiver on 127.0.0.1:0 answering its first `fail` requests with 500.
-    async fn start(fail: u32) -> Receiver {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let state = ReceiverState {
-            seen: seen.clone(),
-            fail: Arc::new(AtomicU32::new(fail)),
-        };
-        let app = axum::Router::new()
-            .route("/hooks", axum::routing::post(receive))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            url: format!("http://{addr}/hooks"),
-            seen,
-        }
-    }
-
-    fn accepted(&self) -> Vec<Value> {
-        self.seen.lock().expect("not poisoned").accepted.clone()
-    }
-
-    fn count(&self, kind: &str, channel: &str) -> usize {
-        self.accepted()
-            .iter()
-            .filter(|e| e["type"] == kind && (channel.is_empty() || e["channel"] == channel))
-            .count()
-    }
-
-    /// Waits until `predicate` holds for the accepted events.
-    async fn wait(&self, what: &str, predicate: impl Fn(&[Value]) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if predicate(&self.accepted()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited for {what}; got {:#?}",
-                self.accepted()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 fn dead_letter_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
@@ -148,7 +34,7 @@ fn config(receiver: &Receiver, dead_letter: &Path) -> ServerConfig {
         .occupancy_lease(Duration::from_millis(600))
         .webhook_secret(Some(SECRET.to_owned()))
         .webhooks(Some(
-            WebhookConfig::new(receiver.url.clone())
+            WebhookConfig::new(receiver.url())
                 .batch_delay(Duration::from_millis(20))
                 .retry(Duration::from_millis(20), Duration::from_millis(100))
                 .timeout(Duration::from_secs(2))
@@ -162,7 +48,7 @@ fn session(welcome: &Value) -> String {
 
 #[tokio::test]
 async fn issue_11_every_event_arrives_signed_once_after_the_receiver_failed() {
-    let receiver = Receiver::start(3).await;
+    let receiver = Receiver::start(SECRET, 3).await;
     let dead = dead_letter_path("retry");
     let server = TestServer::start(config(&receiver, &dead)).await;
     let (mut client, welcome) = WsClient::connect(&server.ws_url()).await;
@@ -231,10 +117,8 @@ async fn issue_11_every_event_arrives_signed_once_after_the_receiver_failed() {
             .or_default() += 1;
     }
     assert!(ids.values().all(|n| *n == 1), "duplicates: {ids:?}");
-    let (refused, bad_signatures) = {
-        let seen = receiver.seen.lock().expect("not poisoned");
-        (seen.refused.clone(), seen.bad_signatures)
-    };
+    let seen = receiver.seen();
+    let (refused, bad_signatures) = (seen.refused, seen.bad_signatures);
     assert!(
         !refused.is_empty(),
         "the receiver refused the first requests"
@@ -258,7 +142,7 @@ async fn issue_11_every_event_arrives_signed_once_after_the_receiver_failed() {
 
 #[tokio::test]
 async fn issue_11_a_rejoin_within_the_debounce_cancels_the_vacate() {
-    let receiver = Receiver::start(0).await;
+    let receiver = Receiver::start(SECRET, 0).await;
     let dead = dead_letter_path("debounce");
     let server =
         TestServer::start(config(&receiver, &dead).vacate_delay(Duration::from_millis(500))).await;
@@ -289,7 +173,7 @@ async fn issue_11_a_rejoin_within_the_debounce_cancels_the_vacate() {
 #[tokio::test]
 async fn issue_11_queue_overflow_goes_to_the_dead_letter_file_and_is_counted() {
     // A receiver that refuses everything: the first batch is retried while the queue fills.
-    let receiver = Receiver::start(u32::MAX).await;
+    let receiver = Receiver::start(SECRET, u32::MAX).await;
     let dead = dead_letter_path("overflow");
     let mut config = config(&receiver, &dead);
     config.webhooks = config
@@ -301,7 +185,7 @@ async fn issue_11_queue_overflow_goes_to_the_dead_letter_file_and_is_counted() {
         client.subscribe(&format!("c:{n}")).await;
     }
     let name = "wirehub_webhook_events_dead_lettered_total{target=\"wirehub\",reason=\"overflow\"}";
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
     while server.metric(name).await < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -317,7 +201,7 @@ async fn issue_11_queue_overflow_goes_to_the_dead_letter_file_and_is_counted() {
         .collect();
     let overflow_lines = lines.iter().filter(|l| l["reason"] == "overflow").count() as u64;
     assert!(overflow_lines >= overflowed.min(5), "{lines:#?}");
-    assert!(lines.iter().all(|l| l["url"] == receiver.url.as_str()
+    assert!(lines.iter().all(|l| l["url"] == receiver.url()
         && l["event"]["id"].is_string()
         && l["event"]["type"].is_string()));
     assert!(
@@ -349,7 +233,7 @@ async fn channels(server: &TestServer, query: &str) -> Value {
 async fn issue_11_two_nodes_on_redis_send_each_transition_once_and_list_and_disconnect_across_nodes()
  {
     let redis = RedisServer::start();
-    let receiver = Receiver::start(1).await;
+    let receiver = Receiver::start(SECRET, 1).await;
     let dead = dead_letter_path("redis");
     let one = TestServer::start(redis_config(&redis, &receiver, &dead)).await;
     let two = TestServer::start(redis_config(&redis, &receiver, &dead)).await;
@@ -366,7 +250,7 @@ async fn issue_11_two_nodes_on_redis_send_each_transition_once_and_list_and_disc
         })
         .await;
     // Cluster-wide counts, from either node.
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         let listed = channels(&two, "?prefix=room:").await;
         if listed["channels"] == json!([{"channel": "room:x", "subscribers": 2}]) {
@@ -424,7 +308,7 @@ async fn issue_11_two_nodes_on_redis_send_each_transition_once_and_list_and_disc
 #[tokio::test]
 async fn issue_11_a_killed_nodes_channels_are_vacated_once_by_a_survivor() {
     let redis = RedisServer::start();
-    let receiver = Receiver::start(0).await;
+    let receiver = Receiver::start(SECRET, 0).await;
     let dead = dead_letter_path("kill");
     let survivor = TestServer::start(redis_config(&redis, &receiver, &dead)).await;
     let doomed = TestServer::start(redis_config(&redis, &receiver, &dead)).await;
