@@ -334,3 +334,98 @@ async fn issue_11_a_killed_nodes_channels_are_vacated_once_by_a_survivor() {
     let listed = channels(&survivor, "?prefix=doomed").await;
     assert_eq!(listed["channels"], json!([]));
 }
+
+#[tokio::test]
+async fn issue_11_a_users_connections_are_closed_by_order_and_channels_listed_on_one_node() {
+    const JWT: &str = "a-secret-of-at-least-16-characters";
+    const KEY: &str = "api-key";
+    let receiver = Receiver::start(SECRET, 0).await;
+    let dead = dead_letter_path("memory");
+    let server = TestServer::start(
+        config(&receiver, &dead)
+            .auth(Some(wirehub_server::AuthConfig::Secret(JWT.into())))
+            .api_key(Some(KEY.to_owned())),
+    )
+    .await;
+    let token = |user: &str| {
+        wirehub_testkit::hs256_token(
+            JWT,
+            &json!({"sub": user, "exp": wirehub_testkit::unix_now() + 60, "subscribe": ["*"]}),
+        )
+    };
+    let url = |user: &str| format!("{}?token={}", server.ws_url(), token(user));
+    let (mut ann1, _) = WsClient::connect(&url("ann")).await;
+    let (mut ann2, _) = WsClient::connect(&url("ann")).await;
+    let (mut bob, _) = WsClient::connect(&url("bob")).await;
+    ann1.subscribe("room:a").await;
+    ann2.subscribe("room:a").await;
+    bob.subscribe("room:b").await;
+    let http = reqwest::Client::new();
+    let unauthorized = http
+        .get(server.http_url("/api/channels"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(unauthorized.status(), 401);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let listed: Value = http
+            .get(server.http_url("/api/channels?prefix=room:"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        let want = json!({"channels": [
+            {"channel": "room:a", "subscribers": 2},
+            {"channel": "room:b", "subscribers": 1}
+        ], "cluster_wide": false});
+        if listed == want {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply: Value = http
+        .post(server.http_url("/api/disconnect"))
+        .bearer_auth(KEY)
+        .json(&json!({"user": "ann"}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(reply, json!({"disconnected": 2}));
+    for ann in [&mut ann1, &mut ann2] {
+        let close = ann.expect_close().await.expect("a close frame");
+        assert_eq!(u16::from(close.code), 4003);
+        assert_eq!(close.reason.as_str(), "disconnected by the server");
+    }
+    // Bob's connection is untouched.
+    bob.send(&json!({"type": "ping"})).await;
+    bob.expect("pong").await;
+    receiver
+        .wait("both of ann's disconnects and room:a vacated", |events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "disconnect" && e["user"] == "ann" && e["code"] == 4003)
+                .count()
+                == 2
+                && events
+                    .iter()
+                    .any(|e| e["type"] == "channel_vacated" && e["channel"] == "room:a")
+        })
+        .await;
+    assert_eq!(receiver.count("channel_vacated", "room:b"), 0);
+    let both = http
+        .post(server.http_url("/api/disconnect"))
+        .bearer_auth(KEY)
+        .json(&json!({"user": "ann", "client": "x"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(both.status(), 400);
+}
