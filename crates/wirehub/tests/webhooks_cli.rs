@@ -86,12 +86,5 @@ async fn issue_11_a_sigkilled_node_has_its_channels_vacated_once() {
     drop(b);
     survivor.signal("TERM");
     survivor.wait();
-    receiver
-        .wait("game:2 vacated as the survivor stopped", |events| {
-            events
-                .iter()
-                .any(|e| e["type"] == "channel_vacated" && e["channel"] == "game:2")
-        })
-        .await;
     let _ = std::fs::remove_file(&dead);
 }
