@@ -45,6 +45,9 @@
 //! - [`Broker::health`] says `reachable: false` while the pub/sub connection is down or the
 //!   last canary could not be published (the server's `/readyz` answers 503).
 //!
+//! Channel occupancy across nodes and orders to every node: [`RedisBroker::cluster`]
+//! (`occupancy.rs`).
+//!
 //! Start with [`RedisBroker::connect`] (which fails when Redis cannot be reached), then
 //! [`RedisLink::start_on`] with the hub's fan-out and the server's task tracker.
 
@@ -53,6 +56,7 @@ mod config;
 mod error;
 mod keys;
 mod listener;
+mod occupancy;
 mod scripts;
 mod shared;
 
@@ -70,6 +74,7 @@ use wirehub_core::{
 
 pub use config::RedisConfig;
 pub use error::{Error, Result};
+pub use occupancy::{RedisCluster, RedisControl, RedisOccupancy};
 
 use crate::commands::Commands;
 use crate::config::redact;

@@ -9,6 +9,9 @@
 //! - [`ChannelRules`] (`policy`): options per kind of channel (`[[channels]]`).
 //! - [`Lifecycle`] (`lifecycle`): where connection, subscription, occupancy and presence
 //!   events go (the server's webhooks).
+//! - [`OccupancyStore`] (`occupancy`): which channels have subscribers anywhere, so that one
+//!   node announces each occupied/vacated transition; [`MemoryOccupancy`] for one process.
+//! - [`ControlBus`] (`control`): orders to every node (closing a user's connections).
 //!
 //! This crate knows nothing about sockets, HTTP or Redis. It builds WebSocket frames (with
 //! `wirehub-ws`) and JSON (with `wirehub-protocol`) once per message, so that every
@@ -16,10 +19,12 @@
 
 mod broker;
 mod channel;
+mod control;
 mod history;
 mod hub;
 mod lifecycle;
 mod memory;
+mod occupancy;
 mod outbox;
 mod policy;
 
@@ -28,9 +33,13 @@ pub use broker::{
     Published, encode_publication,
 };
 pub use channel::{Fanout, SessionRef};
+pub use control::{ControlBus, ControlHandler};
 pub use history::HistoryLimits;
 pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
 pub use lifecycle::{Lifecycle, LifecycleEvent, LifecycleSink};
 pub use memory::{MemoryBroker, new_epoch};
+pub use occupancy::{
+    ChannelCount, Maintained, MemoryOccupancy, OccupancyStore, Settled, Transition,
+};
 pub use outbox::{DEPTH_BOUNDS, Outbox, OutboxLimits, PushError, QueueStats};
 pub use policy::{ChannelOptions, ChannelRules, OnSlow};

@@ -30,6 +30,7 @@ mod parse;
 mod presence;
 #[cfg(feature = "schema")]
 mod schema;
+mod webhook;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -39,14 +40,16 @@ pub use claims::Claims;
 pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
 pub use encode::{encode_message, encode_server_message};
 pub use http::{
-    ApiError, ApiErrorDetail, HistoryMessage, HistoryQuery, HistoryReply, MessageKind,
-    PublishReply, PublishRequest, encode_history_reply,
+    ApiError, ApiErrorDetail, ChannelInfo, ChannelsQuery, ChannelsReply, DisconnectReply,
+    DisconnectRequest, HistoryMessage, HistoryQuery, HistoryReply, MessageKind, PublishReply,
+    PublishRequest, encode_history_reply,
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
 pub use presence::Member;
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
+pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -6,8 +6,9 @@
 use serde_json::Value;
 
 use crate::{
-    ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PublishReply, PublishRequest,
-    ServerMessage,
+    ApiError, ChannelsQuery, ChannelsReply, Claims, ClientMessage, DisconnectReply,
+    DisconnectRequest, HistoryQuery, HistoryReply, PublishReply, PublishRequest, ServerMessage,
+    WebhookBatch,
 };
 
 /// The schema of every message a client may send.
@@ -21,7 +22,9 @@ pub fn server_schema() -> Value {
 }
 
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
-/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error"}`.
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error",
+/// "channels_query", "channels_reply", "disconnect_request", "disconnect_reply", "webhook_batch"}`
+/// (the last is the body the server POSTs to `--webhook-url`).
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
@@ -29,6 +32,11 @@ pub fn http_schema() -> Value {
         "history_query": schemars::schema_for!(HistoryQuery).to_value(),
         "history_reply": schemars::schema_for!(HistoryReply).to_value(),
         "error": schemars::schema_for!(ApiError).to_value(),
+        "channels_query": schemars::schema_for!(ChannelsQuery).to_value(),
+        "channels_reply": schemars::schema_for!(ChannelsReply).to_value(),
+        "disconnect_request": schemars::schema_for!(DisconnectRequest).to_value(),
+        "disconnect_reply": schemars::schema_for!(DisconnectReply).to_value(),
+        "webhook_batch": schemars::schema_for!(WebhookBatch).to_value(),
     })
 }
 
@@ -91,6 +99,11 @@ mod tests {
             "history_query",
             "history_reply",
             "error",
+            "channels_query",
+            "channels_reply",
+            "disconnect_request",
+            "disconnect_reply",
+            "webhook_batch",
         ] {
             assert!(
                 document["http"][body]["properties"].is_object(),

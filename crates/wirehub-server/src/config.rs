@@ -14,6 +14,7 @@ use wirehub_core::ChannelRules;
 
 use crate::auth::AuthConfig;
 use crate::tls::TlsConfig;
+use crate::webhooks::WebhookConfig;
 
 /// Which origins may open a WebSocket from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,16 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// Lifecycle webhooks: when set, events are POSTed there.
+    pub webhooks: Option<WebhookConfig>,
+    /// The key of the webhooks' HMAC-SHA256 signature (`X-Wirehub-Signature`).
+    pub webhook_secret: Option<String>,
+    /// How long a channel's last subscriber must stay gone before `channel_vacated` (a new
+    /// subscriber within it cancels the vacate).
+    pub vacate_delay: Duration,
+    /// A node's lease on its channels' occupancy in Redis: a node that stops refreshing it
+    /// (refreshed every third of it) is taken for dead and its channels released.
+    pub occupancy_lease: Duration,
 }
 
 impl ServerConfig {
@@ -113,7 +124,35 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            webhooks: None,
+            webhook_secret: None,
+            vacate_delay: Duration::from_secs(3),
+            occupancy_lease: Duration::from_secs(15),
         }
+    }
+
+    /// Sets [`ServerConfig::webhooks`].
+    pub fn webhooks(mut self, value: Option<WebhookConfig>) -> Self {
+        self.webhooks = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::webhook_secret`].
+    pub fn webhook_secret(mut self, value: Option<String>) -> Self {
+        self.webhook_secret = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::vacate_delay`].
+    pub fn vacate_delay(mut self, value: Duration) -> Self {
+        self.vacate_delay = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::occupancy_lease`].
+    pub fn occupancy_lease(mut self, value: Duration) -> Self {
+        self.occupancy_lease = value;
+        self
     }
 
     /// Sets [`ServerConfig::heartbeat_interval`].

@@ -65,7 +65,11 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format.
-    pub fn render(&self, hub: &Hub) -> String {
+    pub fn render(
+        &self,
+        hub: &Hub,
+        webhooks: &[std::sync::Arc<crate::webhooks::Webhooks>],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let fanout = hub.fanout();
@@ -196,6 +200,9 @@ impl Metrics {
             );
         }
         crate::ready::broker_metrics(hub, &mut out);
+        for webhooks in webhooks {
+            webhooks.render_metrics(&mut out);
+        }
         render_policies(&mut out, hub);
         out
     }

@@ -25,7 +25,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -170,6 +170,10 @@ pub(crate) async fn run(
     let span = tracing::info_span!("session", id, %peer, session = %name, user);
     let mut session = Session::new(id, name, transport, leftover, state, mode);
     session.set_claims(claims);
+    session.user = user.map(Arc::from);
+    if mode == Mode::PubSub {
+        session.register();
+    }
     let end = session.run(shutdown).instrument(span.clone()).await;
     session.finish(end).instrument(span).await;
     drop(slot);
@@ -195,6 +199,14 @@ struct Session {
     phase: Phase,
     /// The connection's token claims, when authentication is on.
     claims: Option<Claims>,
+    /// The session id as lifecycle events carry it.
+    client: Arc<str>,
+    /// The token's `sub`.
+    user: Option<Arc<str>>,
+    /// The close code and reason of an order to close the connection (`POST /api/disconnect`).
+    kicked: Arc<Mutex<Option<(u16, String)>>>,
+    /// The close code and reason the connection ended with, once its close started.
+    close_info: Option<(u16, String)>,
     /// When the token expires: the connection is closed with 4001 unless it is refreshed.
     /// `None` also for an expiry too far away for the clock to represent.
     token_deadline: Option<Instant>,
@@ -226,6 +238,10 @@ impl Session {
         };
         Session {
             id,
+            client: Arc::from(name.as_str()),
+            user: None,
+            kicked: Arc::new(Mutex::new(None)),
+            close_info: None,
             name,
             transport,
             decoder: Decoder::new(config.max_message_size),
@@ -255,6 +271,23 @@ impl Session {
 
     fn metrics(&self) -> &Metrics {
         &self.state.metrics
+    }
+
+    /// Reports the connection (lifecycle `connect`) and registers how to close it on order.
+    fn register(&self) {
+        let outbox = self.outbox.clone();
+        let kicked = self.kicked.clone();
+        let kick: crate::activity::Kick = Arc::new(move |code: u16, reason: &str| {
+            if outbox.closed().is_none() {
+                let mut slot = kicked.lock().unwrap_or_else(PoisonError::into_inner);
+                slot.get_or_insert_with(|| (code, reason.to_owned()));
+                drop(slot);
+                outbox.close(ordered_close(code));
+            }
+        });
+        self.state
+            .activity
+            .connected(&self.client, self.user.as_ref(), kick);
     }
 
     async fn run(&mut self, shutdown: CancellationToken) -> End {
@@ -605,9 +638,23 @@ impl Session {
                 "slow consumer; closing"
             );
         }
-        let frame = match closer {
-            Closer::Client(client_code) => wirehub_ws::encode_close(client_code, ""),
-            Closer::Server | Closer::BadInput => {
+        let ordered = self
+            .kicked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let frame = match (closer, ordered) {
+            (Closer::Client(client_code), _) => {
+                self.close_info = Some((client_code, "closed by the client".to_owned()));
+                wirehub_ws::encode_close(client_code, "")
+            }
+            (Closer::Server, Some((ordered_code, reason))) => {
+                let frame = wirehub_ws::encode_close(ordered_code, &reason);
+                self.close_info = Some((ordered_code, reason));
+                frame
+            }
+            (Closer::Server | Closer::BadInput, _) => {
+                self.close_info = Some((code.code(), code.reason().to_owned()));
                 wirehub_ws::encode_close(code.code(), code.reason())
             }
         };
@@ -633,6 +680,23 @@ impl Session {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn!(%channel, error = %err, "releasing subscription failed");
             }
+            self.state.activity.unsubscribed(&self.client, &channel);
+        }
+        if self.mode == Mode::PubSub {
+            let (code, reason) = match (&end, self.close_info.take()) {
+                (End::Closed(_) | End::CloseTimeout(_), Some(info)) => info,
+                (End::Closed(code) | End::CloseTimeout(code), None) => {
+                    (code.code(), code.reason().to_owned())
+                }
+                (End::HeartbeatTimeout, _) => (
+                    CloseCode::HeartbeatTimeout.code(),
+                    CloseCode::HeartbeatTimeout.reason().to_owned(),
+                ),
+                (End::Abrupt(reason), _) => (1006, format!("connection lost: {reason}")),
+            };
+            self.state
+                .activity
+                .disconnected(&self.client, self.user.as_ref(), code, &reason);
         }
         self.outbox.close(CloseCode::Normal);
         match &end {
@@ -677,6 +741,18 @@ impl Session {
                 warn!(error = %err, "could not set SO_LINGER to 0; the socket closes normally");
             }
         }
+    }
+}
+
+/// The close code counted for a connection closed by order with `code` (the close frame
+/// carries `code` itself).
+fn ordered_close(code: u16) -> CloseCode {
+    match code {
+        1000 => CloseCode::Normal,
+        1001 => CloseCode::GoingAway,
+        4100..=4199 => CloseCode::PolicyViolation,
+        4200..=4299 => CloseCode::Reconnect,
+        _ => CloseCode::Forbidden,
     }
 }
 

@@ -5,8 +5,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wirehub_core::{Hub, Lifecycle};
+use wirehub_core::{ControlBus, Hub, Lifecycle, MemoryOccupancy};
 
+use crate::activity::Activity;
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -28,6 +29,13 @@ pub struct AppState {
     pub authenticator: Option<Authenticator>,
     /// Where lifecycle events (connect, subscribe, occupancy, presence) go; off by default.
     pub lifecycle: Lifecycle,
+    /// Connections and subscriptions as lifecycle events, occupancy counts, and the
+    /// connections that `POST /api/disconnect` closes.
+    pub(crate) activity: Arc<Activity>,
+    /// Orders to the other nodes (Redis broker), e.g. closing a user's connections.
+    pub(crate) control: Option<Arc<dyn ControlBus>>,
+    /// The webhook deliveries (their metrics).
+    pub(crate) webhooks: Vec<Arc<crate::webhooks::Webhooks>>,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -50,8 +58,18 @@ impl AppState {
             .map(crate::tls::server_config)
             .transpose()?
             .map(RwLock::new);
+        // Replaced by `prepare`, which also starts the occupancy worker.
+        let occupancy = Arc::new(crate::occupancy::Occupancy::new(
+            Arc::new(MemoryOccupancy::new(config.vacate_delay)),
+            Lifecycle::default(),
+            config.vacate_delay,
+            config.occupancy_lease,
+        ));
         Ok(AppState {
             authenticator,
+            activity: Arc::new(Activity::new(Lifecycle::default(), occupancy)),
+            control: None,
+            webhooks: Vec::new(),
             lifecycle: Lifecycle::default(),
             tls,
             config,

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -17,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::{
     AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, OnSlow, RedisConfig,
-    ServerConfig, TlsConfig,
+    ServerConfig, TlsConfig, WebhookConfig,
 };
 
 use crate::duration::Dur;
@@ -139,6 +140,36 @@ settings! {
     /// Log format on stderr: text or json (verbosity from RUST_LOG).
     #[arg(long, env = "WIREHUB_LOG_FORMAT")]
     log_format: String,
+    /// Lifecycle events are POSTed to this URL (empty: no webhooks).
+    #[arg(long, env = "WIREHUB_WEBHOOK_URL")]
+    webhook_url: String,
+    /// Key of the webhooks' HMAC-SHA256 signature (X-Wirehub-Signature).
+    #[arg(long, env = "WIREHUB_WEBHOOK_SECRET")]
+    webhook_secret: String,
+    /// Webhook events waiting at most; beyond, they go to the dead-letter file.
+    #[arg(long, env = "WIREHUB_WEBHOOK_QUEUE")]
+    webhook_queue: usize,
+    /// Webhook events per request at most.
+    #[arg(long, env = "WIREHUB_WEBHOOK_BATCH_SIZE")]
+    webhook_batch_size: usize,
+    /// How long a webhook event waits for others to share its request.
+    #[arg(long, env = "WIREHUB_WEBHOOK_BATCH_DELAY")]
+    webhook_batch_delay: Dur,
+    /// How long a webhook request may take before it is retried.
+    #[arg(long, env = "WIREHUB_WEBHOOK_TIMEOUT")]
+    webhook_timeout: Dur,
+    /// Attempts per webhook request before its events go to the dead-letter file.
+    #[arg(long, env = "WIREHUB_WEBHOOK_MAX_ATTEMPTS")]
+    webhook_max_attempts: u32,
+    /// File (JSON lines) for webhook events that could not be delivered.
+    #[arg(long, env = "WIREHUB_WEBHOOK_DEAD_LETTER")]
+    webhook_dead_letter: PathBuf,
+    /// How long a channel stays without subscribers before channel_vacated (a rejoin cancels it).
+    #[arg(long, env = "WIREHUB_VACATE_DELAY")]
+    vacate_delay: Dur,
+    /// With Redis: a node's lease on its channels' occupancy (a node silent for longer is taken for dead).
+    #[arg(long, env = "WIREHUB_OCCUPANCY_LEASE")]
+    occupancy_lease: Dur,
 }
 
 /// `wirehub serve --help` with each flag's default, read from the embedded settings (so that
@@ -245,6 +276,7 @@ pub(crate) fn resolve(args: &Settings) -> Result<Resolved, ConfigError> {
 /// The merged settings as a [`ServerConfig`] (and what only the binary uses).
 fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     let mut config = ServerConfig::new();
+    webhooks(&mut config, &settings)?;
     config.listen = need(settings.listen, "listen")?;
     config.heartbeat_interval = need(settings.heartbeat_interval, "heartbeat_interval")?.0;
     if config.heartbeat_interval.is_zero() {
@@ -329,6 +361,43 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         log_format,
         tls_files,
     })
+}
+
+/// The webhook and occupancy settings.
+fn webhooks(config: &mut ServerConfig, settings: &Settings) -> Result<(), ConfigError> {
+    config.vacate_delay = need(settings.vacate_delay, "vacate_delay")?.0;
+    config.occupancy_lease = need(settings.occupancy_lease, "occupancy_lease")?.0;
+    if config.occupancy_lease < Duration::from_millis(30) {
+        return Err(bad("occupancy_lease", "must be at least 30ms"));
+    }
+    config.webhook_secret = settings
+        .webhook_secret
+        .clone()
+        .filter(|secret| !secret.is_empty());
+    let url = need(settings.webhook_url.clone(), "webhook_url")?;
+    if url.is_empty() {
+        return Ok(());
+    }
+    let webhooks = WebhookConfig::new(url)
+        .queue_capacity(need(settings.webhook_queue, "webhook_queue")?)
+        .batch_size(need(settings.webhook_batch_size, "webhook_batch_size")?)
+        .batch_delay(need(settings.webhook_batch_delay, "webhook_batch_delay")?.0)
+        .timeout(need(settings.webhook_timeout, "webhook_timeout")?.0)
+        .max_attempts(need(settings.webhook_max_attempts, "webhook_max_attempts")?)
+        .dead_letter(need(
+            settings.webhook_dead_letter.clone(),
+            "webhook_dead_letter",
+        )?);
+    webhooks.validate().map_err(|problem| {
+        let field = problem
+            .split(' ')
+            .next()
+            .unwrap_or("webhook_url")
+            .to_owned();
+        bad(field, problem)
+    })?;
+    config.webhooks = Some(webhooks);
+    Ok(())
 }
 
 /// The broker, with the Redis settings checked by [`RedisConfig::validate`].
@@ -535,7 +604,6 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -560,6 +628,24 @@ mod tests {
         );
         assert_eq!(resolved.server.history_size, 100);
         assert_eq!(resolved.server.send_buffer, Some(131_072));
+    }
+
+    #[test]
+    fn issue_11_the_embedded_webhook_defaults_are_webhook_config_new() {
+        let url = "http://127.0.0.1:9/hooks";
+        let settings = Settings {
+            webhook_url: Some(url.to_owned()),
+            webhook_secret: Some("s3cret".to_owned()),
+            ..Settings::default()
+        };
+        let resolved = resolve(&settings).expect("resolves");
+        assert_eq!(resolved.server.webhooks, Some(WebhookConfig::new(url)));
+        assert_eq!(resolved.server.webhook_secret.as_deref(), Some("s3cret"));
+        let bad_url = Settings {
+            webhook_url: Some("ftp://x".to_owned()),
+            ..Settings::default()
+        };
+        assert!(resolve(&bad_url).is_err());
     }
 
     #[test]

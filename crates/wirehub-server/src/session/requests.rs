@@ -128,8 +128,17 @@ impl Session {
             Ok(subscribed) => {
                 Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
                 self.subscriptions.insert(channel.to_owned());
+                if !resync {
+                    self.state.activity.subscribed(&self.client, channel);
+                }
             }
-            Err(err) => self.send_error(id, err.code(), &err.to_string()),
+            Err(err) => {
+                if resync {
+                    // The re-sync failed: the subscription it replaced is gone.
+                    self.state.activity.unsubscribed(&self.client, channel);
+                }
+                self.send_error(id, err.code(), &err.to_string());
+            }
         }
     }
 
@@ -142,7 +151,10 @@ impl Session {
                 &format!("not subscribed to {channel:?}"),
             );
         }
-        match self.state.hub.unsubscribe(channel, self.id).await {
+        let released = self.state.hub.unsubscribe(channel, self.id).await;
+        // Gone from the fan-out either way.
+        self.state.activity.unsubscribed(&self.client, channel);
+        match released {
             Ok(()) => self.send(&ServerMessage::Unsubscribed {
                 id,
                 channel: channel.to_owned(),
@@ -242,6 +254,7 @@ impl Session {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn_release(&channel, &err);
             }
+            self.state.activity.unsubscribed(&self.client, &channel);
             self.send(&ServerMessage::Unsubscribed { id: None, channel });
         }
         let expires = claims.exp;
