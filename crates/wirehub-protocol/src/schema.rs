@@ -6,8 +6,8 @@
 use serde_json::Value;
 
 use crate::{
-    ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PublishReply, PublishRequest,
-    ServerMessage,
+    ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PresenceQuery, PresenceReply,
+    PublishReply, PublishRequest, ServerMessage,
 };
 
 /// The schema of every message a client may send.
@@ -21,13 +21,16 @@ pub fn server_schema() -> Value {
 }
 
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
-/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error"}`.
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "presence_query",
+/// "presence_reply", "error"}`.
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
         "publish_reply": schemars::schema_for!(PublishReply).to_value(),
         "history_query": schemars::schema_for!(HistoryQuery).to_value(),
         "history_reply": schemars::schema_for!(HistoryReply).to_value(),
+        "presence_query": schemars::schema_for!(PresenceQuery).to_value(),
+        "presence_reply": schemars::schema_for!(PresenceReply).to_value(),
         "error": schemars::schema_for!(ApiError).to_value(),
     })
 }
@@ -58,7 +61,14 @@ mod tests {
     #[test]
     fn schemas_name_every_message_type() {
         let client = client_schema().to_string();
-        for kind in ["subscribe", "unsubscribe", "publish", "ping", "refresh"] {
+        for kind in [
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ping",
+            "refresh",
+            "presence",
+        ] {
             assert!(
                 client.contains(&format!("\"{kind}\"")),
                 "client schema lacks {kind}"
@@ -73,6 +83,9 @@ mod tests {
             "ack",
             "pong",
             "refreshed",
+            "presence",
+            "join",
+            "leave",
             "error",
         ] {
             assert!(
@@ -90,6 +103,8 @@ mod tests {
             "publish_reply",
             "history_query",
             "history_reply",
+            "presence_query",
+            "presence_reply",
             "error",
         ] {
             assert!(

@@ -86,6 +86,13 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// How long the member of a connection that ended without a goodbye (lost, heartbeat
+    /// timeout, shutdown, slow consumer) stays listed: a join of the same user on the same
+    /// channel within it takes the member over without a `leave` or `join`.
+    pub presence_grace: Duration,
+    /// Members listed at most by a `presence` reply or `GET /api/presence` (the count stays
+    /// exact; beyond it the list is truncated and says so).
+    pub presence_max_members: usize,
 }
 
 impl ServerConfig {
@@ -113,7 +120,21 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            presence_grace: Duration::from_secs(5),
+            presence_max_members: 1000,
         }
+    }
+
+    /// Sets [`ServerConfig::presence_grace`].
+    pub fn presence_grace(mut self, value: Duration) -> Self {
+        self.presence_grace = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::presence_max_members`].
+    pub fn presence_max_members(mut self, value: usize) -> Self {
+        self.presence_max_members = value;
+        self
     }
 
     /// Sets [`ServerConfig::heartbeat_interval`].

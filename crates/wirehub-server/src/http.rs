@@ -30,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/schema/protocol.json", get(schema))
         .route("/api/publish", post(publish))
         .route("/api/history", get(history))
+        .route("/api/presence", get(crate::presence::api_presence))
         .route("/ws", any(ws));
     if let Some(path) = state.config.echo_path.as_deref() {
         router = router.route(path, any(echo));
@@ -73,11 +74,15 @@ async fn echo(State(state): State<Arc<AppState>>, request: Request) -> Response 
 }
 
 /// An HTTP API error: `{"error": {"code": …, "message": …}}` ([`ApiError`]).
-fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response {
     (status, axum::Json(ApiError::new(code, message))).into_response()
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(key) = state.config.api_key.as_deref() else {
         return Ok(());
     };
