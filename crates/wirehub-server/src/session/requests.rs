@@ -151,8 +151,10 @@ impl Session {
                 &format!("not subscribed to {channel:?}"),
             );
         }
+        let result = self.state.hub.unsubscribe(channel, self.id).await;
+        // After the unsubscribe: the leave goes to the others only.
         self.presence_leave(channel, Departure::Now).await;
-        match self.state.hub.unsubscribe(channel, self.id).await {
+        match result {
             Ok(()) => self.send(&ServerMessage::Unsubscribed {
                 id,
                 channel: channel.to_owned(),
@@ -249,10 +251,10 @@ impl Session {
             .collect();
         for channel in revoked {
             self.subscriptions.remove(&channel);
-            self.presence_leave(&channel, Departure::Now).await;
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn_release(&channel, &err);
             }
+            self.presence_leave(&channel, Departure::Now).await;
             self.send(&ServerMessage::Unsubscribed { id: None, channel });
         }
         let expires = claims.exp;
