@@ -25,6 +25,12 @@ impl Member {
         // A member's fields are strings and JSON values: serializing cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+
+    /// Reads a member's JSON text (as [`Member::to_json`] writes it); `None` when it is not
+    /// one.
+    pub fn from_json(json: &[u8]) -> Option<Member> {
+        serde_json::from_slice(json).ok()
+    }
 }
 
 /// Whether a member event is a `join` or a `leave`.
