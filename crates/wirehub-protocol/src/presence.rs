@@ -13,10 +13,17 @@ pub struct Member {
     /// The connection's session id.
     pub client: String,
     /// The token's `sub`, or null for a connection without a token.
+    #[cfg_attr(feature = "schema", schemars(schema_with = "nullable_string"))]
     pub user: Option<String>,
     /// The token's optional `info` claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
+}
+
+/// A string or null, always present (a member's `user`).
+#[cfg(feature = "schema")]
+fn nullable_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": ["string", "null"]})
 }
 
 impl Member {
