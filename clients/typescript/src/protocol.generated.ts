@@ -54,6 +54,11 @@ export type ErrorCode =
   | "unauthorized"
   /** The server could not complete the request (e.g. its broker is unreachable). */
   | "internal"
+  /**
+   * `presence` (or `GET /api/presence`) for a channel without presence (no `[[channels]]`
+   * table with `presence = true` matches it).
+   */
+  | "presence_disabled"
   /** A code this version of the library does not know (sent by a newer server). */
   | "unknown";
 
@@ -67,6 +72,19 @@ export interface HistoryMessage {
   readonly data: unknown;
   /** The message's offset in the channel's stream. */
   readonly offset: number;
+}
+
+/**
+ * A member of a presence channel: one connection, with the user and optional `info` of its
+ * token.
+ */
+export interface Member {
+  /** The connection's session id. */
+  readonly client: string;
+  /** The token's optional `info` claim. */
+  readonly info?: unknown;
+  /** The token's `sub`, or null for a connection without a token. */
+  readonly user: string | null;
 }
 
 /** The `type` of a [`HistoryMessage`]: only `"message"`. */
@@ -94,6 +112,11 @@ export interface Claims {
   readonly exp: number;
   /** Issued at, seconds since the Unix epoch (informative; not checked). */
   readonly iat?: number;
+  /**
+   * Anything the issuer wants other members of a presence channel to see about the
+   * holder (a display name, an avatar): the `info` of its presence member, verbatim.
+   */
+  readonly info?: unknown;
   /** Not valid before, seconds since the Unix epoch. */
   readonly nbf?: number;
   /** Channel patterns the holder may publish to. */
@@ -157,13 +180,26 @@ export interface RefreshClientMessage {
   readonly token: string;
 }
 
+/**
+ * Ask for the members of a presence channel (a `presence` reply). Needs the permission
+ * to subscribe to the channel, not a subscription.
+ */
+export interface PresenceClientMessage {
+  readonly type: "presence";
+  /** The channel. */
+  readonly channel: string;
+  /** Echoed on the reply. */
+  readonly id?: number;
+}
+
 /** A request from a client. */
 export type ClientMessage =
   | SubscribeClientMessage
   | UnsubscribeClientMessage
   | PublishClientMessage
   | PingClientMessage
-  | RefreshClientMessage;
+  | RefreshClientMessage
+  | PresenceClientMessage;
 
 /**
  * The body of every HTTP API error (status 4xx or 5xx):
@@ -207,6 +243,24 @@ export interface HistoryReply {
   readonly messages: readonly HistoryMessage[];
   /** The stream's current offset (its latest message; 0 when none). */
   readonly offset: number;
+}
+
+/** The query of `GET /api/presence?channel=C`. */
+export interface PresenceQuery {
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** The reply to `GET /api/presence` (HTTP 200), the same fields as the `presence` message. */
+export interface PresenceReply {
+  /** The channel. */
+  readonly channel: string;
+  /** How many members the channel has (exact, also when the list is truncated). */
+  readonly count: number;
+  /** The members, at most the server's `presence_max_members`. */
+  readonly members: readonly Member[];
+  /** True when `members` lists fewer than `count`. */
+  readonly truncated?: boolean;
 }
 
 /** The reply to `POST /api/publish` (HTTP 200): the offset the message was given. */
@@ -338,6 +392,42 @@ export interface GapServerMessage {
   readonly to?: number;
 }
 
+/** The reply to `presence`: the channel's members. */
+export interface PresenceServerMessage {
+  readonly type: "presence";
+  /** The channel. */
+  readonly channel: string;
+  /** How many members the channel has (exact, also when the list is truncated). */
+  readonly count: number;
+  /** The request's id. */
+  readonly id?: number;
+  /** The members, at most the server's `presence_max_members`. */
+  readonly members: readonly Member[];
+  /** True when `members` lists fewer than `count`. */
+  readonly truncated?: boolean;
+}
+
+/** A member joined a presence channel this connection is subscribed to. */
+export interface JoinServerMessage {
+  readonly type: "join";
+  /** The channel. */
+  readonly channel: string;
+  /** Who joined. */
+  readonly member: Member;
+}
+
+/**
+ * A member left a presence channel this connection is subscribed to (its connection
+ * unsubscribed or closed, or its lease expired after its node died).
+ */
+export interface LeaveServerMessage {
+  readonly type: "leave";
+  /** The channel. */
+  readonly channel: string;
+  /** Who left. */
+  readonly member: Member;
+}
+
 /** A request could not be carried out; the connection stays open. */
 export interface ErrorServerMessage {
   readonly type: "error";
@@ -365,6 +455,9 @@ export type ServerMessage =
   | RefreshedServerMessage
   | PongServerMessage
   | GapServerMessage
+  | PresenceServerMessage
+  | JoinServerMessage
+  | LeaveServerMessage
   | ErrorServerMessage;
 
 /** The fields of each {@link ClientMessage}, by `type`, for checking a received one at run time. */
@@ -374,6 +467,7 @@ export const clientMessageFields: { readonly [T in ClientMessage["type"]]: { rea
   publish: { channel: "string", data: "any", id: "offset?", idempotency_key: "string?" },
   ping: { id: "offset?" },
   refresh: { id: "offset?", token: "string" },
+  presence: { channel: "string", id: "offset?" },
 };
 
 /** The fields of each {@link ServerMessage}, by `type`, for checking a received one at run time. */
@@ -386,5 +480,8 @@ export const serverMessageFields: { readonly [T in ServerMessage["type"]]: { rea
   refreshed: { expires: "offset", id: "offset?" },
   pong: { id: "offset?" },
   gap: { channel: "string", epoch: "string", from: "offset?", offset: "offset", to: "offset?" },
+  presence: { channel: "string", count: "offset", id: "offset?", members: "array", truncated: "boolean?" },
+  join: { channel: "string", member: "object" },
+  leave: { channel: "string", member: "object" },
   error: { code: "string", id: "offset?", message: "string" },
 };

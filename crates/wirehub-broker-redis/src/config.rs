@@ -37,6 +37,10 @@ pub struct RedisConfig {
     /// `timeout` means the subscription is connected but no longer delivering (seen after
     /// failovers): the pub/sub connection is made again and its channels caught up.
     pub canary_interval: Duration,
+    /// How long a presence member's entry lives in Redis unless its node renews it (every
+    /// third of the lease): the members of a node that died are removed, each with one
+    /// `leave`, at most this long (plus about a second) after the node's last renewal.
+    pub presence_lease: Duration,
 }
 
 impl RedisConfig {
@@ -52,7 +56,14 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             canary_interval: Duration::from_secs(5),
+            presence_lease: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`RedisConfig::presence_lease`].
+    pub fn presence_lease(mut self, value: Duration) -> Self {
+        self.presence_lease = value;
+        self
     }
 
     /// Checks the settings before connecting: the URL's scheme, the prefix's characters, CA
@@ -100,6 +111,7 @@ impl RedisConfig {
             ("ping_interval", self.ping_interval),
             ("canary_interval", self.canary_interval),
             ("stream_ttl", self.stream_ttl),
+            ("presence_lease", self.presence_lease),
         ] {
             if value.is_zero() {
                 return Err(bad(field, "must be more than 0".to_owned()));

@@ -27,6 +27,11 @@ impl Keys {
         }
     }
 
+    /// The prefix of every key (the presence keys are made in `presence`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The stream keys of a channel: epoch, offset, history (the scripts' `KEYS`).
     pub(crate) fn stream(&self, channel: &str) -> [String; 3] {
         let prefix = &self.prefix;

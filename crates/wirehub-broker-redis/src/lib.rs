@@ -29,6 +29,13 @@
 //! the last publish), and the pub/sub channel `wirehub:{news}:messages`. The `{news}` hash
 //! tag keeps a channel's keys in one cluster slot.
 //!
+//! # Presence
+//! Members are leases in Redis that their node renews (see `presence`): a node that dies
+//! has its members removed after [`RedisConfig::presence_lease`], each with one `leave` sent
+//! by whichever node's reaping script removed it; `join`/`leave` travel on the channel's
+//! pub/sub channel and take no offset. Keys `wirehub:{news}:members`, `:member`, `:graced`
+//! and the index `wirehub:presence:due`.
+//!
 //! # Failures
 //! - A request while Redis is unreachable fails within [`RedisConfig::timeout`] with
 //!   [`BrokerError::Unavailable`] (a session answers `error` code `internal`).
@@ -57,6 +64,7 @@ mod error;
 mod keys;
 mod listener;
 mod occupancy;
+mod presence;
 mod scripts;
 mod shared;
 
@@ -84,6 +92,7 @@ use crate::shared::Shared;
 /// The Redis [`Broker`]. Dropping it stops its listener task.
 pub struct RedisBroker {
     shared: Arc<Shared>,
+    presence: presence::Presence,
     health: Arc<Health>,
     stop: CancellationToken,
 }
@@ -165,6 +174,7 @@ impl RedisLink {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> RedisBroker {
+        let presence = presence::Presence::new(self.config.presence_lease);
         let shared = Arc::new(Shared::new(self.config, self.client, self.commands, sink));
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
@@ -180,6 +190,7 @@ impl RedisLink {
         ));
         RedisBroker {
             shared,
+            presence,
             health,
             stop,
         }
@@ -249,5 +260,39 @@ impl Broker for RedisBroker {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: wirehub_protocol::Member,
+    ) -> BoxFuture<'a, Result<wirehub_core::Joined, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.join(&self.shared, channel, member).await?) })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        departure: wirehub_core::Departure,
+    ) -> BoxFuture<'a, Result<Option<wirehub_protocol::Member>, BrokerError>> {
+        Box::pin(async move {
+            Ok(self
+                .presence
+                .leave(&self.shared, channel, client, departure)
+                .await?)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<wirehub_core::PresencePage, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.read(&self.shared, channel, max).await?) })
+    }
+
+    fn presence_sweep(&self) -> BoxFuture<'_, Result<Vec<wirehub_core::Left>, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.sweep(&self.shared).await?) })
     }
 }

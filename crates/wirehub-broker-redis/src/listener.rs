@@ -406,6 +406,11 @@ async fn handle(shared: &Shared, message: &Msg) -> Result<()> {
     let Some(channel) = shared.keys.channel_of(redis_channel) else {
         return Ok(());
     };
+    if let Some((event, member)) = crate::presence::parse_announcement(message.get_payload_bytes())
+    {
+        shared.sink.member(channel, event, member);
+        return Ok(());
+    }
     let Some((epoch, offset, data)) = parse_payload(message.get_payload_bytes()) else {
         warn!(%redis_channel, "ignoring a malformed publication");
         return Ok(());

@@ -48,7 +48,12 @@ pub(crate) struct Actor {
     registry: Registry,
     next_id: u64,
     close_reply: Option<oneshot::Sender<()>>,
+    /// `presence` requests made while no connection was ready: sent at the next `welcome`.
+    presence_waiting: Vec<(String, PresenceReplyTo)>,
 }
+
+/// Where the answer to a `presence` request goes.
+type PresenceReplyTo = oneshot::Sender<Result<wirehub_protocol::PresenceReply>>;
 
 /// A request sent on the current connection, awaiting its answer.
 enum Pending {
@@ -63,6 +68,9 @@ enum Pending {
     Publish(BufferedPublish),
     Refresh {
         reply: oneshot::Sender<Result<()>>,
+    },
+    Presence {
+        reply: PresenceReplyTo,
     },
     Ping,
 }
@@ -126,6 +134,7 @@ impl Actor {
             registry: Registry::new(command_sender),
             next_id: 1,
             close_reply: None,
+            presence_waiting: Vec::new(),
         }
     }
 
@@ -241,6 +250,9 @@ impl Actor {
                 self.config.token = Some(token);
                 let _ = reply.send(Ok(()));
             }
+            Command::Presence { channel, reply } => {
+                self.presence_waiting.push((channel, reply));
+            }
             Command::Close { reply } => {
                 self.close_reply = Some(reply);
                 return Err(Ended::Closed);
@@ -302,6 +314,9 @@ impl Actor {
                 Pending::Refresh { reply } => {
                     // The next connection presents the new token at the upgrade.
                     let _ = reply.send(Ok(()));
+                }
+                Pending::Presence { reply } => {
+                    let _ = reply.send(Err(error.clone()));
                 }
                 // Subscriptions stay registered and are restored by the next connection.
                 Pending::Subscribe { .. }
@@ -438,6 +453,9 @@ impl Actor {
                 conn.pending.insert(id, Pending::Refresh { reply });
                 self.send(conn, &message).await?;
             }
+            Command::Presence { channel, reply } => {
+                self.send_presence(conn, channel, reply).await?
+            }
             Command::Close { reply } => {
                 self.close_reply = Some(reply);
                 return Err(Ended::Closed);
@@ -478,6 +496,9 @@ impl Actor {
                         continue;
                     }
                     self.send_publish(conn, publish).await?;
+                }
+                for (channel, reply) in std::mem::take(&mut self.presence_waiting) {
+                    self.send_presence(conn, channel, reply).await?;
                 }
                 self.check_health(conn);
             }
@@ -559,6 +580,30 @@ impl Actor {
                     conn.pending.remove(&id);
                 }
             }
+            ServerMessage::Presence {
+                id,
+                channel,
+                count,
+                members,
+                truncated,
+            } => {
+                if let Some(Pending::Presence { reply }) =
+                    id.and_then(|id| conn.pending.remove(&id))
+                {
+                    let _ = reply.send(Ok(wirehub_protocol::PresenceReply {
+                        channel,
+                        count,
+                        members,
+                        truncated,
+                    }));
+                }
+            }
+            ServerMessage::Join { channel, member } => {
+                self.emit(Event::Join { channel, member });
+            }
+            ServerMessage::Leave { channel, member } => {
+                self.emit(Event::Leave { channel, member });
+            }
             ServerMessage::Error { id, code, message } => {
                 let error = Error::Server { code, message };
                 match id.and_then(|id| conn.pending.remove(&id)) {
@@ -581,12 +626,34 @@ impl Actor {
                     Some(Pending::Refresh { reply }) => {
                         let _ = reply.send(Err(error));
                     }
+                    Some(Pending::Presence { reply }) => {
+                        let _ = reply.send(Err(error));
+                    }
                     Some(Pending::Ping) => {}
                     None => tracing::warn!(%error, "error from the server"),
                 }
             }
         }
         Ok(())
+    }
+
+    /// Sends a `presence` request; its answer goes to `reply`.
+    async fn send_presence(
+        &mut self,
+        conn: &mut Conn,
+        channel: String,
+        reply: PresenceReplyTo,
+    ) -> Flow {
+        if reply.is_closed() {
+            return Ok(());
+        }
+        let id = self.next_id();
+        let message = ClientMessage::Presence {
+            id: Some(id),
+            channel: channel.into(),
+        };
+        conn.pending.insert(id, Pending::Presence { reply });
+        self.send(conn, &message).await
     }
 
     fn on_subscribed(
@@ -849,6 +916,9 @@ impl Actor {
                     let _ = reply.send(Err(fail.clone()));
                 }
                 Command::Refresh { reply, .. } => {
+                    let _ = reply.send(Err(fail.clone()));
+                }
+                Command::Presence { reply, .. } => {
                     let _ = reply.send(Err(fail.clone()));
                 }
                 Command::Close { reply } => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use wirehub_protocol::StreamPosition;
+use wirehub_protocol::{Member, StreamPosition};
 
 use crate::Error;
 
@@ -90,6 +90,22 @@ pub enum Event {
     Stopped {
         /// Why the client stopped.
         error: Option<Error>,
+    },
+    /// A member joined a presence channel this client is subscribed to (see
+    /// [`Client::presence`](crate::Client::presence)); also the client's own join, after
+    /// its subscription was confirmed.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        member: Member,
+    },
+    /// A member left a presence channel this client is subscribed to.
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left.
+        member: Member,
     },
     /// This event stream was read too slowly and `missed` events were dropped from it.
     Lagged {

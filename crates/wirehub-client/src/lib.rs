@@ -108,7 +108,7 @@ pub use config::ClientConfig;
 pub use error::{Error, Result};
 pub use event::{Event, Events};
 pub use subscription::{Message, Subscription, SubscriptionEvent};
-pub use wirehub_protocol::{ErrorCode, StreamPosition};
+pub use wirehub_protocol::{ErrorCode, Member, PresenceReply, StreamPosition};
 
 /// Compiles the README's example as a doc test.
 #[cfg(doctest)]

@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wirehub_protocol::StreamPosition;
+use wirehub_protocol::{Member, MemberEvent, StreamPosition};
+
+use crate::presence::{Departure, Joined, Left, PresencePage};
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is used as `dyn Broker`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,6 +54,13 @@ pub trait Deliver: Send + Sync + 'static {
     /// `subscribe` + `since`. The default does nothing.
     fn lost(&self, channel: &str, epoch: &str, offset: u64) {
         let _ = (channel, epoch, offset);
+    }
+
+    /// Tells the local subscribers of a presence channel that a member joined or left.
+    /// `member` is the member's JSON text ([`Member::to_json`]), copied into the frame. Called
+    /// once per node for each transition; must not block. The default does nothing.
+    fn member(&self, channel: &str, event: MemberEvent, member: &[u8]) {
+        let _ = (channel, event, member);
     }
 }
 
@@ -163,6 +172,57 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn name(&self) -> &'static str;
+
+    /// Adds `member` to a presence channel's members and announces it with a `join` to the
+    /// channel's subscribers on every node, unless it takes over a member of the same user
+    /// that is in its grace ([`Departure::Grace`]): then nothing is announced and the member
+    /// keeps the listed identity ([`Joined`]). The default: presence is not supported.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Joined, BrokerError>> {
+        let _ = (channel, member);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// The member `client` (the [`Joined::member`]'s `client`) leaves `channel`: at once, with
+    /// a `leave` to the subscribers on every node (returns the member, so that the caller can
+    /// report the transition, which happened exactly here), or after a grace (returns `None`;
+    /// the member stays listed until the grace ends, then [`Broker::presence_sweep`] on some
+    /// node removes it and announces its `leave`, unless a join of the same user took it over
+    /// meanwhile). `None` too when `client` is not a member.
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        departure: Departure,
+    ) -> BoxFuture<'a, Result<Option<Member>, BrokerError>> {
+        let _ = (channel, client, departure);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// A presence channel's members: the exact count, and at most `max` members listed.
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
+        let _ = (channel, max);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// Presence housekeeping, called about every second: renews the leases of this node's
+    /// members (when the broker has leases), removes members whose grace or lease ended
+    /// (announcing each `leave`) and returns those that this call removed: each member that
+    /// leaves this way is returned by exactly one call on one node. The default does nothing.
+    fn presence_sweep(&self) -> BoxFuture<'_, Result<Vec<Left>, BrokerError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+fn no_presence() -> BrokerError {
+    BrokerError::Unavailable("this broker does not keep presence".to_owned())
 }
 
 /// Builds the `message` frame for a publication: JSON encoded once, WebSocket header in front.

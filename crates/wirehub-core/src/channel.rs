@@ -312,6 +312,26 @@ impl Fanout {
 }
 
 impl Deliver for Fanout {
+    /// Queues one `join`/`leave` frame, built once, for every live local subscriber of the
+    /// channel (one still being set up reads the members after its `subscribed` instead). A
+    /// subscriber whose queue cannot take it is a slow consumer.
+    fn member(&self, channel: &str, event: wirehub_protocol::MemberEvent, member: &[u8]) {
+        let shard = lock(self.shard(channel));
+        let Some(subscribers) = shard.get(channel) else {
+            return;
+        };
+        let mut json = Vec::new();
+        wirehub_protocol::encode_member_event(&mut json, event, channel, member);
+        let frame = wirehub_ws::encode_frame(wirehub_ws::OpCode::Text, &json);
+        let mut delivered = 0;
+        for subscriber in subscribers.iter().filter(|s| s.setup.is_none()) {
+            if subscriber.outbox.push(frame.clone()).is_ok() {
+                delivered += 1;
+            }
+        }
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+    }
+
     fn deliver(&self, publication: &Publication) {
         let mut shard = lock(self.shard(&publication.channel));
         let Some(subscribers) = shard.get_mut(&*publication.channel) else {

@@ -7,6 +7,8 @@
 //! - [`Broker`] (`broker`): the seam to whatever assigns offsets and keeps history;
 //!   [`MemoryBroker`] (`memory`) is the in-process one, with its `history` ring.
 //! - [`ChannelRules`] (`policy`): options per kind of channel (`[[channels]]`).
+//! - presence (`presence`): the members of presence channels ([`Joined`], [`Departure`],
+//!   [`PresencePage`]), kept by the broker, announced with `join`/`leave`.
 //! - [`Lifecycle`] (`lifecycle`): where connection, subscription, occupancy and presence
 //!   events go (the server's webhooks).
 //! - [`OccupancyStore`] (`occupancy`): which channels have subscribers anywhere, so that one
@@ -27,6 +29,7 @@ mod memory;
 mod occupancy;
 mod outbox;
 mod policy;
+mod presence;
 
 pub use broker::{
     BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
@@ -43,3 +46,4 @@ pub use occupancy::{
 };
 pub use outbox::{DEPTH_BOUNDS, Outbox, OutboxLimits, PushError, QueueStats};
 pub use policy::{ChannelOptions, ChannelRules, OnSlow};
+pub use presence::{Departure, Joined, Left, PresencePage};

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server could not complete the request (e.g. its broker is unreachable).
     Internal,
+    /// `presence` (or `GET /api/presence`) for a channel without presence (no `[[channels]]`
+    /// table with `presence = true` matches it).
+    PresenceDisabled,
     /// A code this version of the library does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -64,12 +67,13 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
+            ErrorCode::PresenceDisabled => "presence_disabled",
             ErrorCode::Unknown => "unknown",
         }
     }
 
     /// Every code the server sends, for metrics and documentation.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -83,6 +87,7 @@ impl ErrorCode {
         ErrorCode::BinaryNotSupported,
         ErrorCode::Unauthorized,
         ErrorCode::Internal,
+        ErrorCode::PresenceDisabled,
     ];
 }
 

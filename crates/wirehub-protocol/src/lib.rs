@@ -16,7 +16,8 @@
 //! - `message`: the wire types.
 //! - `parse`: text frame → [`ClientMessage`], with the error code for every kind of bad input.
 //! - `encode`: the hot-path encoder for `message` deliveries.
-//! - `presence`: the [`Member`] of a presence channel.
+//! - `presence`: the [`Member`] of a presence channel, `join`/`leave` encoding and the
+//!   `GET /api/presence` query and reply.
 //! - `http`: the bodies and replies of `POST /api/publish`, `GET /api/history` and API errors.
 //! - `schema` (feature `schema`): the JSON Schema of the protocol, served by the server.
 
@@ -46,7 +47,7 @@ pub use http::{
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
-pub use presence::Member;
+pub use presence::{Member, MemberEvent, PresenceQuery, PresenceReply, encode_member_event};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};

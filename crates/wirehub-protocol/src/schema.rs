@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::{
     ApiError, ChannelsQuery, ChannelsReply, Claims, ClientMessage, DisconnectReply,
-    DisconnectRequest, HistoryQuery, HistoryReply, PublishReply, PublishRequest, ServerMessage,
-    WebhookBatch,
+    DisconnectRequest, HistoryQuery, HistoryReply, PresenceQuery, PresenceReply, PublishReply,
+    PublishRequest, ServerMessage, WebhookBatch,
 };
 
 /// The schema of every message a client may send.
@@ -22,15 +22,18 @@ pub fn server_schema() -> Value {
 }
 
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
-/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error",
-/// "channels_query", "channels_reply", "disconnect_request", "disconnect_reply", "webhook_batch"}`
-/// (the last is the body the server POSTs to `--webhook-url`).
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "presence_query",
+/// "presence_reply", "error", "channels_query", "channels_reply", "disconnect_request",
+/// "disconnect_reply", "webhook_batch"}` (the last is the body the server POSTs to
+/// `--webhook-url`).
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
         "publish_reply": schemars::schema_for!(PublishReply).to_value(),
         "history_query": schemars::schema_for!(HistoryQuery).to_value(),
         "history_reply": schemars::schema_for!(HistoryReply).to_value(),
+        "presence_query": schemars::schema_for!(PresenceQuery).to_value(),
+        "presence_reply": schemars::schema_for!(PresenceReply).to_value(),
         "error": schemars::schema_for!(ApiError).to_value(),
         "channels_query": schemars::schema_for!(ChannelsQuery).to_value(),
         "channels_reply": schemars::schema_for!(ChannelsReply).to_value(),
@@ -66,7 +69,14 @@ mod tests {
     #[test]
     fn schemas_name_every_message_type() {
         let client = client_schema().to_string();
-        for kind in ["subscribe", "unsubscribe", "publish", "ping", "refresh"] {
+        for kind in [
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ping",
+            "refresh",
+            "presence",
+        ] {
             assert!(
                 client.contains(&format!("\"{kind}\"")),
                 "client schema lacks {kind}"
@@ -81,6 +91,9 @@ mod tests {
             "ack",
             "pong",
             "refreshed",
+            "presence",
+            "join",
+            "leave",
             "error",
         ] {
             assert!(
@@ -98,6 +111,8 @@ mod tests {
             "publish_reply",
             "history_query",
             "history_reply",
+            "presence_query",
+            "presence_reply",
             "error",
             "channels_query",
             "channels_reply",

@@ -97,6 +97,13 @@ pub struct ServerConfig {
     /// A node's lease on its channels' occupancy in Redis: a node that stops refreshing it
     /// (refreshed every third of it) is taken for dead and its channels released.
     pub occupancy_lease: Duration,
+    /// How long the member of a connection that ended without a goodbye (lost, heartbeat
+    /// timeout, shutdown, slow consumer) stays listed: a join of the same user on the same
+    /// channel within it takes the member over without a `leave` or `join`.
+    pub presence_grace: Duration,
+    /// Members listed at most by a `presence` reply or `GET /api/presence` (the count stays
+    /// exact; beyond it the list is truncated and says so).
+    pub presence_max_members: usize,
 }
 
 impl ServerConfig {
@@ -128,6 +135,8 @@ impl ServerConfig {
             webhook_secret: None,
             vacate_delay: Duration::from_secs(3),
             occupancy_lease: Duration::from_secs(15),
+            presence_grace: Duration::from_secs(5),
+            presence_max_members: 1000,
         }
     }
 
@@ -152,6 +161,18 @@ impl ServerConfig {
     /// Sets [`ServerConfig::occupancy_lease`].
     pub fn occupancy_lease(mut self, value: Duration) -> Self {
         self.occupancy_lease = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::presence_grace`].
+    pub fn presence_grace(mut self, value: Duration) -> Self {
+        self.presence_grace = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::presence_max_members`].
+    pub fn presence_max_members(mut self, value: usize) -> Self {
+        self.presence_max_members = value;
         self
     }
 

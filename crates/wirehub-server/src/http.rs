@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/history", get(history))
         .route("/api/channels", get(crate::http_admin::channels))
         .route("/api/disconnect", post(crate::http_admin::disconnect))
+        .route("/api/presence", get(crate::presence::api_presence))
         .route("/ws", any(ws));
     if let Some(path) = state.config.echo_path.as_deref() {
         router = router.route(path, any(echo));

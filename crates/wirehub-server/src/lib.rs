@@ -15,6 +15,8 @@
 //! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
+//! - `presence`: `GET /api/presence`, the presence housekeeping task and the members'
+//!   lifecycle events; `session::presence`: a subscription to a presence channel is a member.
 //! - `rate`: the per-connection publish limiter.
 //! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
@@ -33,6 +35,7 @@ mod http;
 mod http_admin;
 mod metrics;
 mod occupancy;
+mod presence;
 mod rate;
 mod ready;
 mod session;
@@ -311,6 +314,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
             }
         });
     }
+    state
+        .tracker
+        .clone()
+        .spawn(crate::presence::sweep(state.clone()));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, broker = state.hub.broker().name(), "listening (HTTP and WebSocket)");
     }

@@ -19,9 +19,10 @@
 //! connection the server gave up on (no close reply, no pong) is reset rather than closed, so
 //! that the kernel frees what it still held for it at once.
 
+mod presence;
 mod requests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -194,6 +195,9 @@ struct Session {
     writing: VecDeque<Bytes>,
     write_offset: usize,
     subscriptions: HashSet<String>,
+    /// Presence channels the connection is a member of, with the member's `client` (an
+    /// earlier connection's after a takeover within the grace).
+    presence: HashMap<String, String>,
     heartbeat: Heartbeat,
     publish_limiter: PublishLimiter,
     phase: Phase,
@@ -253,6 +257,7 @@ impl Session {
             writing: VecDeque::new(),
             write_offset: 0,
             subscriptions: HashSet::new(),
+            presence: HashMap::new(),
             heartbeat,
             phase: Phase::Open,
             claims: None,
@@ -676,6 +681,7 @@ impl Session {
     /// server gave up on is reset (`SO_LINGER` 0) when the socket is dropped, so that the
     /// kernel frees its send queue at once instead of holding it in FIN-WAIT-1.
     async fn finish(&mut self, end: End) {
+        self.presence_end(&end).await;
         for channel in std::mem::take(&mut self.subscriptions) {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn!(%channel, error = %err, "releasing subscription failed");

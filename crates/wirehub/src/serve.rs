@@ -98,6 +98,15 @@ settings! {
     /// How often a canary checks that the Redis pub/sub connection still delivers.
     #[arg(long, env = "WIREHUB_REDIS_CANARY_INTERVAL")]
     redis_canary_interval: Dur,
+    /// With Redis: how long a presence member lives unless its node renews it (a dead node's members leave after it).
+    #[arg(long, env = "WIREHUB_REDIS_PRESENCE_LEASE")]
+    redis_presence_lease: Dur,
+    /// How long the member of a connection lost without a goodbye stays listed; the same user rejoining within it is no leave/join.
+    #[arg(long, env = "WIREHUB_PRESENCE_GRACE")]
+    presence_grace: Dur,
+    /// Members listed at most by `presence` and GET /api/presence (the count stays exact).
+    #[arg(long, env = "WIREHUB_PRESENCE_MAX_MEMBERS")]
+    presence_max_members: usize,
     /// Extra WebSocket route that echoes every frame (conformance testing only).
     #[arg(long, env = "WIREHUB_ECHO_PATH")]
     echo_path: String,
@@ -210,6 +219,8 @@ struct ChannelTable {
     history_size: Option<usize>,
     /// How long messages are kept (instead of the server-wide `history_ttl`).
     history_ttl: Option<Dur>,
+    /// Members, `join`/`leave` and the `presence` request.
+    presence: Option<bool>,
 }
 
 /// A setting that could not be used: names the field (exit code 2).
@@ -337,6 +348,8 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         bytes => Some(bytes),
     };
     config.channels = channels(settings.channels.unwrap_or_default())?;
+    config.presence_grace = need(settings.presence_grace, "presence_grace")?.0;
+    config.presence_max_members = need(settings.presence_max_members, "presence_max_members")?;
     config.auth = auth(settings.jwt_secret, settings.jwt_public_key)?;
     let mut tls_files = None;
     config.tls = match (settings.tls_cert, settings.tls_key) {
@@ -427,7 +440,8 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
         .ca_cert_pem(ca_cert)
         .timeout(need(settings.redis_timeout, "redis_timeout")?.0)
         .ping_interval(need(settings.redis_ping_interval, "redis_ping_interval")?.0)
-        .canary_interval(need(settings.redis_canary_interval, "redis_canary_interval")?.0);
+        .canary_interval(need(settings.redis_canary_interval, "redis_canary_interval")?.0)
+        .presence_lease(need(settings.redis_presence_lease, "redis_presence_lease")?.0);
     if let Err(wirehub_server::RedisError::InvalidSetting { field, problem }) = redis.validate() {
         let field = match field {
             "url" => "broker",
@@ -436,6 +450,7 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
             "timeout" => "redis_timeout",
             "ping_interval" => "redis_ping_interval",
             "canary_interval" => "redis_canary_interval",
+            "presence_lease" => "redis_presence_lease",
             other => other,
         };
         return Err(bad(field, problem));
@@ -473,6 +488,9 @@ fn channels(tables: Vec<ChannelTable>) -> Result<ChannelRules, ConfigError> {
         }
         if let Some(ttl) = table.history_ttl {
             rule = rule.history_ttl(ttl.0);
+        }
+        if let Some(presence) = table.presence {
+            rule = rule.presence(presence);
         }
         rules.push(rule);
     }
