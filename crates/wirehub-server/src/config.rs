@@ -13,6 +13,7 @@ use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
 use crate::auth::AuthConfig;
+use crate::deflate::DeflateSettings;
 use crate::tls::TlsConfig;
 
 /// Which origins may open a WebSocket from a browser.
@@ -86,6 +87,8 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// permessage-deflate with the clients that offer it (`None`: never negotiated).
+    pub deflate: Option<DeflateSettings>,
 }
 
 impl ServerConfig {
@@ -113,6 +116,7 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            deflate: Some(DeflateSettings::new()),
         }
     }
 
@@ -227,6 +231,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::channels`].
     pub fn channels(mut self, value: ChannelRules) -> Self {
         self.channels = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::deflate`].
+    pub fn deflate(mut self, value: Option<DeflateSettings>) -> Self {
+        self.deflate = value;
         self
     }
 

@@ -9,6 +9,7 @@
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
+//! - `deflate`: permessage-deflate settings and the answer to a client's offer.
 //! - `session`: one connection's loop (reads, writes, heartbeat, shutdown, the close as one
 //!   phase); `session::requests`: one handler per request.
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
@@ -22,6 +23,7 @@
 
 mod auth;
 mod config;
+mod deflate;
 mod heartbeat;
 mod http;
 mod metrics;
@@ -48,6 +50,7 @@ use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
+pub use deflate::DeflateSettings;
 pub use http::router;
 pub use metrics::Metrics;
 pub use state::AppState;
