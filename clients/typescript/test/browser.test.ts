@@ -178,6 +178,35 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     await page.evaluate("client.close()");
   });
 
+  test("issue 14: Chromium negotiates permessage-deflate; the SDK gets large messages intact, compressed once", async () => {
+    const server = await Server.start(["--allowed-origins", assets.origin, "--publish-rate", "0"]);
+    servers.push(server);
+    const page = await browser.open(`${assets.origin}/`);
+    const large = { items: Array.from({ length: 40 }, (_, i) => ({ symbol: `SYM${i}`, bid: 100 + i })) };
+    const extensions = await page.evaluate<string>(`new Promise((resolve, reject) => {
+      const socket = new WebSocket(${JSON.stringify(server.url)});
+      socket.onopen = () => { resolve(socket.extensions); socket.close(); };
+      socket.onerror = () => reject(new Error("no connection"));
+    })`);
+    assert.equal(extensions, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    await page.evaluate(`(async () => {
+      const { WirehubClient } = await import("/dist/index.js");
+      window.received = [];
+      const client = new WirehubClient(${JSON.stringify(server.url)});
+      window.client = client;
+      await client.connect();
+      await client.subscribe("big", (message) => window.received.push(message.data));
+    })()`);
+    assert.equal(await publishHttp(server, "big", large), 1);
+    const offset = await page.evaluate<number>(`client.publish("big", ${JSON.stringify({ ...large, from: "page" })})`);
+    assert.equal(offset, 2);
+    await page.waitFor("window.received.length === 2", "both large messages in the page");
+    assert.deepEqual(await page.evaluate("window.received"), [large, { ...large, from: "page" }]);
+    assert.equal(await server.metric("wirehub_deflate_connections_total"), 2);
+    assert.equal(await server.metric("wirehub_deflate_compressions_total"), 2);
+    await page.evaluate("client.close()");
+  });
+
   test("the SDK reconnects as soon as the browser is back online, not after its backoff delay", async () => {
     let server = await Server.start(["--allowed-origins", assets.origin]);
     servers.push(server);

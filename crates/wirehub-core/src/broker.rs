@@ -9,7 +9,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use wirehub_protocol::{Member, MemberEvent, StreamPosition};
@@ -32,12 +33,45 @@ pub struct Publication {
     pub frame: Bytes,
     /// Where the JSON text starts inside `frame` (after the WebSocket header).
     pub json_start: usize,
+    /// The same delivery as a permessage-deflate frame, built at most once, by the first
+    /// subscriber that negotiated the extension and for whom the message is large enough
+    /// (`None` inside: compression would not make it smaller). Every such subscriber gets a
+    /// clone of the same `Bytes`; clones of the publication made afterwards (its history
+    /// entry) share it too.
+    deflated: OnceLock<Option<Bytes>>,
 }
 
 impl Publication {
     /// The JSON text of the `message` delivery (without the WebSocket header).
     pub fn json(&self) -> &[u8] {
         &self.frame[self.json_start..]
+    }
+
+    /// The frame to send to a connection whose outbox says [`crate::Outbox::deflate`]:
+    /// with `None` (no permessage-deflate), or a message shorter than the threshold, the
+    /// plain frame; otherwise the compressed one, built on the first call.
+    pub fn frame_for(&self, deflate: Option<usize>) -> &Bytes {
+        self.frame_counting(deflate, None)
+    }
+
+    /// As [`Publication::frame_for`], counting in `compressions` each compression done.
+    pub(crate) fn frame_counting(
+        &self,
+        deflate: Option<usize>,
+        compressions: Option<&AtomicU64>,
+    ) -> &Bytes {
+        match deflate {
+            Some(threshold) if self.frame.len() - self.json_start >= threshold => {
+                let deflated = self.deflated.get_or_init(|| {
+                    if let Some(count) = compressions {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    wirehub_ws::deflate_frame(wirehub_ws::OpCode::Text, self.json())
+                });
+                deflated.as_ref().unwrap_or(&self.frame)
+            }
+            _ => &self.frame,
+        }
     }
 }
 
@@ -242,5 +276,6 @@ pub fn encode_publication(
         offset,
         frame,
         json_start,
+        deflated: OnceLock::new(),
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -42,6 +42,8 @@ struct Subscriber {
     /// Tags this subscription's frames in the outbox.
     slot: u32,
     policy: OnSlow,
+    /// The outbox's permessage-deflate threshold ([`Outbox::deflate`]).
+    deflate: Option<usize>,
     /// Set while the subscription is being set up.
     setup: Option<Box<Setup>>,
 }
@@ -66,6 +68,8 @@ pub struct Fanout {
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
     deliveries: AtomicUsize,
+    /// Publications compressed for permessage-deflate subscribers (once each at most).
+    compressions: AtomicU64,
     max_pending: usize,
     rules: ChannelRules,
     stats: Arc<QueueStats>,
@@ -88,6 +92,8 @@ pub(crate) struct Replay<'a> {
     outbox: &'a Outbox,
     slot: u32,
     policy: OnSlow,
+    deflate: Option<usize>,
+    compressions: &'a AtomicU64,
 }
 
 impl Replay<'_> {
@@ -109,7 +115,7 @@ impl Replay<'_> {
             self.outbox.offer_replayed(
                 self.slot,
                 self.policy,
-                &publication.frame,
+                publication.frame_counting(self.deflate, Some(self.compressions)),
                 &publication.epoch,
                 publication.offset
             ),
@@ -134,6 +140,7 @@ impl Fanout {
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
             deliveries: AtomicUsize::new(0),
+            compressions: AtomicU64::new(0),
             max_pending,
             rules,
             stats: Arc::new(QueueStats::default()),
@@ -158,6 +165,12 @@ impl Fanout {
     /// Frames queued for subscribers since start (deliveries out).
     pub fn delivery_count(&self) -> usize {
         self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Publications compressed since start for subscribers that negotiated
+    /// permessage-deflate: at most one per publication, whatever the number of subscribers.
+    pub fn compression_count(&self) -> u64 {
+        self.compressions.load(Ordering::Relaxed)
     }
 
     /// What the delivery policies did, and the depth of the outboxes when drained.
@@ -190,6 +203,7 @@ impl Fanout {
             outbox: session.outbox.clone(),
             slot,
             policy,
+            deflate: session.outbox.deflate(),
             setup: Some(Box::default()),
         });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +235,8 @@ impl Fanout {
             outbox: &subscriber.outbox,
             slot: subscriber.slot,
             policy: subscriber.policy,
+            deflate: subscriber.deflate,
+            compressions: &self.compressions,
         };
         let (epoch, offset) = before_live(&replay);
         let setup = subscriber.setup.take().unwrap_or_default();
@@ -343,10 +359,13 @@ impl Deliver for Fanout {
                 self.hold_pending(subscriber, publication);
                 continue;
             }
+            // Without permessage-deflate, the plain frame; with it, the compressed frame,
+            // built by the first such subscriber and shared by the others.
+            let frame = publication.frame_counting(subscriber.deflate, Some(&self.compressions));
             let offered = subscriber.outbox.offer(
                 subscriber.slot,
                 subscriber.policy,
-                &publication.frame,
+                frame,
                 &publication.epoch,
                 publication.offset,
             );
@@ -521,5 +540,98 @@ mod tests {
         }
         assert_eq!(fanout.remove("feed", 1), Some(false));
         assert_eq!(drain(&client), Vec::<String>::new());
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::broker::encode_publication;
+    use crate::outbox::OutboxLimits;
+
+    fn session(id: u64, deflate: Option<usize>) -> SessionRef {
+        SessionRef {
+            id,
+            outbox: Arc::new(
+                Outbox::new(OutboxLimits {
+                    max_frames: 100,
+                    max_bytes: 1 << 20,
+                })
+                .with_deflate(deflate),
+            ),
+        }
+    }
+
+    fn live(fanout: &Fanout, session: &SessionRef, channel: &str) {
+        assert_ne!(fanout.add_pending(channel, session), Added::Duplicate);
+        assert!(fanout.activate(channel, session.id, |_| (Arc::from("e"), 0)));
+    }
+
+    fn drain(session: &SessionRef) -> Vec<Bytes> {
+        let mut out = VecDeque::new();
+        session.outbox.drain_into(&mut out);
+        out.into()
+    }
+
+    const LARGE: &[u8] = br#"{"text":"a sentence that repeats, a sentence that repeats, a sentence that repeats, a sentence that repeats"}"#;
+
+    #[test]
+    fn issue_14_one_compression_per_publication_shared_by_every_deflate_subscriber() {
+        let fanout = Fanout::new(16);
+        let deflating: Vec<SessionRef> = (1..=50).map(|id| session(id, Some(64))).collect();
+        let plain: Vec<SessionRef> = (51..=60).map(|id| session(id, None)).collect();
+        for session in deflating.iter().chain(&plain) {
+            live(&fanout, session, "news");
+        }
+        for offset in 1..=3 {
+            let publication = encode_publication(Arc::from("news"), Arc::from("e"), offset, LARGE);
+            fanout.deliver(&publication);
+        }
+        assert_eq!(fanout.compression_count(), 3);
+        let first: Vec<Vec<Bytes>> = deflating.iter().map(drain).collect();
+        for frames in &first {
+            assert_eq!(frames.len(), 3);
+            for (frame, reference) in frames.iter().zip(&first[0]) {
+                // The very same buffer, not an equal copy.
+                assert_eq!(frame.as_ptr(), reference.as_ptr());
+                assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+            }
+        }
+        assert!(first[0][0].len() < LARGE.len());
+        for session in &plain {
+            for frame in drain(session) {
+                assert_eq!(frame[0], 0x81, "plain text frame");
+            }
+        }
+    }
+
+    #[test]
+    fn issue_14_no_compression_below_the_threshold_or_without_deflate_subscribers() {
+        let fanout = Fanout::new(16);
+        let plain = session(1, None);
+        live(&fanout, &plain, "news");
+        fanout.deliver(&encode_publication(
+            Arc::from("news"),
+            Arc::from("e"),
+            1,
+            LARGE,
+        ));
+        assert_eq!(fanout.compression_count(), 0);
+        let small = session(2, Some(4096));
+        live(&fanout, &small, "news");
+        fanout.deliver(&encode_publication(
+            Arc::from("news"),
+            Arc::from("e"),
+            2,
+            LARGE,
+        ));
+        assert_eq!(fanout.compression_count(), 0);
+        let plain_frames = drain(&plain);
+        let small_frames = drain(&small);
+        assert_eq!(small_frames.len(), 1);
+        assert_eq!(small_frames[0].as_ptr(), plain_frames[1].as_ptr());
+        assert_eq!(small_frames[0][0], 0x81);
     }
 }

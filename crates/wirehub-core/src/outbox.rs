@@ -145,6 +145,9 @@ pub struct Outbox {
     limits: OutboxLimits,
     /// The node's counters, attached when the connection first subscribes.
     stats: OnceLock<Arc<QueueStats>>,
+    /// permessage-deflate: the connection is sent compressed frames for messages of at
+    /// least this many bytes.
+    deflate: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -360,7 +363,21 @@ impl Outbox {
             notify: Notify::new(),
             limits,
             stats: OnceLock::new(),
+            deflate: None,
         }
+    }
+
+    /// The same outbox for a connection that negotiated permessage-deflate and is sent
+    /// messages of at least `threshold` bytes compressed (`None`: none).
+    pub fn with_deflate(mut self, threshold: Option<usize>) -> Self {
+        self.deflate = threshold;
+        self
+    }
+
+    /// The threshold of [`Outbox::with_deflate`]: from which message size the connection
+    /// gets compressed frames, `None` when it gets none.
+    pub fn deflate(&self) -> Option<usize> {
+        self.deflate
     }
 
     /// Whether a replayed frame of `len` bytes fits in the half of the queue a recovery may

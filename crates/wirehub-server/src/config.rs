@@ -13,6 +13,7 @@ use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
 use crate::auth::AuthConfig;
+use crate::deflate::DeflateSettings;
 use crate::tls::TlsConfig;
 use crate::webhooks::WebhookConfig;
 
@@ -104,6 +105,8 @@ pub struct ServerConfig {
     /// Members listed at most by a `presence` reply or `GET /api/presence` (the count stays
     /// exact; beyond it the list is truncated and says so).
     pub presence_max_members: usize,
+    /// permessage-deflate with the clients that offer it (`None`: never negotiated).
+    pub deflate: Option<DeflateSettings>,
 }
 
 impl ServerConfig {
@@ -137,6 +140,7 @@ impl ServerConfig {
             occupancy_lease: Duration::from_secs(15),
             presence_grace: Duration::from_secs(5),
             presence_max_members: 1000,
+            deflate: Some(DeflateSettings::new()),
         }
     }
 
@@ -287,6 +291,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::channels`].
     pub fn channels(mut self, value: ChannelRules) -> Self {
         self.channels = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::deflate`].
+    pub fn deflate(mut self, value: Option<DeflateSettings>) -> Self {
+        self.deflate = value;
         self
     }
 

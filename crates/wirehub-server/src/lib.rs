@@ -9,6 +9,7 @@
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
+//! - `deflate`: permessage-deflate settings and the answer to a client's offer.
 //! - `session`: one connection's loop (reads, writes, heartbeat, shutdown, the close as one
 //!   phase); `session::requests`: one handler per request.
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
@@ -30,6 +31,7 @@
 mod activity;
 mod auth;
 mod config;
+mod deflate;
 mod heartbeat;
 mod http;
 mod http_admin;
@@ -60,6 +62,7 @@ use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
+pub use deflate::DeflateSettings;
 pub use http::router;
 pub use metrics::Metrics;
 pub use state::AppState;

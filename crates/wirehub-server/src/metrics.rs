@@ -19,6 +19,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Upgrades refused (bad handshake, origin, auth).
     pub upgrades_refused_total: AtomicU64,
+    /// WebSocket connections that negotiated permessage-deflate.
+    pub deflate_connections_total: AtomicU64,
     /// Client messages (text frames) received.
     pub messages_in_total: AtomicU64,
     /// Frames written to clients.
@@ -96,6 +98,18 @@ impl Metrics {
             "counter",
             "WebSocket upgrades refused.",
             get(&self.upgrades_refused_total),
+        );
+        metric(
+            "wirehub_deflate_connections_total",
+            "counter",
+            "WebSocket connections that negotiated permessage-deflate.",
+            get(&self.deflate_connections_total),
+        );
+        metric(
+            "wirehub_deflate_compressions_total",
+            "counter",
+            "Publications compressed for permessage-deflate subscribers (at most once each).",
+            fanout.compression_count(),
         );
         metric(
             "wirehub_subscriptions",

@@ -37,7 +37,7 @@ use wirehub_core::{Outbox, OutboxLimits, text_frame};
 use wirehub_protocol::{
     CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMessage, encode_server_message,
 };
-use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
+use wirehub_ws::{Decoder, Deflate, Message, OpCode, ProtocolError};
 
 use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
@@ -153,7 +153,8 @@ impl End {
 
 /// Runs a connection until it ends. `leftover` holds bytes that arrived with the upgrade
 /// request; `slot` is the connection's place under `--max-connections`, released when this
-/// returns (or when the task is dropped).
+/// returns (or when the task is dropped); `deflate` the permessage-deflate negotiated at the
+/// upgrade, if any.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     transport: Transport,
@@ -164,12 +165,13 @@ pub(crate) async fn run(
     claims: Option<Claims>,
     shutdown: CancellationToken,
     slot: ConnectionSlot,
+    deflate: Option<Deflate>,
 ) {
     let id = state.next_session_id();
     let name = format!("{:016x}", rand::random::<u64>());
     let user = claims.as_ref().map(|c| c.sub.clone());
     let span = tracing::info_span!("session", id, %peer, session = %name, user);
-    let mut session = Session::new(id, name, transport, leftover, state, mode);
+    let mut session = Session::new(id, name, transport, leftover, state, mode, deflate);
     session.set_claims(claims);
     session.user = user.map(Arc::from);
     if mode == Mode::PubSub {
@@ -224,18 +226,18 @@ impl Session {
         leftover: Bytes,
         state: Arc<AppState>,
         mode: Mode,
+        deflate: Option<Deflate>,
     ) -> Self {
         let config = &state.config;
-        let limits = match mode {
-            Mode::PubSub => OutboxLimits {
-                max_frames: config.max_queued_frames,
-                max_bytes: config.max_queued_bytes,
-            },
-            Mode::Echo => OutboxLimits {
-                max_frames: 1 << 16,
-                max_bytes: config.max_message_size.saturating_mul(4).max(1 << 20),
-            },
-        };
+        let mut decoder = Decoder::new(config.max_message_size);
+        let mut outbox = Outbox::new(limits_for(mode, config));
+        if let Some(deflate) = &deflate {
+            Metrics::add(&state.metrics.deflate_connections_total, 1);
+            // An inflated message is held to the same size limit as an uncompressed one.
+            decoder = decoder.with_deflate(deflate, config.max_message_size);
+            let threshold = config.deflate.map_or(0, |settings| settings.threshold);
+            outbox = outbox.with_deflate(deflate.compresses_outgoing().then_some(threshold));
+        }
         let heartbeat = match mode {
             Mode::PubSub => Heartbeat::new(config.heartbeat_interval),
             Mode::Echo => Heartbeat::disabled(),
@@ -248,12 +250,12 @@ impl Session {
             close_info: None,
             name,
             transport,
-            decoder: Decoder::new(config.max_message_size),
+            decoder,
             read_buf: BytesMut::from(&leftover[..]),
             publish_limiter: PublishLimiter::new(config.publish_rate, std::time::Instant::now()),
             state,
             mode,
-            outbox: Arc::new(Outbox::new(limits)),
+            outbox: Arc::new(outbox),
             writing: VecDeque::new(),
             write_offset: 0,
             subscriptions: HashSet::new(),
@@ -583,13 +585,13 @@ impl Session {
             }
             _ if self.phase.is_closing() => {}
             Message::Text(text) => match self.mode {
-                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Text, &text)),
+                Mode::Echo => self.queue(self.data_frame(OpCode::Text, &text)),
                 // Boxed: a request handler's state (hub calls) is large and rarely alive;
                 // kept inline, it would be part of every idle session's task.
                 Mode::PubSub => Box::pin(self.on_text(&text)).await,
             },
             Message::Binary(data) => match self.mode {
-                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Binary, &data)),
+                Mode::Echo => self.queue(self.data_frame(OpCode::Binary, &data)),
                 Mode::PubSub => self.send_error(
                     None,
                     ErrorCode::BinaryNotSupported,
@@ -600,7 +602,25 @@ impl Session {
     }
 
     fn send(&mut self, message: &ServerMessage) {
-        self.queue(text_frame(&encode_server_message(message)));
+        let json = encode_server_message(message);
+        let frame = match self.outbox.deflate() {
+            Some(threshold) if json.len() >= threshold => {
+                self.data_frame(OpCode::Text, json.as_bytes())
+            }
+            _ => text_frame(&json),
+        };
+        self.queue(frame);
+    }
+
+    /// A text or binary frame of this connection's own (a reply, an echo): compressed when
+    /// the connection negotiated permessage-deflate, the payload reaches the threshold and
+    /// compression makes it smaller.
+    fn data_frame(&self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        self.outbox
+            .deflate()
+            .filter(|threshold| payload.len() >= *threshold)
+            .and_then(|_| wirehub_ws::deflate_frame(opcode, payload))
+            .unwrap_or_else(|| wirehub_ws::encode_frame(opcode, payload))
     }
 
     fn send_error(&mut self, id: Option<u64>, code: ErrorCode, message: &str) {
@@ -759,6 +779,20 @@ fn ordered_close(code: u16) -> CloseCode {
         4100..=4199 => CloseCode::PolicyViolation,
         4200..=4299 => CloseCode::Reconnect,
         _ => CloseCode::Forbidden,
+    }
+}
+
+/// The outbox limits of a connection in `mode`.
+fn limits_for(mode: Mode, config: &crate::config::ServerConfig) -> OutboxLimits {
+    match mode {
+        Mode::PubSub => OutboxLimits {
+            max_frames: config.max_queued_frames,
+            max_bytes: config.max_queued_bytes,
+        },
+        Mode::Echo => OutboxLimits {
+            max_frames: 1 << 16,
+            max_bytes: config.max_message_size.saturating_mul(4).max(1 << 20),
+        },
     }
 }
 

@@ -81,6 +81,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
     let accept = wirehub_ws::accept_key(key.as_bytes());
+    let deflate = crate::deflate::negotiate(state.config.deflate.as_ref(), request.headers());
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
             StatusCode::UPGRADE_REQUIRED,
@@ -113,7 +114,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
         Metrics::add(&task_state.metrics.connections_total, 1);
         let shutdown = task_state.shutdown.clone();
         session::run(
-            transport, leftover, peer, task_state, mode, claims, shutdown, slot,
+            transport, leftover, peer, task_state, mode, claims, shutdown, slot, deflate,
         )
         .await;
     });
@@ -125,6 +126,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
+    crate::deflate::answer(deflate.as_ref(), headers);
     response
 }
 

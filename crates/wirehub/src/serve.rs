@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::{
-    AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, OnSlow, RedisConfig,
-    ServerConfig, TlsConfig, WebhookConfig,
+    AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, DeflateSettings,
+    OnSlow, RedisConfig, ServerConfig, TlsConfig, WebhookConfig,
 };
 
 use crate::duration::Dur;
@@ -146,6 +146,15 @@ settings! {
     /// The kernel's send buffer per connection (SO_SNDBUF) in bytes; 0 leaves the kernel's autotuning.
     #[arg(long, env = "WIREHUB_SEND_BUFFER", value_name = "BYTES")]
     send_buffer: usize,
+    /// permessage-deflate with clients that offer it (true or false).
+    #[arg(long, env = "WIREHUB_DEFLATE", value_name = "BOOL")]
+    deflate: bool,
+    /// Messages shorter than this many bytes are sent uncompressed under permessage-deflate.
+    #[arg(long, env = "WIREHUB_DEFLATE_THRESHOLD", value_name = "BYTES")]
+    deflate_threshold: usize,
+    /// Let clients keep their compression context between messages (a decompressor per connection).
+    #[arg(long, env = "WIREHUB_DEFLATE_CLIENT_CONTEXT_TAKEOVER", value_name = "BOOL")]
+    deflate_client_context_takeover: bool,
     /// Log format on stderr: text or json (verbosity from RUST_LOG).
     #[arg(long, env = "WIREHUB_LOG_FORMAT")]
     log_format: String,
@@ -347,6 +356,13 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         }
         bytes => Some(bytes),
     };
+    config.deflate = need(settings.deflate, "deflate")?.then_some(DeflateSettings {
+        threshold: need(settings.deflate_threshold, "deflate_threshold")?,
+        client_context_takeover: need(
+            settings.deflate_client_context_takeover,
+            "deflate_client_context_takeover",
+        )?,
+    });
     config.channels = channels(settings.channels.unwrap_or_default())?;
     config.presence_grace = need(settings.presence_grace, "presence_grace")?.0;
     config.presence_max_members = need(settings.presence_max_members, "presence_max_members")?;
