@@ -28,6 +28,7 @@ mod http;
 mod message;
 mod parse;
 mod presence;
+mod retry;
 #[cfg(feature = "schema")]
 mod schema;
 
@@ -45,6 +46,7 @@ pub use http::{
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
 pub use presence::Member;
+pub use retry::{MAX_HINT, RetryWindow, parse_retry_hint, reason_with_hint};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 

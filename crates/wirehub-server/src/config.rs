@@ -12,6 +12,7 @@ use std::time::Duration;
 use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::tls::TlsConfig;
 
@@ -86,6 +87,12 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// The listen backlog: connections the kernel completes and queues for the accept loop
+    /// (capped by `net.core.somaxconn`). A burst larger than the queue has SYNs dropped and
+    /// resent a second later.
+    pub listen_backlog: i32,
+    /// Admission control at the upgrade and the retry hints.
+    pub admission: AdmissionConfig,
 }
 
 impl ServerConfig {
@@ -113,7 +120,21 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            listen_backlog: 4096,
+            admission: AdmissionConfig::new(),
         }
+    }
+
+    /// Sets [`ServerConfig::listen_backlog`].
+    pub fn listen_backlog(mut self, value: i32) -> Self {
+        self.listen_backlog = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::admission`].
+    pub fn admission(mut self, value: AdmissionConfig) -> Self {
+        self.admission = value;
+        self
     }
 
     /// Sets [`ServerConfig::heartbeat_interval`].

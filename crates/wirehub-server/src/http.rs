@@ -55,7 +55,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.hub),
+        {
+            let mut page = state.metrics.render(&state.hub);
+            crate::admission::render_metrics(&mut page, &state.admission);
+            page
+        },
     )
         .into_response()
 }

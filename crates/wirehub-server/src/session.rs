@@ -607,9 +607,10 @@ impl Session {
         }
         let frame = match closer {
             Closer::Client(client_code) => wirehub_ws::encode_close(client_code, ""),
-            Closer::Server | Closer::BadInput => {
-                wirehub_ws::encode_close(code.code(), code.reason())
-            }
+            Closer::Server | Closer::BadInput => wirehub_ws::encode_close(
+                code.code(),
+                &crate::admission::close_reason(&self.state, code),
+            ),
         };
         if code == CloseCode::SlowConsumer || matches!(closer, Closer::Client(_)) {
             // Keep only a partly written frame: the close frame must follow whole frames.
