@@ -468,10 +468,11 @@ pub(crate) fn refuse(
         warn!(%peer, max, "upgrade refused: connection limit reached");
     }
     let browser = request.headers().contains_key(header::ORIGIN);
-    if browser && state.config.admission.close_refused_browsers {
-        if let Some(response) = close_at_once(state, request, peer, window) {
-            return response;
-        }
+    if browser
+        && state.config.admission.close_refused_browsers
+        && let Some(response) = close_at_once(state, request, peer, window)
+    {
+        return response;
     }
     let body = serde_json::json!({
         "error": {

@@ -279,7 +279,7 @@ pub(crate) async fn run(args: &StormArgs, progress: &Progress) -> anyhow::Result
             kernel.overflows, kernel.drops, kernel.request_queue_full, kernel.syncookies_sent
         ));
     }
-    let refused = tally.refused_by_status.borrow();
+    let refused = tally.refused_by_status.borrow().clone();
     if !refused.is_empty() {
         let by_status: serde_json::Map<String, serde_json::Value> = refused
             .iter()
