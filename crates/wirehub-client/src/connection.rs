@@ -13,6 +13,7 @@
 //! proved healthy.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -29,7 +30,7 @@ use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
 use crate::connector::{self, Socket};
 use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
-use crate::{ClientConfig, Error, Event, Jitter, Message, Result};
+use crate::{ClientConfig, Error, Event, Jitter, Message, ReconnectReason, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
@@ -145,7 +146,7 @@ impl Actor {
             self.emit(Event::Connecting {
                 attempt: self.attempts,
             });
-            let (last_error, advice) = match self.attempt().await {
+            let (last_error, advice, hint) = match self.attempt().await {
                 Attempt::Closed => return self.stop(None),
                 Attempt::Failed(error) if connector::is_fatal_connect_error(&error) => {
                     return self.stop(Some(error));
@@ -155,7 +156,14 @@ impl Actor {
                     self.emit(Event::ConnectFailed {
                         error: error.clone(),
                     });
-                    (error, ReconnectAdvice::Backoff)
+                    let hint = match &error {
+                        Error::Overloaded {
+                            retry_after: Some(wait),
+                            ..
+                        } => ReconnectReason::RetryAfter(*wait),
+                        _ => ReconnectReason::Backoff,
+                    };
+                    (error, ReconnectAdvice::Backoff, hint)
                 }
                 Attempt::Open(socket) => match self.serve(*socket).await {
                     Ended::Closed => return self.stop(None),
@@ -166,8 +174,15 @@ impl Actor {
                         advice,
                     } => {
                         tracing::debug!(?code, %reason, "disconnected");
+                        let hint = match wirehub_protocol::parse_retry_hint(&reason) {
+                            Some(window) if code.is_some() => ReconnectReason::RetryHint {
+                                min: window.min,
+                                max: window.max,
+                            },
+                            _ => ReconnectReason::Backoff,
+                        };
                         self.emit(Event::Disconnected { code, reason });
-                        (Error::Disconnected, advice)
+                        (Error::Disconnected, advice, hint)
                     }
                 },
             };
@@ -176,10 +191,21 @@ impl Actor {
             {
                 return self.stop(Some(last_error));
             }
-            let delay = self.schedule.next_delay(advice);
+            // The schedule advances either way; a wait the server asked for replaces its delay.
+            let backoff = self.schedule.next_delay(advice);
+            let delay = match hint {
+                ReconnectReason::RetryAfter(wait) => {
+                    wait + Duration::from_secs(1).mul_f64(self.rng.random::<f64>())
+                }
+                ReconnectReason::RetryHint { min, max } => {
+                    wirehub_protocol::RetryWindow::new(min, max).at(self.rng.random::<f64>())
+                }
+                _ => backoff,
+            };
             self.emit(Event::Reconnecting {
                 attempt: self.attempts.saturating_add(1),
                 delay,
+                reason: hint,
             });
             let wait = tokio::time::sleep(delay);
             if self.offline_until(wait).await.is_none() {

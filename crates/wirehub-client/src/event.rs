@@ -44,8 +44,11 @@ pub enum Event {
     Reconnecting {
         /// The attempt number that follows the delay.
         attempt: u32,
-        /// The backoff delay (see [`Backoff`](crate::Backoff)).
+        /// The delay: the backoff delay (see [`Backoff`](crate::Backoff)), or the wait the
+        /// server asked for.
         delay: Duration,
+        /// Where the delay comes from.
+        reason: ReconnectReason,
     },
     /// A resubscription after a reconnect, or a catch-up after the consumer fell behind or
     /// the server sent `gap`, could not replay every missed message: the history no longer
@@ -111,6 +114,26 @@ pub enum Event {
     Lagged {
         /// How many events were skipped.
         missed: u64,
+    },
+}
+
+/// Why the client waits as long as it does before reconnecting
+/// ([`Event::Reconnecting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconnectReason {
+    /// The client's own schedule ([`Backoff`](crate::Backoff)).
+    Backoff,
+    /// The server refused the upgrade as overloaded with this `Retry-After`; the delay is
+    /// that plus a random part of a second.
+    RetryAfter(Duration),
+    /// The server's close reason carried this retry window (`retry=MIN-MAX`); the delay is
+    /// a uniformly random point in it.
+    RetryHint {
+        /// The window's start.
+        min: Duration,
+        /// The window's end.
+        max: Duration,
     },
 }
 

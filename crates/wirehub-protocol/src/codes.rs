@@ -147,6 +147,9 @@ pub enum CloseCode {
     PolicyViolation,
     /// 4200: the server asks the client to reconnect (e.g. to rebalance).
     Reconnect,
+    /// 4103: the server is overloaded (an admission limit refused the connection); come back
+    /// in the window of the reason's retry hint, or after backing off.
+    Overloaded,
 }
 
 impl CloseCode {
@@ -165,6 +168,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => 4101,
             CloseCode::PolicyViolation => 4102,
             CloseCode::Reconnect => 4200,
+            CloseCode::Overloaded => 4103,
         }
     }
 
@@ -183,6 +187,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat timeout",
             CloseCode::PolicyViolation => "policy violation",
             CloseCode::Reconnect => "reconnect",
+            CloseCode::Overloaded => "overloaded",
         }
     }
 
@@ -192,7 +197,7 @@ impl CloseCode {
     }
 
     /// Every code the server sends.
-    pub const ALL: [CloseCode; 12] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -205,6 +210,7 @@ impl CloseCode {
         CloseCode::HeartbeatTimeout,
         CloseCode::PolicyViolation,
         CloseCode::Reconnect,
+        CloseCode::Overloaded,
     ];
 }
 
@@ -240,6 +246,7 @@ mod tests {
             (CloseCode::HeartbeatTimeout, Backoff),
             (CloseCode::PolicyViolation, Backoff),
             (CloseCode::Reconnect, Reconnect),
+            (CloseCode::Overloaded, Backoff),
         ];
         assert_eq!(expect.len(), CloseCode::ALL.len());
         for (code, advice) in expect {

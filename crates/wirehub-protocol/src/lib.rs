@@ -29,6 +29,7 @@ mod http;
 mod message;
 mod parse;
 mod presence;
+mod retry;
 #[cfg(feature = "schema")]
 mod schema;
 mod webhook;
@@ -48,6 +49,7 @@ pub use http::{
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
 pub use presence::{Member, MemberEvent, PresenceQuery, PresenceReply, encode_member_event};
+pub use retry::{MAX_HINT, RetryWindow, parse_retry_hint, reason_with_hint};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};

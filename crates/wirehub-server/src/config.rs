@@ -12,6 +12,7 @@ use std::time::Duration;
 use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::deflate::DeflateSettings;
 use crate::tls::TlsConfig;
@@ -107,6 +108,12 @@ pub struct ServerConfig {
     pub presence_max_members: usize,
     /// permessage-deflate with the clients that offer it (`None`: never negotiated).
     pub deflate: Option<DeflateSettings>,
+    /// The listen backlog: connections the kernel completes and queues for the accept loop
+    /// (capped by `net.core.somaxconn`). A burst larger than the queue has SYNs dropped and
+    /// resent a second later.
+    pub listen_backlog: i32,
+    /// Admission control at the upgrade and the retry hints.
+    pub admission: AdmissionConfig,
 }
 
 impl ServerConfig {
@@ -141,6 +148,8 @@ impl ServerConfig {
             presence_grace: Duration::from_secs(5),
             presence_max_members: 1000,
             deflate: Some(DeflateSettings::new()),
+            listen_backlog: 4096,
+            admission: AdmissionConfig::new(),
         }
     }
 
@@ -177,6 +186,18 @@ impl ServerConfig {
     /// Sets [`ServerConfig::presence_max_members`].
     pub fn presence_max_members(mut self, value: usize) -> Self {
         self.presence_max_members = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::listen_backlog`].
+    pub fn listen_backlog(mut self, value: i32) -> Self {
+        self.listen_backlog = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::admission`].
+    pub fn admission(mut self, value: AdmissionConfig) -> Self {
+        self.admission = value;
         self
     }
 

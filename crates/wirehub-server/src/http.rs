@@ -58,7 +58,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.hub, &state.webhooks),
+        {
+            let mut page = state.metrics.render(&state.hub, &state.webhooks);
+            crate::admission::render_metrics(&mut page, &state.admission);
+            page
+        },
     )
         .into_response()
 }

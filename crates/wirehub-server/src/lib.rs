@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - `config`: [`ServerConfig`], the typed settings.
+//! - `admission`: admission control at the upgrade (connection rate, per-address cap,
+//!   `--max-connections`), the refusals' `Retry-After` and the close reasons' retry hints.
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
@@ -29,6 +31,7 @@
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
 mod activity;
+mod admission;
 mod auth;
 mod config;
 mod deflate;
@@ -60,6 +63,7 @@ use tracing::{debug, info, warn};
 use wirehub_broker_redis::RedisBroker;
 use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
+pub use admission::{AdmissionConfig, IpNet};
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
 pub use deflate::DeflateSettings;
@@ -321,6 +325,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         .tracker
         .clone()
         .spawn(crate::presence::sweep(state.clone()));
+    // The accept queue: tokio (mio) listens with a backlog of 128, which a burst of
+    // connections overflows while the accept loop is a moment behind; the kernel then drops
+    // the SYN and the client sends it again only after a second. Listening again on Linux
+    // only changes the backlog (the kernel caps it at net.core.somaxconn).
+    if let Err(err) = socket2::SockRef::from(&listener).listen(state.config.listen_backlog) {
+        warn!(error = %err, backlog = state.config.listen_backlog, "could not set the listen backlog");
+    }
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, broker = state.hub.broker().name(), "listening (HTTP and WebSocket)");
     }

@@ -679,8 +679,10 @@ impl Session {
                 frame
             }
             (Closer::Server | Closer::BadInput, _) => {
-                self.close_info = Some((code.code(), code.reason().to_owned()));
-                wirehub_ws::encode_close(code.code(), code.reason())
+                let reason = crate::admission::close_reason(&self.state, code);
+                let frame = wirehub_ws::encode_close(code.code(), &reason);
+                self.close_info = Some((code.code(), reason.to_string()));
+                frame
             }
         };
         if code == CloseCode::SlowConsumer || matches!(closer, Closer::Client(_)) {

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 use wirehub_core::{ControlBus, Hub, Lifecycle, MemoryOccupancy};
 
 use crate::activity::Activity;
+use crate::admission::{Admission, IpSlot};
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -36,6 +37,9 @@ pub struct AppState {
     pub(crate) control: Option<Arc<dyn ControlBus>>,
     /// The webhook deliveries (their metrics).
     pub(crate) webhooks: Vec<Arc<crate::webhooks::Webhooks>>,
+    /// Admission control at the upgrade: the connection-rate bucket and the places held
+    /// per client address.
+    pub(crate) admission: Arc<Admission>,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -66,6 +70,7 @@ impl AppState {
             config.occupancy_lease,
         ));
         Ok(AppState {
+            admission: Arc::new(Admission::new(&config.admission)),
             authenticator,
             activity: Arc::new(Activity::new(Lifecycle::default(), occupancy)),
             control: None,
@@ -120,13 +125,18 @@ impl AppState {
 #[derive(Debug)]
 pub(crate) struct ConnectionSlot {
     state: Arc<AppState>,
+    /// The place among its client address's connections, with `max_connections_per_ip`.
+    _ip: Option<IpSlot>,
 }
 
 impl AppState {
     /// Reserves a connection slot, or `None` when `max_connections` are held already. The
     /// check and the count it guards are one atomic step, so a burst of upgrades cannot pass
-    /// the limit.
-    pub(crate) fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    /// the limit. The slot keeps `ip` (the client address's place) for as long as it lives.
+    pub(crate) fn reserve_connection(
+        self: &Arc<Self>,
+        ip: Option<IpSlot>,
+    ) -> Option<ConnectionSlot> {
         let max = self.config.max_connections as u64;
         self.metrics
             .connections
@@ -136,6 +146,7 @@ impl AppState {
             .ok()
             .map(|_| ConnectionSlot {
                 state: self.clone(),
+                _ip: ip,
             })
     }
 }

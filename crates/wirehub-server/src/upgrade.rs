@@ -64,18 +64,12 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
             }
         }
     };
-    // The slot is taken here, atomically with the check, and travels with the connection:
-    // dropped on any early return below, when the upgrade fails, or when the session ends.
-    let Some(slot) = state.reserve_connection() else {
-        let max = state.config.max_connections;
-        Metrics::add(&state.metrics.upgrades_refused_total, 1);
-        warn!(%peer, max, "upgrade refused: connection limit reached");
-        let mut response =
-            (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return response;
+    // Admission control (per-address cap, --max-connections, connection rate). The slot is
+    // taken atomically with its check and travels with the connection: dropped on any early
+    // return below, when the upgrade fails, or when the session ends.
+    let slot = match crate::admission::admit(state, request.headers(), peer) {
+        Ok(slot) => slot,
+        Err(refusal) => return crate::admission::refuse(state, &mut request, peer, refusal),
     };
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::{
-    AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, DeflateSettings,
-    OnSlow, RedisConfig, ServerConfig, TlsConfig, WebhookConfig,
+    AdmissionConfig, AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules,
+    DeflateSettings, IpNet, OnSlow, RedisConfig, ServerConfig, TlsConfig, WebhookConfig,
 };
 
 use crate::duration::Dur;
@@ -188,6 +188,33 @@ settings! {
     /// With Redis: a node's lease on its channels' occupancy (a node silent for longer is taken for dead).
     #[arg(long, env = "WIREHUB_OCCUPANCY_LEASE")]
     occupancy_lease: Dur,
+    /// Connections the kernel queues for the accept loop (capped by net.core.somaxconn).
+    #[arg(long, env = "WIREHUB_LISTEN_BACKLOG")]
+    listen_backlog: i32,
+    /// New WebSocket connections admitted per second; beyond it upgrades get 503 (0: no limit).
+    #[arg(long, env = "WIREHUB_CONNECT_RATE")]
+    connect_rate: u32,
+    /// Connections the rate limiter admits at once after a quiet time (0: --connect-rate).
+    #[arg(long, env = "WIREHUB_CONNECT_BURST")]
+    connect_burst: u32,
+    /// WebSocket connections one client address may hold; beyond it upgrades get 429 (0: no limit).
+    #[arg(long, env = "WIREHUB_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: u32,
+    /// Comma-separated proxy addresses or CIDR blocks whose X-Forwarded-For names the client.
+    #[arg(long, env = "WIREHUB_TRUSTED_PROXIES")]
+    trusted_proxies: String,
+    /// Base wait told to clients refused by a connection limit (they get RETRY..2×RETRY).
+    #[arg(long, env = "WIREHUB_OVERLOAD_RETRY_AFTER")]
+    overload_retry_after: Dur,
+    /// Longest wait a connection-rate refusal is told.
+    #[arg(long, env = "WIREHUB_OVERLOAD_MAX_RETRY_AFTER")]
+    overload_max_retry_after: Dur,
+    /// Window in which clients closed on shutdown are told to come back (close reason retry=LO-HI); 0: no hint.
+    #[arg(long, env = "WIREHUB_DRAIN_RETRY")]
+    drain_retry: Dur,
+    /// Refuse browsers (requests with Origin) by upgrading and closing with 4103 and the retry hint.
+    #[arg(long, env = "WIREHUB_CLOSE_REFUSED_BROWSERS")]
+    close_refused_browsers: bool,
 }
 
 /// `wirehub serve --help` with each flag's default, read from the embedded settings (so that
@@ -297,6 +324,7 @@ pub(crate) fn resolve(args: &Settings) -> Result<Resolved, ConfigError> {
 fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     let mut config = ServerConfig::new();
     webhooks(&mut config, &settings)?;
+    let admission = admission(&settings)?;
     config.listen = need(settings.listen, "listen")?;
     config.heartbeat_interval = need(settings.heartbeat_interval, "heartbeat_interval")?.0;
     if config.heartbeat_interval.is_zero() {
@@ -363,6 +391,11 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
             "deflate_client_context_takeover",
         )?,
     });
+    config.listen_backlog = need(settings.listen_backlog, "listen_backlog")?;
+    if config.listen_backlog < 1 {
+        return Err(bad("listen_backlog", "must be at least 1"));
+    }
+    config.admission = admission;
     config.channels = channels(settings.channels.unwrap_or_default())?;
     config.presence_grace = need(settings.presence_grace, "presence_grace")?.0;
     config.presence_max_members = need(settings.presence_max_members, "presence_max_members")?;
@@ -539,6 +572,45 @@ fn auth(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// The admission settings.
+fn admission(settings: &Settings) -> Result<AdmissionConfig, ConfigError> {
+    let trusted_proxies = need(settings.trusted_proxies.clone(), "trusted_proxies")?
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse()
+                .map_err(|err: String| bad("trusted_proxies", err))
+        })
+        .collect::<Result<Vec<IpNet>, ConfigError>>()?;
+    let max_retry_after = need(
+        settings.overload_max_retry_after,
+        "overload_max_retry_after",
+    )?
+    .0;
+    if max_retry_after < Duration::from_secs(1) {
+        return Err(bad("overload_max_retry_after", "must be at least 1s"));
+    }
+    Ok(AdmissionConfig::new()
+        .connect_rate(
+            need(settings.connect_rate, "connect_rate")?,
+            need(settings.connect_burst, "connect_burst")?,
+        )
+        .max_connections_per_ip(need(
+            settings.max_connections_per_ip,
+            "max_connections_per_ip",
+        )?)
+        .trusted_proxies(trusted_proxies)
+        .retry_after(need(settings.overload_retry_after, "overload_retry_after")?.0)
+        .max_retry_after(max_retry_after)
+        .drain_retry(need(settings.drain_retry, "drain_retry")?.0)
+        .close_refused_browsers(need(
+            settings.close_refused_browsers,
+            "close_refused_browsers",
+        )?))
 }
 
 /// Reads the TLS certificate chain and key files (at start and on every SIGHUP).

@@ -101,6 +101,47 @@ impl Target {
     }
 }
 
+/// The server answered the upgrade with something else than `101`.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    /// The status line, e.g. `HTTP/1.1 503 Service Unavailable`.
+    pub(crate) status_line: String,
+    /// The status code.
+    pub(crate) status: u16,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Refused {
+    fn parse(head: &str) -> Refused {
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default().to_owned();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let retry_after = lines
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Refused {
+            status_line,
+            status,
+            retry_after,
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "handshake refused: {}", self.status_line)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// A frame cut out of the read buffer.
 #[derive(Debug)]
 pub(crate) struct Frame<'a> {
@@ -173,7 +214,7 @@ impl WsConn {
                 conn.pending.drain(..end + 4);
                 let status = head.lines().next().unwrap_or_default();
                 if !status.starts_with("HTTP/1.1 101") {
-                    bail!("handshake refused: {status}");
+                    return Err(Refused::parse(&head).into());
                 }
                 if conn.pending.capacity() > 4096 {
                     conn.pending.shrink_to_fit();
