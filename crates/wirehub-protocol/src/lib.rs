@@ -18,6 +18,7 @@
 //! - `encode`: the hot-path encoder for `message` deliveries.
 //! - `presence`: the [`Member`] of a presence channel.
 //! - `http`: the bodies and replies of `POST /api/publish`, `GET /api/history` and API errors.
+//! - `stats`: the body of `GET /api/stats` (the dashboard's figures).
 //! - `schema` (feature `schema`): the JSON Schema of the protocol, served by the server.
 
 mod channel;
@@ -30,6 +31,7 @@ mod parse;
 mod presence;
 #[cfg(feature = "schema")]
 mod schema;
+mod stats;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -47,6 +49,7 @@ pub use parse::{ParseError, parse_client_message};
 pub use presence::Member;
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
+pub use stats::{BrokerStats, CloseCount, StatsQuery, StatsReply, StatsSample};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

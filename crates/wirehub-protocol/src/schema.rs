@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{
     ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PublishReply, PublishRequest,
-    ServerMessage,
+    ServerMessage, StatsQuery, StatsReply,
 };
 
 /// The schema of every message a client may send.
@@ -21,7 +21,8 @@ pub fn server_schema() -> Value {
 }
 
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
-/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error"}`.
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error",
+/// "stats_query", "stats_reply"}`.
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
@@ -29,6 +30,8 @@ pub fn http_schema() -> Value {
         "history_query": schemars::schema_for!(HistoryQuery).to_value(),
         "history_reply": schemars::schema_for!(HistoryReply).to_value(),
         "error": schemars::schema_for!(ApiError).to_value(),
+        "stats_query": schemars::schema_for!(StatsQuery).to_value(),
+        "stats_reply": schemars::schema_for!(StatsReply).to_value(),
     })
 }
 
@@ -91,6 +94,7 @@ mod tests {
             "history_query",
             "history_reply",
             "error",
+            "stats_reply",
         ] {
             assert!(
                 document["http"][body]["properties"].is_object(),

@@ -16,10 +16,14 @@
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
+//! - `assets`: the page at `/`, the dashboard at `/dashboard` and their files (`/assets/`),
+//!   built from `web/` and compiled in.
+//! - `stats`: `GET /api/stats`, the dashboard's figures and the samples of the last minutes.
 //! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
+mod assets;
 mod auth;
 mod config;
 mod heartbeat;
@@ -29,6 +33,7 @@ mod rate;
 mod ready;
 mod session;
 mod state;
+mod stats;
 mod tls;
 mod transport;
 mod upgrade;
@@ -212,7 +217,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
             loop {
                 tokio::select! {
                     () = state.shutdown.cancelled() => break,
-                    _ = tick.tick() => state.hub.broker().sweep(),
+                    _ = tick.tick() => {
+                        state.hub.broker().sweep();
+                        state.stats.record(&state);
+                    }
                 }
             }
         });

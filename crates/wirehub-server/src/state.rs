@@ -28,6 +28,8 @@ pub struct AppState {
     pub authenticator: Option<Authenticator>,
     /// Where lifecycle events (connect, subscribe, occupancy, presence) go; off by default.
     pub lifecycle: Lifecycle,
+    /// The samples of the last minutes, for `GET /api/stats`.
+    pub(crate) stats: crate::stats::StatsRecorder,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -57,6 +59,7 @@ impl AppState {
             config,
             hub,
             metrics: Metrics::default(),
+            stats: crate::stats::StatsRecorder::new(),
             tracker: TaskTracker::new(),
             shutdown,
             sessions: AtomicU64::new(0),
