@@ -78,6 +78,13 @@ export interface ClientEvents {
   reconnecting: { attempt: number; delay: number };
   recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
   /**
+   * A subscription was restored after a reconnect (or caught up) with `since` and nothing was
+   * lost: the server replays what it missed, from `since` up to `position` (the stream's
+   * position when the server answered), and the live messages follow. The counterpart of
+   * `recoveryFailed`, for applications that show the outcome of a recovery.
+   */
+  recovered: { channel: string; since: StreamPosition; position: StreamPosition };
+  /**
    * A subscription catches up from the server's history, from `since` (the last position it
    * was handed): its consumer fell behind (`slow_consumer`: its queue was full) or the server
    * skipped publications for it (`gap`). Nothing is lost while history covers `since`;
@@ -190,6 +197,7 @@ export class WirehubClient {
   #session: string | undefined;
   readonly #registry = new Registry({
     recoveryFailed: (payload) => this.#emit("recoveryFailed", payload),
+    recovered: (payload) => this.#emit("recovered", payload),
     subscriptionEnded: (payload) => this.#emit("subscriptionEnded", payload),
     resync: (registration, cause) => this.#resync(registration, cause),
     retry: (registration, error) => this.#retrySubscribe(registration, error),

@@ -21,6 +21,26 @@ export interface ApiErrorDetail {
   readonly message: string;
 }
 
+/** The broker's state, as on `/readyz` and `/metrics`. */
+export interface BrokerStats {
+  /** `memory` or `redis`. */
+  readonly kind: string;
+  /** Whether the broker is reachable. */
+  readonly reachable: boolean;
+  /** Broker subscriptions found silent and made again (`wirehub_broker_resubscribes_total`). */
+  readonly resubscribes_total: number;
+}
+
+/** How many connections were closed with one close code. */
+export interface CloseCount {
+  /** The close code. */
+  readonly code: number;
+  /** Connections closed with it since start. */
+  readonly count: number;
+  /** Its documented meaning, one snake_case word. */
+  readonly reason: string;
+}
+
 /**
  * The `code` of an `error` message: a stable snake_case word a program can branch on.
  *
@@ -91,6 +111,32 @@ export interface Member {
 export type MessageKind =
   /** A published message. */
   | "message";
+
+/** The server's figures at one moment (the same as the `/metrics` lines of the same names). */
+export interface StatsSample {
+  /** Bytes written to clients. */
+  readonly bytes_out_total: number;
+  /** Channels with local subscribers. */
+  readonly channels: number;
+  /** Open WebSocket connections. */
+  readonly connections: number;
+  /** WebSocket connections accepted since start. */
+  readonly connections_total: number;
+  /** Message deliveries queued for subscribers. */
+  readonly delivered_total: number;
+  /** Connections ended because a pong did not arrive. */
+  readonly heartbeat_terminations_total: number;
+  /** Client messages received. */
+  readonly messages_in_total: number;
+  /** Messages published (WebSocket and HTTP). */
+  readonly published_total: number;
+  /** Connections cut off as slow consumers (close 4100). */
+  readonly slow_consumers_total: number;
+  /** Subscriptions held on this node. */
+  readonly subscriptions: number;
+  /** When, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+}
 
 /**
  * A position in a channel's stream: the stream's `epoch` and an `offset` in it.
@@ -286,6 +332,36 @@ export interface PublishRequest {
    * offset and `duplicate: true`. 1 to 64 visible ASCII characters.
    */
   readonly idempotency_key?: string;
+}
+
+/** The query of `GET /api/stats[?since=T]`. */
+export interface StatsQuery {
+  /**
+   * Only the samples taken after this time (`time_ms` of the last sample already seen);
+   * default: every sample kept.
+   */
+  readonly since?: number;
+}
+
+/** The reply to `GET /api/stats` (HTTP 200). */
+export interface StatsReply {
+  /** The broker. */
+  readonly broker: BrokerStats;
+  /** Connections closed, by close code (every code the server uses, also those at 0). */
+  readonly closes: readonly CloseCount[];
+  /** Milliseconds between two samples. */
+  readonly interval_ms: number;
+  /** The figures at the time of this reply. */
+  readonly now: StatsSample;
+  /** Whether the node serves fully: what `GET /readyz` answers with 200. */
+  readonly ready: boolean;
+  /**
+   * The samples taken every `interval_ms` (after `since`, when given), oldest first: at
+   * most [`StatsReply::MAX_SAMPLES`], the last minutes.
+   */
+  readonly samples: readonly StatsSample[];
+  /** How long the server has been running, in milliseconds. */
+  readonly uptime_ms: number;
 }
 
 /** The first message on every connection. */

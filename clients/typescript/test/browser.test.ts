@@ -1,5 +1,5 @@
-// In a real browser (headless Chromium over the DevTools Protocol): the server's demo page, and
-// the SDK with the browser's own WebSocket, against the real server binary. Browsers cannot
+// In a real browser (headless Chromium over the DevTools Protocol): the SDK with the browser's
+// own WebSocket, against the real server binary. Browsers cannot
 // set headers on a WebSocket and hide ping frames and HTTP statuses; these tests cover what
 // that changes: `?token=`, origins, reconnection seen from a page.
 //
@@ -80,45 +80,6 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     await browser.close();
     await stopStaticServer(assets.server);
     await Promise.all(servers.map((server) => server.stop("SIGKILL")));
-  });
-
-  test("the demo page at / connects, subscribes, shows publishes, and comes back after a restart", async () => {
-    let server = await Server.start();
-    servers.push(server);
-    const page: Page = await browser.open(`${server.httpUrl}/`);
-    const status = "document.getElementById('status').textContent";
-    await page.waitFor(`${status} === 'connected'`, "the demo page to connect");
-    const url = await page.evaluate<string>("document.getElementById('url').textContent");
-    assert.equal(url, server.url);
-
-    await page.evaluate("document.querySelector('#sub button').click()");
-    const log = "document.getElementById('log').textContent";
-    await page.waitFor(`${log}.includes('"type":"subscribed"')`, "the subscription");
-    await publishHttp(server, "demo", { text: "from the API" });
-    await page.waitFor(`${log}.includes('{"text":"from the API"}')`, "the published message on the page");
-
-    // The page's publish form goes over its WebSocket and is acknowledged.
-    await page.evaluate(`document.getElementById('data').value = '{"text":"typed in the page"}'`);
-    await page.evaluate("document.querySelector('#pub button').click()");
-    await page.waitFor(`${log}.includes('"type":"ack"')`, "the acknowledgement");
-    await page.waitFor(
-      `${log}.includes('"type":"message","channel":"demo","data":{"text":"typed in the page"}')`,
-      "the page's own message, delivered back to it",
-    );
-
-    // Kill the server and start it again on the same port: the page reconnects by itself
-    // and resubscribes.
-    await server.stop("SIGKILL");
-    await page.waitFor(`${status}.startsWith('disconnected')`, "the page to notice");
-    server = await server.restart();
-    servers.push(server);
-    await page.waitFor(`${status} === 'connected'`, "the page to reconnect", 15_000);
-    await page.waitFor(
-      `${log}.split('"type":"subscribed"').length === 3`,
-      "the page to resubscribe after the restart",
-    );
-    await publishHttp(server, "demo", { text: "after the restart" });
-    await page.waitFor(`${log}.includes('{"text":"after the restart"}')`, "a message after the restart");
   });
 
   test("the SDK with the browser's WebSocket: ?token=, publish and receive, recovery after a restart", async () => {

@@ -19,6 +19,7 @@
 //! - `presence`: the [`Member`] of a presence channel, `join`/`leave` encoding and the
 //!   `GET /api/presence` query and reply.
 //! - `http`: the bodies and replies of `POST /api/publish`, `GET /api/history` and API errors.
+//! - `stats`: the body of `GET /api/stats` (the dashboard's figures).
 //! - `schema` (feature `schema`): the JSON Schema of the protocol, served by the server.
 
 mod channel;
@@ -33,6 +34,7 @@ mod retry;
 #[cfg(feature = "schema")]
 mod schema;
 mod webhook;
+mod stats;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -53,6 +55,7 @@ pub use retry::{MAX_HINT, RetryWindow, parse_retry_hint, reason_with_hint};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
 pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
+pub use stats::{BrokerStats, CloseCount, StatsQuery, StatsReply, StatsSample};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::{
     ApiError, ChannelsQuery, ChannelsReply, Claims, ClientMessage, DisconnectReply,
     DisconnectRequest, HistoryQuery, HistoryReply, PresenceQuery, PresenceReply, PublishReply,
-    PublishRequest, ServerMessage, WebhookBatch,
+    PublishRequest, ServerMessage, StatsQuery, StatsReply, WebhookBatch,
 };
 
 /// The schema of every message a client may send.
@@ -24,8 +24,8 @@ pub fn server_schema() -> Value {
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
 /// `{"publish_request", "publish_reply", "history_query", "history_reply", "presence_query",
 /// "presence_reply", "error", "channels_query", "channels_reply", "disconnect_request",
-/// "disconnect_reply", "webhook_batch"}` (the last is the body the server POSTs to
-/// `--webhook-url`).
+/// "disconnect_reply", "webhook_batch", "stats_query", "stats_reply"}` (`webhook_batch` is the
+/// body the server POSTs to `--webhook-url`).
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
@@ -40,6 +40,8 @@ pub fn http_schema() -> Value {
         "disconnect_request": schemars::schema_for!(DisconnectRequest).to_value(),
         "disconnect_reply": schemars::schema_for!(DisconnectReply).to_value(),
         "webhook_batch": schemars::schema_for!(WebhookBatch).to_value(),
+        "stats_query": schemars::schema_for!(StatsQuery).to_value(),
+        "stats_reply": schemars::schema_for!(StatsReply).to_value(),
     })
 }
 
@@ -119,6 +121,7 @@ mod tests {
             "disconnect_request",
             "disconnect_reply",
             "webhook_batch",
+            "stats_reply",
         ] {
             assert!(
                 document["http"][body]["properties"].is_object(),

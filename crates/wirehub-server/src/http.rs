@@ -1,12 +1,12 @@
 //! The HTTP side of the one port: health, metrics, the publish and history API, the protocol
-//! schema, the demo page, and the WebSocket routes.
+//! schema, the page and the dashboard (`assets`), the stats (`stats`), and the WebSocket routes.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, StatusCode, header};
 use subtle::ConstantTimeEq as _;
@@ -23,7 +23,10 @@ use crate::upgrade::upgrade;
 /// Builds the router for one server's state (every route on one port).
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
-        .route("/", get(index))
+        .route("/", get(crate::assets::index))
+        .route("/dashboard", get(crate::assets::dashboard))
+        .route("/assets/{name}", get(crate::assets::file))
+        .route("/api/stats", get(crate::stats::stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(crate::ready::readyz))
         .route("/metrics", get(metrics))
@@ -38,10 +41,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route(path, any(echo));
     }
     router.with_state(state)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

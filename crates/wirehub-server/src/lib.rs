@@ -21,6 +21,9 @@
 //! - `presence`: `GET /api/presence`, the presence housekeeping task and the members'
 //!   lifecycle events; `session::presence`: a subscription to a presence channel is a member.
 //! - `rate`: the per-connection publish limiter.
+//! - `assets`: the page at `/`, the dashboard at `/dashboard` and their files (`/assets/`),
+//!   built from `web/` and compiled in.
+//! - `stats`: `GET /api/stats`, the dashboard's figures and the samples of the last minutes.
 //! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `activity`: connections and subscriptions as lifecycle events, the registry that
@@ -32,6 +35,7 @@
 
 mod activity;
 mod admission;
+mod assets;
 mod auth;
 mod config;
 mod deflate;
@@ -45,6 +49,7 @@ mod rate;
 mod ready;
 mod session;
 mod state;
+mod stats;
 mod tls;
 mod transport;
 mod upgrade;
@@ -316,7 +321,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
             loop {
                 tokio::select! {
                     () = state.shutdown.cancelled() => break,
-                    _ = tick.tick() => state.hub.broker().sweep(),
+                    _ = tick.tick() => {
+                        state.hub.broker().sweep();
+                        state.stats.record(&state);
+                    }
                 }
             }
         });

@@ -61,6 +61,14 @@ impl Metrics {
         }
     }
 
+    /// Connections closed so far, by close code (every code the server uses).
+    pub fn closes(&self) -> impl Iterator<Item = (CloseCode, u64)> + '_ {
+        CloseCode::ALL
+            .iter()
+            .copied()
+            .zip(self.closes.iter().map(|c| c.load(Ordering::Relaxed)))
+    }
+
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Admission control at the upgrade: the connection-rate bucket and the places held
     /// per client address.
     pub(crate) admission: Arc<Admission>,
+    /// The samples of the last minutes, for `GET /api/stats`.
+    pub(crate) stats: crate::stats::StatsRecorder,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -80,6 +82,7 @@ impl AppState {
             config,
             hub,
             metrics: Metrics::default(),
+            stats: crate::stats::StatsRecorder::new(),
             tracker: TaskTracker::new(),
             shutdown,
             sessions: AtomicU64::new(0),
