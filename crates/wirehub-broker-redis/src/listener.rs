@@ -521,7 +521,7 @@ async fn recover(shared: &Shared, channel: &str) -> Result<()> {
             "the stream lost publications this node had delivered (a failover); it moves to a new epoch and the channel's subscribers get a gap"
         );
         shared.sink.lost(channel, &new_epoch, top);
-        shared.jump(channel, &new_epoch, top);
+        shared.retire(channel, &epoch, &new_epoch, top);
         return Ok(());
     }
     snapshot.entries.retain(|(at, _)| *at > offset);

@@ -104,6 +104,9 @@ pub(crate) struct Watched {
     /// after a reconnect, a history holding other data at that offset means the stream was
     /// rewound (a failover lost what this node had delivered).
     pub(crate) last_hash: Option<u64>,
+    /// An epoch this node moved the stream away from (`rewind`): publications of it still
+    /// arriving are dropped (they are covered by the `gap` sent then).
+    pub(crate) retired: Option<Arc<str>>,
     /// The pub/sub connection broke while the channel was live: what was published
     /// meanwhile must be read from the history.
     pub(crate) recover: bool,
@@ -352,6 +355,7 @@ impl Shared {
                 ready: watch::Sender::new(false),
                 last: None,
                 last_hash: None,
+                retired: None,
                 recover: false,
             });
         state.watchers += 1;
@@ -456,6 +460,9 @@ impl Shared {
             let Some(state) = channels.get_mut(channel) else {
                 return Step::Skip;
             };
+            if state.retired.as_deref() == Some(epoch) {
+                return Step::Skip;
+            }
             match &state.last {
                 Some((last_epoch, last)) if **last_epoch == *epoch => {
                     if offset <= *last {
@@ -483,6 +490,17 @@ impl Shared {
             Step::NewEpoch(publication)
         } else {
             Step::Deliver(publication)
+        }
+    }
+
+    /// Records that the stream of `channel` left epoch `old` for `epoch` at `top` (a rewind).
+    pub(crate) fn retire(&self, channel: &str, old: &str, epoch: &str, top: u64) {
+        if let Some(state) = self.channels().get_mut(channel) {
+            if old != epoch {
+                state.retired = Some(Arc::from(old));
+            }
+            state.last = Some((Arc::from(epoch), top));
+            state.last_hash = None;
         }
     }
 

@@ -278,6 +278,12 @@ pub struct Paused {
 }
 
 impl Paused {
+    /// Sends SIGSTOP to `pid`; the guard sends SIGCONT.
+    pub(crate) fn stop(pid: u32) -> Paused {
+        assert!(signal(pid, "STOP"), "kill -STOP {pid}");
+        Paused { pid: Some(pid) }
+    }
+
     /// Resumes the server (SIGCONT).
     ///
     /// # Panics

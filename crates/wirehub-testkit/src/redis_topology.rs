@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::TIMEOUT;
-use crate::redis::{command_at, free_port, ping, try_command_at};
+use crate::redis::{Paused, command_at, free_port, ping, try_command_at};
 
 /// How long a failover may take in these topologies.
 pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -282,8 +282,8 @@ impl RedisCluster {
         node.kill();
     }
 
-    /// Waits until every running node sees the cluster `ok` and every slot is served by a
-    /// running master.
+    /// Waits until every running node sees the cluster `ok`, every slot is served by a
+    /// running master, and every replica of a running master is in sync with it.
     ///
     /// # Panics
     /// After [`FAILOVER_TIMEOUT`].
@@ -301,7 +301,19 @@ impl RedisCluster {
                 .flat_map(|node| node.slots.iter())
                 .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
                 .sum();
-            (ok && covered == 16384).then_some(())
+            // Replicas of running masters are in sync, so that a failover has the data.
+            let synced = running.iter().all(|addr| {
+                try_command_at(*addr, &["INFO", "replication"]).is_some_and(|info| {
+                    !info.contains("role:slave")
+                        || info.contains("master_link_status:up")
+                        || info
+                            .lines()
+                            .find_map(|line| line.strip_prefix("master_port:"))
+                            .and_then(|port| port.trim().parse::<u16>().ok())
+                            .is_some_and(|port| !running.iter().any(|a| a.port() == port))
+                })
+            });
+            (ok && synced && covered == 16384).then_some(())
         });
     }
 
@@ -464,6 +476,35 @@ impl RedisSentinels {
     /// When it cannot be reached.
     pub fn command(&self, addr: SocketAddr, args: &[&str]) -> String {
         command_at(addr, args)
+    }
+
+    /// The replica (the data node that is not the master now).
+    ///
+    /// # Panics
+    /// When there is none running.
+    pub fn replica(&self) -> SocketAddr {
+        let master = self.master();
+        self.data
+            .iter()
+            .filter(|node| node.child.is_some())
+            .map(Node::addr)
+            .find(|addr| *addr != master)
+            .expect("a running replica")
+    }
+
+    /// Pauses the replica with SIGSTOP (see [`crate::RedisServer::pause`]).
+    ///
+    /// # Panics
+    /// When there is no running replica.
+    pub fn pause_replica(&self) -> Paused {
+        let replica = self.replica();
+        let node = self
+            .data
+            .iter()
+            .find(|node| node.addr() == replica)
+            .and_then(|node| node.child.as_ref())
+            .expect("a running replica");
+        Paused::stop(node.id())
     }
 
     /// Kills the current master and returns its address; the sentinels promote the replica.
