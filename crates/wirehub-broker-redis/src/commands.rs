@@ -124,6 +124,37 @@ impl Endpoint {
         }
     }
 
+    /// A client for classic (cluster-wide) pub/sub and other commands that any node can
+    /// serve: the one server, the master the sentinels name, or on a cluster the first seed
+    /// that answers (classic `PUBLISH` reaches every node of a cluster). For the node-to-node
+    /// control messages that every node must get.
+    #[allow(dead_code)]
+    pub(crate) async fn broadcast_client(&self) -> Result<Client> {
+        match self {
+            Endpoint::Cluster { seeds, root_cert, .. } => {
+                let mut last = None;
+                for seed in seeds {
+                    let client = match root_cert {
+                        Some(pem) => Client::build_with_tls(
+                            seed.as_str(),
+                            redis::TlsCertificates {
+                                client_tls: None,
+                                root_cert: Some(pem.clone()),
+                            },
+                        ),
+                        None => Client::open(seed.as_str()),
+                    }?;
+                    match client.get_multiplexed_async_connection().await {
+                        Ok(_) => return Ok(client),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                Err(last.map_or(Error::Disconnected, Error::Redis))
+            }
+            _ => self.server().await?.ok_or(Error::Disconnected),
+        }
+    }
+
     /// A new command connection.
     async fn connect(&self, timeout: Duration) -> Result<Connection> {
         let config = AsyncConnectionConfig::new()
