@@ -131,7 +131,9 @@ impl Endpoint {
     #[allow(dead_code)]
     pub(crate) async fn broadcast_client(&self) -> Result<Client> {
         match self {
-            Endpoint::Cluster { seeds, root_cert, .. } => {
+            Endpoint::Cluster {
+                seeds, root_cert, ..
+            } => {
                 let mut last = None;
                 for seed in seeds {
                     let client = match root_cert {

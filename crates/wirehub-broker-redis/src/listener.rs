@@ -333,7 +333,7 @@ async fn canary_channels(shared: &Shared) -> Result<Vec<String>> {
     }
     let slots: redis::Value = shared
         .commands
-        .query(&redis::cmd("CLUSTER").arg("SLOTS"))
+        .query(redis::cmd("CLUSTER").arg("SLOTS"))
         .await?;
     let channels: Vec<String> = first_slots(&slots)
         .into_iter()

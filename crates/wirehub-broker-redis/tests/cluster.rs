@@ -84,8 +84,6 @@ async fn issue_15_cluster_nodes_share_channels_through_sharded_pubsub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_15_cluster_master_killed_under_traffic_recovers_or_sends_gaps() {
-        .with_env_filter("wirehub_broker_redis=debug")
-        .try_init();
     let mut cluster = RedisCluster::start();
     let a = TestServer::start(fast(&cluster.url(), 1000)).await;
     let b = TestServer::start(fast(&cluster.url(), 1000)).await;

@@ -45,8 +45,6 @@ async fn issue_15_sentinel_master_killed_under_traffic_nodes_follow_the_new_mast
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_15_sentinel_failover_that_lost_publications_moves_to_a_new_epoch() {
-        .with_env_filter("wirehub_broker_redis=debug")
-        .try_init();
     let mut redis = RedisSentinels::start();
     let a = TestServer::start(fast(&redis.url(), 1000)).await;
     let b = TestServer::start(fast(&redis.url(), 1000)).await;

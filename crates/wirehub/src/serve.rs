@@ -636,7 +636,10 @@ mod tests {
             let config = resolve(&args("wirehub:", url, None)).expect(url).server;
             assert_eq!(config.broker, BrokerConfig::Redis(RedisConfig::new(url)));
         }
-        for url in ["redis+sentinel://127.0.0.1:26379", "redis+cluster://a:1,,b:2"] {
+        for url in [
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+cluster://a:1,,b:2",
+        ] {
             let err = resolve(&args("wirehub:", url, None)).expect_err(url);
             assert!(err.to_string().contains("broker"), "{err}");
         }
