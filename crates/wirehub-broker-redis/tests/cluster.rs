@@ -108,3 +108,54 @@ async fn issue_15_cluster_master_killed_under_traffic_recovers_or_sends_gaps() {
     let gaps = check_no_silent_loss(&a, &mut subscribers).await;
     println!("gaps after the failover: {gaps}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_cluster_slot_moved_to_another_shard_keeps_delivering() {
+    let cluster = RedisCluster::start();
+    let a = TestServer::start(fast(&cluster.url(), 100)).await;
+    let b = TestServer::start(fast(&cluster.url(), 100)).await;
+    let name = channel(0);
+    let mut subscribers = vec![
+        Subscriber::new(&a, &name).await,
+        Subscriber::new(&b, &name).await,
+    ];
+    let (mut publisher, _) = WsClient::connect(&b.ws_url()).await;
+    for n in 0..3 {
+        publisher.publish(&name, json!({"before": n})).await;
+    }
+    let epoch = subscribers[0].epoch.clone();
+    for subscriber in &mut subscribers {
+        subscriber.read_until(&epoch, 3).await;
+    }
+
+    let key = format!("wirehub:{{{name}}}:epoch");
+    let from = cluster.master_of(&key);
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|master| *master != from)
+        .expect("another master");
+    cluster.move_slot(&key, to);
+    assert_eq!(cluster.master_of(&key), to);
+    // The nodes follow: publishes go to the new owner, subscriptions move there.
+    let messages = format!("wirehub:{{{name}}}:messages");
+    let deadline = tokio::time::Instant::now() + wirehub_testkit::TIMEOUT;
+    while cluster.command(to, &["PUBSUB", "SHARDNUMSUB", &messages]) != format!("{messages}\n2") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not subscribed on the new shard"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for n in 0..3 {
+        publisher.publish(&name, json!({"after": n})).await;
+    }
+    for subscriber in &mut subscribers {
+        subscriber.read_until(&epoch, 6).await;
+        assert_eq!(
+            subscriber.gaps, 0,
+            "the history on the new shard covers the move"
+        );
+    }
+    check_no_silent_loss(&a, &mut subscribers).await;
+}

@@ -268,6 +268,44 @@ impl RedisCluster {
             .expect("a master serves the slot")
     }
 
+    /// Moves the slot of `key` (with its keys) from its master to the master at `to`, as a
+    /// resharding does (`SETSLOT IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT NODE`).
+    ///
+    /// # Panics
+    /// When a step fails.
+    pub fn move_slot(&self, key: &str, to: SocketAddr) {
+        let slot = self.slot(key).to_string();
+        let from = self.master_of(key);
+        assert_ne!(from, to, "the slot is there already");
+        let from_id = command_at(from, &["CLUSTER", "MYID"]);
+        let to_id = command_at(to, &["CLUSTER", "MYID"]);
+        let ok = |reply: String| assert_eq!(reply, "OK", "resharding");
+        ok(command_at(
+            to,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        ));
+        ok(command_at(
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        ));
+        loop {
+            let keys = command_at(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.lines());
+            ok(command_at(from, &args));
+        }
+        for master in self.masters() {
+            ok(command_at(
+                master,
+                &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id],
+            ));
+        }
+    }
+
     /// Kills the node at `addr` (its connections drop; a replica takes over its slots after
     /// the node timeout).
     ///
