@@ -24,7 +24,7 @@ apt_install() {
   if [[ $apt_updated == 0 ]]; then $SUDO apt-get update && apt_updated=1; fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
 }
-command -v redis-server >/dev/null || apt_install redis-server
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
 redis-server --version
 # The browser tests are required whenever a Chromium is there; if it cannot be installed
 # (no package mirror), they are skipped with a warning rather than failing the whole suite.

@@ -65,15 +65,15 @@ mod keys;
 mod listener;
 mod occupancy;
 mod presence;
+mod pubsub;
 mod scripts;
 mod shared;
+mod target;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::Client;
-use redis::aio::PubSub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirehub_core::{
@@ -84,9 +84,10 @@ pub use config::RedisConfig;
 pub use error::{Error, Result};
 pub use occupancy::{RedisCluster, RedisControl, RedisOccupancy};
 
-use crate::commands::Commands;
+use crate::commands::{Commands, Endpoint};
 use crate::config::redact;
 use crate::listener::Health;
+use crate::pubsub::PubSubLink;
 use crate::shared::Shared;
 
 /// The Redis [`Broker`]. Dropping it stops its listener task.
@@ -101,9 +102,9 @@ pub struct RedisBroker {
 /// running [`RedisBroker`].
 pub struct RedisLink {
     config: RedisConfig,
-    client: Client,
+    endpoint: Arc<Endpoint>,
     commands: Commands,
-    pubsub: PubSub,
+    pubsub: PubSubLink,
 }
 
 impl RedisBroker {
@@ -116,33 +117,20 @@ impl RedisBroker {
     pub async fn connect(config: RedisConfig) -> Result<RedisLink> {
         config.validate()?;
         let url = redact(&config.url);
-        let client = match &config.ca_cert_pem {
-            Some(pem) => Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => Client::open(config.url.as_str()),
-        }
-        .map_err(|reason| Error::InvalidUrl {
-            url: url.clone(),
-            reason,
-        })?;
+        let endpoint = Arc::new(Endpoint::new(&config)?);
         let unreachable = |reason| Error::Connect {
             url: url.clone(),
             reason: Box::new(reason),
         };
-        let commands = Commands::connect(client.clone(), config.timeout)
+        let commands = Commands::connect(endpoint.clone(), config.timeout)
             .await
             .map_err(unreachable)?;
-        let pubsub = listener::connect_pubsub(&client, config.timeout)
+        let pubsub = listener::connect_pubsub(&endpoint, config.timeout)
             .await
             .map_err(unreachable)?;
         Ok(RedisLink {
             config,
-            client,
+            endpoint,
             commands,
             pubsub,
         })
@@ -175,7 +163,7 @@ impl RedisLink {
         shutdown: CancellationToken,
     ) -> RedisBroker {
         let presence = presence::Presence::new(self.config.presence_lease);
-        let shared = Arc::new(Shared::new(self.config, self.client, self.commands, sink));
+        let shared = Arc::new(Shared::new(self.config, self.endpoint, self.commands, sink));
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
         tasks.spawn(listener::run(

@@ -506,6 +506,18 @@ impl ControlBus for RedisControl {
     }
 }
 
+/// A classic pub/sub connection for the control channel: on a cluster, classic `PUBLISH`
+/// reaches every node, so any one node serves it.
+async fn connect_control(shared: &Shared, timeout: Duration) -> Result<redis::aio::PubSub> {
+    let connect = async {
+        let client = shared.endpoint.broadcast_client().await?;
+        Ok::<_, crate::error::Error>(client.get_async_pubsub().await?)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| crate::error::Error::Timeout(timeout))?
+}
+
 /// Reads the control channel (reconnecting with backoff) until `shutdown`.
 async fn listen(cluster: RedisCluster, handler: ControlHandler, shutdown: CancellationToken) {
     let channel = cluster.keys.control();
@@ -514,7 +526,7 @@ async fn listen(cluster: RedisCluster, handler: ControlHandler, shutdown: Cancel
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,
-            connected = crate::listener::connect_pubsub(&cluster.shared.client, timeout) => connected,
+            connected = connect_control(&cluster.shared, timeout) => connected,
         };
         let mut pubsub = match connected {
             Ok(pubsub) => pubsub,

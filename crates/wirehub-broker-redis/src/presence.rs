@@ -72,14 +72,14 @@ local function remove(client, channel)
   if json then
     local ok, member = pcall(cjson.decode, json)
     if ok and type(member.user) == 'string' then ungrace(KEYS[3], member.user, client) end
-    redis.call('PUBLISH', channel, '- ' .. json)
+    redis.call(ARGV[#ARGV], channel, '- ' .. json)
   end
   return json
 end
 ";
 
 /// KEYS: members, member, graced. ARGV: client, user ('' none), JSON, lease (ms), pub/sub
-/// channel. Returns {announced, taken-over JSON or '', first, lease end}.
+/// channel, publish command (last, as for every script here that announces). Returns {announced, taken-over JSON or '', first, lease end}.
 const JOIN: &str = r"
 local until_ms = now_ms() + tonumber(ARGV[4])
 local first = redis.call('EXISTS', KEYS[1]) == 0 and 1 or 0
@@ -104,7 +104,7 @@ if ARGV[2] ~= '' then
 end
 redis.call('ZADD', KEYS[1], until_ms, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[5], '+ ' .. ARGV[3])
+redis.call(ARGV[#ARGV], ARGV[5], '+ ' .. ARGV[3])
 return {1, '', first, until_ms}
 ";
 
@@ -294,7 +294,8 @@ impl Presence {
             .arg(member.user.as_deref().unwrap_or(""))
             .arg(member.to_json())
             .arg(millis(self.lease))
-            .arg(shared.keys.messages(channel));
+            .arg(shared.keys.messages(channel))
+            .arg(shared.publish_command());
         let (announced, taken, first, until): (u8, Vec<u8>, u8, u64) =
             shared.commands.invoke(&invocation).await?;
         if announced == 1 {
@@ -340,7 +341,8 @@ impl Presence {
                     .key(info)
                     .key(graced)
                     .arg(client)
-                    .arg(shared.keys.messages(channel));
+                    .arg(shared.keys.messages(channel))
+                    .arg(shared.publish_command());
                 let json: Option<Vec<u8>> = shared.commands.invoke(&invocation).await?;
                 json.map(|json| parse_member(&json)).transpose()
             }
@@ -468,7 +470,8 @@ impl Presence {
                 .key(info)
                 .key(graced)
                 .arg(shared.keys.messages(&channel))
-                .arg(REAP_BATCH);
+                .arg(REAP_BATCH)
+                .arg(shared.publish_command());
             let reply: Vec<Vec<u8>> = shared.commands.invoke(&invocation).await?;
             let mut reply = reply.into_iter();
             let (Some(now), Some(next)) = (reply.next(), reply.next()) else {

@@ -474,10 +474,21 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
         }
         return Ok(BrokerConfig::Memory);
     }
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+    let redis_schemes = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+    ];
+    if !redis_schemes.iter().any(|scheme| url.starts_with(scheme)) {
         return Err(bad(
             "broker",
-            format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
+            format!(
+                "{url:?}: use memory, redis://HOST:PORT (rediss:// for TLS), \
+                 redis+cluster://HOST:PORT,HOST:PORT… or redis+sentinel://HOST:PORT,HOST:PORT…/MASTER"
+            ),
         ));
     }
     let ca_cert = match &settings.redis_ca_cert {
@@ -810,6 +821,20 @@ mod tests {
         })
         .expect_err("no canary");
         assert!(err.to_string().contains("redis_canary_interval"), "{err}");
+        for url in [
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main",
+        ] {
+            let config = resolve(&args("wirehub:", url, None)).expect(url).server;
+            assert_eq!(config.broker, BrokerConfig::Redis(RedisConfig::new(url)));
+        }
+        for url in [
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+cluster://a:1,,b:2",
+        ] {
+            let err = resolve(&args("wirehub:", url, None)).expect_err(url);
+            assert!(err.to_string().contains("broker"), "{err}");
+        }
     }
 
     #[test]

@@ -43,6 +43,29 @@ pub(crate) struct Target {
     pub(crate) path: String,
 }
 
+/// One or more servers (nodes of one cluster); connection `i` goes to node `i mod n`.
+#[derive(Debug, Clone)]
+pub(crate) struct Targets(Vec<Target>);
+
+impl Targets {
+    /// Parses a comma-separated list of `ws://` URLs (see [`Target::resolve`]).
+    pub(crate) async fn resolve(urls: &str) -> anyhow::Result<Targets> {
+        let mut targets = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+            targets.push(Target::resolve(url).await?);
+        }
+        if targets.is_empty() {
+            bail!("no URL given");
+        }
+        Ok(Targets(targets))
+    }
+
+    /// The target of connection `index`.
+    pub(crate) fn get(&self, index: usize) -> &Target {
+        &self.0[index % self.0.len()]
+    }
+}
+
 impl Target {
     /// Parses a `ws://HOST:PORT/PATH` URL and resolves it, refusing anything that is not on
     /// this machine's loopback interface.

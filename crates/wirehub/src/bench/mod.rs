@@ -70,7 +70,8 @@ enum Scenario {
 /// Options every scenario has.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Common {
-    /// WebSocket URL of the server; loopback addresses only.
+    /// WebSocket URL of the server, or several separated by commas (nodes of one cluster:
+    /// connection i goes to URL i mod n; publishers to the first); loopback addresses only.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
     /// Process id of the server: report its memory (VmRSS) and CPU time from /proc.
