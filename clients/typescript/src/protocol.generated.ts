@@ -31,6 +31,14 @@ export interface BrokerStats {
   readonly resubscribes_total: number;
 }
 
+/** A channel with subscribers. */
+export interface ChannelInfo {
+  /** The channel. */
+  readonly channel: string;
+  /** Its subscriptions (one per subscribed connection). */
+  readonly subscribers: number;
+}
+
 /** How many connections were closed with one close code. */
 export interface CloseCount {
   /** The close code. */
@@ -152,6 +160,121 @@ export interface StreamPosition {
   readonly offset: number;
 }
 
+/** A WebSocket connection was established. */
+export interface ConnectWebhookEvent {
+  readonly type: "connect";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** Its session id (`welcome.session`). */
+  readonly client: string;
+  /** The token's `sub`, or null without a token. */
+  readonly user?: string;
+}
+
+/** A connection ended. */
+export interface DisconnectWebhookEvent {
+  readonly type: "disconnect";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** Its session id. */
+  readonly client: string;
+  /** The close code (1006: lost without a close handshake). */
+  readonly code: number;
+  /** Why, for people. */
+  readonly reason: string;
+  /** The token's `sub`, or null without a token. */
+  readonly user?: string;
+}
+
+/** A connection subscribed to a channel. */
+export interface SubscribeWebhookEvent {
+  readonly type: "subscribe";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** The session id. */
+  readonly client: string;
+}
+
+/** A subscription ended (`unsubscribe`, a revoked permission, or the connection's end). */
+export interface UnsubscribeWebhookEvent {
+  readonly type: "unsubscribe";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** The session id. */
+  readonly client: string;
+}
+
+/** The channel got its first subscriber anywhere in the cluster. */
+export interface ChannelOccupiedWebhookEvent {
+  readonly type: "channel_occupied";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** The channel's last subscriber anywhere in the cluster is gone (debounced). */
+export interface ChannelVacatedWebhookEvent {
+  readonly type: "channel_vacated";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** A member joined a presence channel. */
+export interface MemberJoinWebhookEvent {
+  readonly type: "member_join";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** Who. */
+  readonly member: Member;
+}
+
+/** A member left a presence channel. */
+export interface MemberLeaveWebhookEvent {
+  readonly type: "member_leave";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** Who. */
+  readonly member: Member;
+}
+
+/** One lifecycle event. */
+export type WebhookEvent =
+  | ConnectWebhookEvent
+  | DisconnectWebhookEvent
+  | SubscribeWebhookEvent
+  | UnsubscribeWebhookEvent
+  | ChannelOccupiedWebhookEvent
+  | ChannelVacatedWebhookEvent
+  | MemberJoinWebhookEvent
+  | MemberLeaveWebhookEvent;
+
 /** The claims wirehub reads from a token. Other claims in a token are ignored. */
 export interface Claims {
   /** Expiry, seconds since the Unix epoch (required). */
@@ -246,6 +369,62 @@ export type ClientMessage =
   | PingClientMessage
   | RefreshClientMessage
   | PresenceClientMessage;
+
+/**
+ * The query of `GET /api/channels[?prefix=P][&after=C][&limit=N]`: the channels with
+ * subscribers, in name order, a page at a time.
+ */
+export interface ChannelsQuery {
+  /** The page after this channel name (the previous page's `next`). */
+  readonly after?: string;
+  /**
+   * At most this many channels (default [`ChannelsQuery::DEFAULT_LIMIT`], at most
+   * [`ChannelsQuery::MAX_LIMIT`]).
+   */
+  readonly limit?: number;
+  /** Only channels whose name starts with this (default: all). */
+  readonly prefix?: string;
+}
+
+/** The reply to `GET /api/channels` (HTTP 200). */
+export interface ChannelsReply {
+  /** The channels of this page, in name order. */
+  readonly channels: readonly ChannelInfo[];
+  /**
+   * Whether `subscribers` counts the subscriptions of every node (Redis broker) or of the
+   * node that answered only.
+   */
+  readonly cluster_wide: boolean;
+  /** Where the next page starts (pass it as `after`); absent on the last page. */
+  readonly next?: string;
+}
+
+/** The reply to `POST /api/disconnect` (HTTP 200). */
+export interface DisconnectReply {
+  /**
+   * Connections closed on the node that answered; the other nodes (Redis broker) close
+   * theirs as the order reaches them, without counting here.
+   */
+  readonly disconnected: number;
+}
+
+/**
+ * The body of `POST /api/disconnect`: `{"user": U}` or `{"client": SESSION}`, optionally
+ * with the close `code` and `reason` the connections get.
+ */
+export interface DisconnectRequest {
+  /** Close the connection with this session id (`welcome.session`). */
+  readonly client?: string;
+  /** The close code: 1000, 1001, or 4000-4299 (default 4003: do not reconnect). */
+  readonly code?: number;
+  /**
+   * The close reason, at most [`DisconnectRequest::MAX_REASON`] bytes (default
+   * `disconnected by the server`).
+   */
+  readonly reason?: string;
+  /** Close every connection whose token's `sub` is this. */
+  readonly user?: string;
+}
 
 /**
  * The body of every HTTP API error (status 4xx or 5xx):
@@ -362,6 +541,12 @@ export interface StatsReply {
   readonly samples: readonly StatsSample[];
   /** How long the server has been running, in milliseconds. */
   readonly uptime_ms: number;
+}
+
+/** One webhook request's body. */
+export interface WebhookBatch {
+  /** The events, in the order they happened on the node that sent them. */
+  readonly events: readonly WebhookEvent[];
 }
 
 /** The first message on every connection. */
@@ -535,6 +720,18 @@ export type ServerMessage =
   | JoinServerMessage
   | LeaveServerMessage
   | ErrorServerMessage;
+
+/** The fields of each {@link WebhookEvent}, by `type`, for checking a received one at run time. */
+export const webhookEventFields: { readonly [T in WebhookEvent["type"]]: { readonly [field: string]: FieldRule } } = {
+  connect: { id: "string", time_ms: "offset", client: "string", user: "string?" },
+  disconnect: { id: "string", time_ms: "offset", client: "string", code: "offset", reason: "string", user: "string?" },
+  subscribe: { id: "string", time_ms: "offset", channel: "string", client: "string" },
+  unsubscribe: { id: "string", time_ms: "offset", channel: "string", client: "string" },
+  channel_occupied: { id: "string", time_ms: "offset", channel: "string" },
+  channel_vacated: { id: "string", time_ms: "offset", channel: "string" },
+  member_join: { id: "string", time_ms: "offset", channel: "string", member: "object" },
+  member_leave: { id: "string", time_ms: "offset", channel: "string", member: "object" },
+};
 
 /** The fields of each {@link ClientMessage}, by `type`, for checking a received one at run time. */
 export const clientMessageFields: { readonly [T in ClientMessage["type"]]: { readonly [field: string]: FieldRule } } = {

@@ -33,8 +33,8 @@ mod presence;
 mod retry;
 #[cfg(feature = "schema")]
 mod schema;
-mod webhook;
 mod stats;
+mod webhook;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -54,8 +54,8 @@ pub use presence::{Member, MemberEvent, PresenceQuery, PresenceReply, encode_mem
 pub use retry::{MAX_HINT, RetryWindow, parse_retry_hint, reason_with_hint};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
-pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 pub use stats::{BrokerStats, CloseCount, StatsQuery, StatsReply, StatsSample};
+pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
