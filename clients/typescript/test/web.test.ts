@@ -351,7 +351,7 @@ describe("the server's page and dashboard in a real browser", { skip: chromium =
 
     const bench = spawn(
       wirehubBin(),
-      ["bench", "fanout", "--url", server.url, "-n", "40", "-m", "6000", "--rate", "1000", "--duration", "6s", "--max-time", "30s", "-q"],
+      ["bench", "fanout", "--url", server.url, "-n", "40", "-m", "6000", "--rate", "1000", "--duration", "8s", "--max-time", "30s", "-q"],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
     let benchLog = "";
@@ -369,6 +369,12 @@ describe("the server's page and dashboard in a real browser", { skip: chromium =
       assert.notEqual(await page.evaluate("document.getElementById('chart-out').toDataURL()"), before, "the chart moved");
       assert.match(await page.evaluate<string>("document.getElementById('chart-out').getAttribute('aria-label')"), /^Deliveries out per second over the last minute: now/);
       assert.equal(await page.evaluate("document.getElementById('broker').textContent"), "memory: reachable");
+      // A few seconds of the run drawn, while it still goes on: what the screenshot shows.
+      await page.waitFor(
+        "Number(document.getElementById('chart-out').dataset.points) >= 6 && Number(document.getElementById('chart-out').dataset.last) > 1000",
+        "a few seconds of the run in the charts",
+        15_000,
+      );
       await screenshot(page, "dashboard");
     } finally {
       const code = await withTimeout(exited, 30_000, "the bench run to end").catch((error: unknown) => {
