@@ -6,13 +6,16 @@
 // WIREHUB_REQUIRE_BROWSER=1 (as in browser.test.ts).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
+import WebSocket from "ws";
+
+import { WirehubClient } from "../src/index.js";
 import { Browser, findChromium, type Page } from "./helpers/browser.js";
-import { RedisServer, Server, publishHttp, wirehubBin, withTimeout } from "./helpers/server.js";
+import { RedisServer, Server, makeToken, publishHttp, wirehubBin, withTimeout } from "./helpers/server.js";
 
 const chromium = findChromium();
 if (chromium === undefined && process.env.WIREHUB_REQUIRE_BROWSER === "1") {
@@ -46,6 +49,49 @@ async function subscribed(page: Page, channel: string): Promise<void> {
     `the page to subscribe to ${channel}`,
   );
 }
+
+/**
+ * A config file that turns presence on for `room:*`, with a short grace so that a closed tab
+ * leaves within a fraction of a second.
+ */
+function presenceConfig(): string {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "wirehub-web-presence-")), "wirehub.toml");
+  writeFileSync(file, 'presence_grace = "200ms"\n\n[[channels]]\npattern = "room:*"\npresence = true\n');
+  return file;
+}
+
+interface Shown {
+  hidden: boolean;
+  count: string;
+  note: string;
+  members: { client: string; text: string; own: boolean }[];
+}
+
+/** What the page's presence section shows. */
+const PRESENCE = `(() => {
+  const section = document.getElementById('presence');
+  return {
+    hidden: section.hidden,
+    count: document.getElementById('presence-count').textContent,
+    note: document.getElementById('presence-note').textContent,
+    members: [...document.querySelectorAll('#members li')].map((li) => ({
+      client: li.dataset.client, text: li.textContent, own: li.dataset.own === 'true',
+    })),
+  };
+})()`;
+
+/** Waits until the page lists exactly `clients` (session ids), in any order. */
+async function lists(page: Page, clients: string[], what: string): Promise<Shown> {
+  const want = JSON.stringify([...clients].sort());
+  await page.waitFor(
+    `(() => { const shown = ${PRESENCE}; return !shown.hidden && shown.count === '${clients.length}' &&
+       JSON.stringify(shown.members.map((m) => m.client).sort()) === '${want}'; })()`,
+    what,
+  );
+  return page.evaluate<Shown>(PRESENCE);
+}
+
+const SESSION = "window.wirehub.session";
 
 describe("the server's page and dashboard in a real browser", { skip: chromium === undefined ? "no Chromium found" : false }, () => {
   let browser: Browser;
@@ -173,6 +219,129 @@ describe("the server's page and dashboard in a real browser", { skip: chromium =
     assert.equal(await page.evaluate("document.querySelectorAll('#log li.gap').length"), 1);
   });
 
+  test("on a presence channel two pages list both members, and a closed page leaves the other's list", async () => {
+    const server = await Server.start(["--config", presenceConfig()]);
+    servers.push(server);
+    const ann = await open(browser, `${server.httpUrl}/?channel=room:lobby`);
+    await subscribed(ann, "room:lobby");
+    const annSession = await ann.evaluate<string>(SESSION);
+    await lists(ann, [annSession], "the page's own entry");
+
+    const bob = await open(browser, `${server.httpUrl}/?channel=room:lobby`);
+    await subscribed(bob, "room:lobby");
+    const bobSession = await bob.evaluate<string>(SESSION);
+    for (const [page, own, other] of [
+      [ann, annSession, bobSession],
+      [bob, bobSession, annSession],
+    ] as const) {
+      const shown = await lists(page, [annSession, bobSession], "both members on both pages");
+      assert.equal(shown.note, "", "the whole list, up to date");
+      // The page's own entry first and marked; anonymous members named by their connection.
+      assert.deepEqual(shown.members, [
+        { client: own, text: `anonymous ${own.slice(0, 6)} (you)`, own: true },
+        { client: other, text: `anonymous ${other.slice(0, 6)}`, own: false },
+      ]);
+    }
+    assert.equal(await ann.evaluate("document.getElementById('presence-news').textContent"), `anonymous ${bobSession.slice(0, 6)} joined`);
+    // A labelled list; changes are announced politely.
+    assert.equal(await ann.evaluate("document.getElementById('members').getAttribute('aria-labelledby')"), "presence-heading");
+    assert.match(await ann.evaluate<string>("document.getElementById('presence-heading').textContent"), /^Here now \(2\)$/);
+    assert.equal(await ann.evaluate("document.getElementById('presence-news').getAttribute('aria-live')"), "polite");
+
+    await bob.close();
+    const shown = await lists(ann, [annSession], "the closed page to leave the list");
+    assert.equal(shown.members[0]?.own, true);
+    assert.equal(await ann.evaluate("document.getElementById('presence-news').textContent"), `anonymous ${bobSession.slice(0, 6)} left`);
+
+    // A channel without presence: the read is refused, the section stays hidden, no error shown.
+    const plain = await open(browser, `${server.httpUrl}/?channel=chat`);
+    await subscribed(plain, "chat");
+    await plain.waitFor("document.getElementById('presence').dataset.presence === 'off'", "the refused presence read");
+    assert.equal(await plain.evaluate("document.getElementById('presence').hidden"), true);
+    assert.equal(await plain.evaluate("document.getElementById('problem').textContent"), "");
+    assert.equal(await plain.evaluate("document.querySelectorAll('#members li').length"), 0);
+    await plain.close();
+    await ann.close();
+  });
+
+  test("named members on a presence channel; after a server restart every page reads the list again", async () => {
+    const secret = "web-presence-secret-0123456789";
+    let server = await Server.start(["--config", presenceConfig(), "--jwt-secret", secret]);
+    servers.push(server);
+    const users = ["ann", "bob", "cleo"];
+    const pages: Page[] = [];
+    for (const user of users) {
+      const token = await makeToken(["--secret", secret, "--sub", user, "--subscribe", "room:*", "--publish", "room:*"]);
+      const page = await open(browser, `${server.httpUrl}/?channel=room:design&token=${token}`);
+      await page.evaluate(`document.getElementById('name').value = '${user}'`);
+      await subscribed(page, "room:design");
+      pages.push(page);
+    }
+    const sessions = await Promise.all(pages.map((page) => page.evaluate<string>(SESSION)));
+    const expected = (own: string): string[] => [`${own} (you)`, ...users.filter((user) => user !== own)];
+    for (const [i, page] of pages.entries()) {
+      const shown = await lists(page, sessions, "three named members");
+      assert.deepEqual(shown.members.map((member) => member.text), expected(users[i] ?? ""));
+    }
+    const [ann, bob] = pages as [Page, Page, Page];
+    await ann.evaluate("document.getElementById('text').value = 'shall we start?'");
+    await ann.evaluate("document.getElementById('publish').requestSubmit()");
+    await bob.waitFor(
+      "[...document.querySelectorAll('#log li.message')].some((li) => li.textContent.includes('ann:shall we start?'))",
+      "ann's line",
+    );
+    await screenshot(bob, "page-presence");
+
+    // The in-memory node restarts empty: no leave comes for the old connections. Each page
+    // reads the list again once reconnected, which replaces what it showed; the page that
+    // reconnects last has only that read to learn of the others.
+    await server.stop("SIGKILL");
+    await bob.waitFor(`document.getElementById('presence').dataset.stale === 'true'`, "the list marked as not live");
+    assert.match(await bob.evaluate<string>("document.getElementById('presence-note').textContent"), /as of the last connection/);
+    server = await server.restart();
+    servers.push(server);
+    for (const page of pages) await page.waitFor(`${STATE}.dataset.state === 'connected'`, "the page to reconnect", 20_000);
+    const renewed = await Promise.all(pages.map((page) => page.evaluate<string>(SESSION)));
+    for (const [i, page] of pages.entries()) {
+      const shown = await lists(page, renewed, "the list read again after the reconnect");
+      assert.deepEqual(shown.members.map((member) => member.text), expected(users[i] ?? ""));
+      assert.equal(shown.note, "");
+    }
+    for (const page of pages) await page.close();
+  });
+
+  test("the count stays exact beyond a truncated list, and the page says so", async () => {
+    const config = path.join(mkdtempSync(path.join(tmpdir(), "wirehub-web-presence-")), "wirehub.toml");
+    writeFileSync(config, 'presence_max_members = 1\npresence_grace = "200ms"\n\n[[channels]]\npattern = "room:*"\npresence = true\n');
+    const server = await Server.start(["--config", config]);
+    servers.push(server);
+    // Two members already there, through the SDK in Node.
+    const others: WirehubClient[] = [];
+    for (let i = 0; i < 2; i++) {
+      const other = new WirehubClient(server.url, { WebSocket, requestTimeout: 5000 });
+      await withTimeout(other.connect(), 5000, "an SDK connection");
+      await other.subscribe("room:big", () => {});
+      others.push(other);
+    }
+    const page = await open(browser, `${server.httpUrl}/?channel=room:big`);
+    await subscribed(page, "room:big");
+    await page.waitFor("document.getElementById('presence-count').textContent === '3'", "the exact count");
+    let shown = await page.evaluate<Shown>(PRESENCE);
+    // The server listed one of three; the page adds its own entry when it is not that one.
+    assert.ok(shown.members.length < 3 && shown.members.some((member) => member.own), JSON.stringify(shown));
+    assert.equal(shown.note, `listing ${shown.members.length} of 3: the server lists at most a limited number`);
+    assert.equal(await page.evaluate("document.getElementById('presence').dataset.truncated"), "true");
+
+    // A leave of a member not listed still counts.
+    await Promise.all(others.map((other) => other.close()));
+    await page.waitFor("document.getElementById('presence-count').textContent === '1'", "the count after both leave");
+    shown = await page.evaluate<Shown>(PRESENCE);
+    assert.equal(shown.members.length, 1);
+    assert.equal(shown.members[0]?.own, true);
+    assert.equal(shown.note, "");
+    await page.close();
+  });
+
   test("issue 13: the dashboard's counters and charts move while a wirehub bench run is going", async () => {
     const server = await Server.start(["--publish-rate", "0"]);
     servers.push(server);
@@ -182,7 +351,7 @@ describe("the server's page and dashboard in a real browser", { skip: chromium =
 
     const bench = spawn(
       wirehubBin(),
-      ["bench", "fanout", "--url", server.url, "-n", "40", "-m", "6000", "--rate", "1000", "--duration", "6s", "--max-time", "30s", "-q"],
+      ["bench", "fanout", "--url", server.url, "-n", "40", "-m", "6000", "--rate", "1000", "--duration", "8s", "--max-time", "30s", "-q"],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
     let benchLog = "";
@@ -200,6 +369,12 @@ describe("the server's page and dashboard in a real browser", { skip: chromium =
       assert.notEqual(await page.evaluate("document.getElementById('chart-out').toDataURL()"), before, "the chart moved");
       assert.match(await page.evaluate<string>("document.getElementById('chart-out').getAttribute('aria-label')"), /^Deliveries out per second over the last minute: now/);
       assert.equal(await page.evaluate("document.getElementById('broker').textContent"), "memory: reachable");
+      // A few seconds of the run drawn, while it still goes on: what the screenshot shows.
+      await page.waitFor(
+        "Number(document.getElementById('chart-out').dataset.points) >= 6 && Number(document.getElementById('chart-out').dataset.last) > 1000",
+        "a few seconds of the run in the charts",
+        15_000,
+      );
       await screenshot(page, "dashboard");
     } finally {
       const code = await withTimeout(exited, 30_000, "the bench run to end").catch((error: unknown) => {

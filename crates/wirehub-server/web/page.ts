@@ -1,9 +1,12 @@
 // The page at `/`: one channel (`/?channel=NAME`, default `demo`) through the TypeScript SDK.
 // Subscribed on load; shows the connection state with the backoff delay and attempt, each
 // message's data and offset, the outcome of every recovery after a reconnect, and a publish
-// box: two tabs on one channel make a chat. `?token=JWT` for servers that need tokens.
+// box: two tabs on one channel make a chat. On a presence channel it also lists who is here.
+// `?token=JWT` for servers that need tokens.
 import {
+  type Member,
   type Message,
+  type Presence,
   type RecoveryFailed,
   type StreamPosition,
   WirehubClient,
@@ -174,6 +177,169 @@ function showLoss(event: RecoveryFailed): void {
   note(recoveryEl.textContent, "gap");
 }
 
+// --- presence ----------------------------------------------------------------------------
+//
+// On a presence channel (`[[channels]] presence = true` on the server), who is here: the
+// members are read once subscribed and again after every reconnect (a read replaces what is
+// shown), and kept up to date in between by `join` and `leave`, keyed by `member.client`. The
+// server answers in order on the connection, so a change made before a read is in it and a
+// change after it arrives as an event after the answer. The count is the server's exact one;
+// when the server lists fewer members than it counts, the page says so. On a channel without
+// presence the read is refused (`presence_disabled`) and the section stays hidden.
+
+const presenceEl = element("presence");
+const presenceCountEl = element("presence-count");
+const membersEl = element<HTMLUListElement>("members");
+const presenceNoteEl = element("presence-note");
+const presenceNewsEl = element("presence-news");
+
+/** The members shown, by `client`. */
+const members = new Map<string, Member>();
+/** The server's count: exact, also when `members` lists fewer. */
+let memberCount = 0;
+/** Whether the channel has presence: unknown until the first answer. */
+let presenceEnabled: boolean | undefined;
+/** Whether what is shown is as of an earlier connection (read again once reconnected). */
+let presenceStale = false;
+/** Set once the first `subscribe` is confirmed: from then on, every reconnect reads again. */
+let subscribedOnce = false;
+/** Ignores the answer of a read overtaken by a newer one. */
+let presenceRead = 0;
+/**
+ * The session ids this page has had. A member keeps its first connection's `client` when the
+ * same user reconnects within the server's grace, so the page's own entry may carry an
+ * earlier one.
+ */
+const ownSessions = new Set<string>();
+/** This page's member, from its own `join`: listed even when the server's list is truncated. */
+let ownMember: Member | undefined;
+
+function isOwn(member: Member): boolean {
+  return ownSessions.has(member.client);
+}
+
+/** A short, stable tag for a connection: enough to tell anonymous members apart. */
+function shortClient(client: string): string {
+  return client.slice(0, 6);
+}
+
+/** The token's `info.name` when it has one, else its user; null for an anonymous member. */
+function memberName(member: Member): string | null {
+  const info = member.info as { name?: unknown } | null | undefined;
+  if (typeof info === "object" && info !== null && typeof info.name === "string" && info.name !== "") return info.name;
+  return member.user;
+}
+
+function memberLabel(member: Member): string {
+  return memberName(member) ?? `anonymous ${shortClient(member.client)}`;
+}
+
+function renderPresence(): void {
+  if (presenceEnabled !== true) return;
+  const sorted = [...members.values()].sort((a, b) => {
+    if (isOwn(a) !== isOwn(b)) return isOwn(a) ? -1 : 1;
+    const byName = memberLabel(a).localeCompare(memberLabel(b));
+    return byName !== 0 ? byName : a.client.localeCompare(b.client);
+  });
+  const items = sorted.map((member) => {
+    const item = document.createElement("li");
+    item.dataset.client = member.client;
+    const name = memberName(member);
+    if (name === null) {
+      item.classList.add("anonymous");
+      const label = document.createElement("span");
+      label.textContent = "anonymous";
+      const tag = document.createElement("code");
+      tag.textContent = shortClient(member.client);
+      item.append(label, " ", tag);
+    } else {
+      item.textContent = name;
+      if (member.user !== null && member.user !== name) item.title = `user ${member.user}`;
+    }
+    if (isOwn(member)) {
+      item.classList.add("own");
+      item.dataset.own = "true";
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = " (you)";
+      item.append(you);
+    }
+    return item;
+  });
+  membersEl.replaceChildren(...items);
+  const count = Math.max(memberCount, members.size);
+  presenceCountEl.textContent = String(count);
+  presenceEl.dataset.count = String(count);
+  const notes: string[] = [];
+  if (members.size < count) notes.push(`listing ${members.size} of ${count}: the server lists at most a limited number`);
+  if (presenceStale) notes.push("as of the last connection; read again once reconnected");
+  presenceNoteEl.textContent = notes.join("; ");
+  presenceEl.dataset.truncated = String(members.size < count);
+  presenceEl.dataset.stale = String(presenceStale);
+  presenceEl.hidden = false;
+}
+
+function showPresence(presence: Presence): void {
+  presenceEnabled = true;
+  presenceEl.dataset.presence = "on";
+  presenceStale = false;
+  members.clear();
+  for (const member of presence.members) members.set(member.client, member);
+  if (presence.truncated && ownMember !== undefined) members.set(ownMember.client, ownMember);
+  memberCount = presence.count;
+  renderPresence();
+}
+
+function readPresence(): void {
+  if (presenceEnabled === false) return;
+  const read = ++presenceRead;
+  client.presence(channel).then(
+    (presence) => {
+      if (read === presenceRead) showPresence(presence);
+    },
+    (error: unknown) => {
+      // No presence on this channel: the section stays hidden, for good. Anything else
+      // (the connection lost before the answer, a timeout) is read again after the reconnect.
+      if (error instanceof WirehubError && error.code === "presence_disabled") {
+        presenceEnabled = false;
+        presenceEl.dataset.presence = "off";
+      }
+    },
+  );
+}
+
+client.on("connected", ({ session }) => {
+  ownSessions.add(session);
+  ownMember = undefined;
+  // After a reconnect: the subscription is restored before this runs, so the read comes after it.
+  if (subscribedOnce) readPresence();
+});
+client.on("disconnected", () => {
+  if (presenceEnabled !== true) return;
+  presenceStale = true;
+  renderPresence();
+});
+client.on("join", ({ channel: joined, member }) => {
+  if (joined !== channel) return;
+  if (member.client === client.session) ownMember = member;
+  // Before the first answer: the answer includes this member.
+  if (presenceEnabled !== true) return;
+  if (!members.has(member.client)) {
+    memberCount += 1;
+    if (!isOwn(member)) presenceNewsEl.textContent = `${memberLabel(member)} joined`;
+  }
+  members.set(member.client, member);
+  renderPresence();
+});
+client.on("leave", ({ channel: left, member }) => {
+  if (left !== channel || presenceEnabled !== true) return;
+  // One not listed (beyond a truncated list) still counted.
+  if (members.delete(member.client) || memberCount > members.size) memberCount = Math.max(0, memberCount - 1);
+  if (ownMember?.client === member.client) ownMember = undefined;
+  presenceNewsEl.textContent = `${memberLabel(member)} left`;
+  renderPresence();
+});
+
 // --- publishing --------------------------------------------------------------------------
 
 /** Text that parses as a JSON object or array is sent as it is; anything else as a chat line. */
@@ -220,7 +386,11 @@ client
     },
   })
   .then(
-    () => note(`subscribed to ${channel}`, "note"),
+    () => {
+      subscribedOnce = true;
+      note(`subscribed to ${channel}`, "note");
+      readPresence();
+    },
     (error: unknown) => {
       problemEl.textContent =
         error instanceof WirehubError || error instanceof Error

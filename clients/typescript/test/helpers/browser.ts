@@ -134,7 +134,12 @@ export class Browser {
     const { sessionId } = (await this.#send("Target.attachToTarget", { targetId, flatten: true })) as {
       sessionId: string;
     };
-    const page = new Page((method, params) => this.#send(method, params, sessionId));
+    const page = new Page(
+      (method, params) => this.#send(method, params, sessionId),
+      async () => {
+        await this.#send("Target.closeTarget", { targetId });
+      },
+    );
     await page.navigate(url);
     return page;
   }
@@ -160,9 +165,16 @@ type Send = (method: string, params?: Record<string, unknown>) => Promise<Record
 /** One tab. */
 export class Page {
   readonly #send: Send;
+  readonly #close: () => Promise<void>;
 
-  constructor(send: Send) {
+  constructor(send: Send, close: () => Promise<void>) {
     this.#send = send;
+    this.#close = close;
+  }
+
+  /** Closes the tab, as a user does: its document and connections go away. */
+  close(): Promise<void> {
+    return this.#close();
   }
 
   /** Sends any DevTools Protocol command to this tab and returns its result. */
