@@ -23,8 +23,8 @@ struct Reply {
     status: u16,
     retry_after: Option<u64>,
     body: Value,
-    /// The stream, for a 101.
-    stream: Option<TcpStream>,
+    /// The stream after a 101, held so that the connection stays open until dropped.
+    _stream: Option<TcpStream>,
 }
 
 /// Sends an upgrade request for `/ws` with `extra` header lines and reads the answer (for a
@@ -67,7 +67,7 @@ async fn upgrade(addr: SocketAddr, extra: &str) -> Reply {
             status,
             retry_after: None,
             body: Value::Null,
-            stream: Some(stream),
+            _stream: Some(stream),
         };
     }
     let length: usize = header("content-length")
@@ -82,7 +82,7 @@ async fn upgrade(addr: SocketAddr, extra: &str) -> Reply {
         status,
         retry_after: header("retry-after").and_then(|value| value.parse().ok()),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        stream: None,
+        _stream: None,
     }
 }
 
