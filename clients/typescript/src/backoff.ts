@@ -133,3 +133,91 @@ export class ReconnectSchedule {
     this.#retries = 0;
   }
 }
+
+/**
+ * The longest wait the server can ask for (1 hour, like `wirehub_protocol::MAX_HINT`);
+ * longer `Retry-After` values and hint windows are cut to it.
+ */
+export const MAX_HINT = 3_600_000;
+
+/** When to come back, in milliseconds from a close (or from a refused upgrade). */
+export interface RetryWindow {
+  /** The earliest point. */
+  readonly min: number;
+  /** The latest point (`≥ min`). */
+  readonly max: number;
+}
+
+/**
+ * The retry window a close reason carries, if any: one `;`-separated part of the reason of the
+ * form `retry=MIN-MAX` (or `retry=MS`), in milliseconds from the close, `MIN ≤ MAX`, e.g.
+ * `"server shutting down; retry=1200-3700"`. Other parts are ignored; a malformed hint counts
+ * as none (the client then uses its own backoff); a window is cut to {@link MAX_HINT}.
+ */
+export function parseRetryHint(reason: string): RetryWindow | undefined {
+  for (const part of reason.split(";")) {
+    const trimmed = part.trim();
+    if (!trimmed.startsWith("retry=")) continue;
+    const value = trimmed.slice("retry=".length);
+    const dash = value.indexOf("-");
+    const min = milliseconds(dash === -1 ? value : value.slice(0, dash));
+    const max = milliseconds(dash === -1 ? value : value.slice(dash + 1));
+    if (min === undefined || max === undefined || min > max) continue;
+    return { min: Math.min(min, MAX_HINT), max: Math.min(max, MAX_HINT) };
+  }
+  return undefined;
+}
+
+/**
+ * `Retry-After` in milliseconds: the whole seconds form (the HTTP-date form is not used by
+ * wirehub and counts as none), cut to {@link MAX_HINT}.
+ */
+export function parseRetryAfter(value: string | null | undefined): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  const text = value.trim();
+  if (!/^\d+$/.test(text)) return undefined;
+  return Math.min(Number(text) * 1000, MAX_HINT);
+}
+
+/** Why the client waits as long as it does before reconnecting (the `reconnecting` event). */
+export type ReconnectReason =
+  /** The client's own schedule ({@link Backoff}). */
+  | { readonly kind: "backoff" }
+  /**
+   * The server refused the upgrade as overloaded (HTTP 503 or 429) with this `Retry-After`
+   * (milliseconds); the delay is that plus a random part of a second. Seen under Node with
+   * `ws` only: a browser cannot read a refused upgrade's status.
+   */
+  | { readonly kind: "retryAfter"; readonly retryAfter: number }
+  /**
+   * The server's close reason carried this retry window (`retry=MIN-MAX`, e.g. on shutdown,
+   * 1001, or a browser refused as overloaded, 4103); the delay is a uniformly random point
+   * in it.
+   */
+  | { readonly kind: "retryHint"; readonly min: number; readonly max: number };
+
+/**
+ * The delay the server asked for, given a uniform sample in `[0, 1)`: `retryAfter` plus
+ * `sample` of a second, or the point `sample` of the way through the hint's window (never
+ * before its start); `undefined` for the client's own backoff. Out-of-range samples are
+ * clamped, NaN counts as 0.
+ */
+export function hintedDelay(reason: ReconnectReason, sample: number): number | undefined {
+  const clamped = Number.isFinite(sample) ? Math.min(1, Math.max(0, sample)) : 0;
+  switch (reason.kind) {
+    case "retryAfter":
+      return reason.retryAfter + 1000 * clamped;
+    case "retryHint":
+      return reason.min + (reason.max - reason.min) * clamped;
+    case "backoff":
+      return undefined;
+  }
+}
+
+/** A non-negative integer of at most 64 bits written in decimal digits, or `undefined`. */
+function milliseconds(text: string): number | undefined {
+  const digits = text.trim();
+  if (!/^\d{1,20}$/.test(digits)) return undefined;
+  const value = Number(digits);
+  return value <= 18_446_744_073_709_551_615 ? value : undefined;
+}

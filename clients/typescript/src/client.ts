@@ -13,13 +13,22 @@
  * was given up (dead server, connect timeout) can never disturb the next connection.
  */
 
-import { ReconnectSchedule, type ReconnectAdvice, backoffDelay } from "./backoff.js";
 import {
+  ReconnectSchedule,
+  type ReconnectAdvice,
+  type ReconnectReason,
+  backoffDelay,
+  hintedDelay,
+  parseRetryHint,
+} from "./backoff.js";
+import {
+  type UpgradeResponse,
   checkUrl,
   classifyClose,
   classifyRefusal,
   describeSocketError,
   onServerPing,
+  onUpgradeResponse,
   openSocket,
   terminate,
   upgradeUrl,
@@ -64,7 +73,7 @@ export type ClientState =
   | "connecting"
   /** `welcome` arrived: requests are sent at once. */
   | "connected"
-  /** Waiting for the backoff delay before the next attempt. */
+  /** Waiting before the next attempt: the backoff delay, or the wait the server asked for. */
   | "reconnecting"
   /** Stopped for good: `close()` was called or the server refused the client. */
   | "closed";
@@ -75,7 +84,12 @@ export interface ClientEvents {
   connecting: { attempt: number };
   connected: { session: string };
   disconnected: { code: number | undefined; reason: string };
-  reconnecting: { attempt: number; delay: number };
+  /**
+   * The next attempt is due in `delay` ms: the backoff delay, or the wait the server asked for
+   * (`reason`: its `Retry-After` when it refused the upgrade as overloaded, or the retry window
+   * its close reason carried).
+   */
+  reconnecting: { attempt: number; delay: number; reason: ReconnectReason };
   recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
   /**
    * A subscription was restored after a reconnect (or caught up) with `since` and nothing was
@@ -146,6 +160,8 @@ interface Conn {
   pingDeadline: number | undefined;
   /** What the socket's `error` event said (Node's `ws` names the HTTP status there). */
   lastError: string | undefined;
+  /** The HTTP answer to a refused upgrade, where it can be read (Node's `ws`). */
+  response: UpgradeResponse | undefined;
   connectTimer: unknown;
   idleTimer: unknown;
   healthTimer: unknown;
@@ -162,6 +178,8 @@ function idempotencyKey(): string {
   }
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
+
+const BACKOFF: ReconnectReason = Object.freeze({ kind: "backoff" });
 
 const closedError = (): WirehubError => new WirehubError("closed", "the client is closed");
 const timeoutError = (): WirehubError => new WirehubError("timeout", "the request timed out");
@@ -191,6 +209,8 @@ export class WirehubClient {
   #state: ClientState = "idle";
   #conn: Conn | undefined;
   #reconnectTimer: unknown;
+  /** Why the current wait before reconnecting is as long as it is. */
+  #waitReason: ReconnectReason = BACKOFF;
   /** Connection attempts since the last healthy connection. */
   #attempts = 0;
   #nextId = 1;
@@ -530,6 +550,7 @@ export class WirehubClient {
       lastReceived: now,
       pingDeadline: undefined,
       lastError: undefined,
+      response: undefined,
       connectTimer: undefined,
       idleTimer: undefined,
       healthTimer: undefined,
@@ -566,6 +587,10 @@ export class WirehubClient {
       const reason = typeof event?.reason === "string" ? event.reason : "";
       this.#onSocketClosed(conn, code, reason);
     };
+    // Node's `ws` shows the status and headers of a refused upgrade (Retry-After).
+    onUpgradeResponse(ws, (response) => {
+      if (this.#conn === conn) conn.response = response;
+    });
     // Node's `ws` shows the server's WebSocket pings: they prove the server alive too.
     onServerPing(ws, () => {
       if (this.#conn === conn) this.#alive(conn);
@@ -575,14 +600,14 @@ export class WirehubClient {
   #onSocketClosed(conn: Conn, code: number, reason: string): void {
     if (!conn.opened) {
       // The upgrade failed.
-      const refusal = classifyRefusal(conn.lastError, code);
+      const refusal = classifyRefusal(conn.lastError, code, conn.response);
       if ("stop" in refusal) {
         this.#endConnection(conn, undefined);
         terminate(conn.ws);
         this.#stop(refusal.stop);
         return;
       }
-      this.#connectFailed(conn, refusal.retry);
+      this.#connectFailed(conn, refusal.retry, refusal.overloaded);
       return;
     }
     const closing = classifyClose(code, reason);
@@ -591,44 +616,62 @@ export class WirehubClient {
       this.#stop(closing.stop);
       return;
     }
-    this.#lost(conn, code, reason || conn.lastError || "", closing.advice);
+    // A retry hint in the close reason (shutdown, overload) replaces the backoff delay.
+    const window = parseRetryHint(reason);
+    const wait: ReconnectReason = window === undefined ? BACKOFF : { kind: "retryHint", ...window };
+    this.#lost(conn, code, reason || conn.lastError || "", closing.advice, wait);
   }
 
-  /** An attempt that did not reach `welcome` (refused, HTTP error, timeout). */
-  #connectFailed(conn: Conn, detail: string): void {
+  /**
+   * An attempt that did not reach `welcome` (refused, HTTP error, timeout); `overloaded` when
+   * the server refused it as overloaded (503, 429), with its `Retry-After` if it sent one.
+   */
+  #connectFailed(conn: Conn, detail: string, overloaded?: WirehubError): void {
     this.#endConnection(conn, new WirehubError("disconnected", "the connection was lost"));
     terminate(conn.ws);
-    const error = new WirehubError("connect_failed", `could not connect: ${detail}`);
+    const error = overloaded ?? new WirehubError("connect_failed", `could not connect: ${detail}`);
     if (conn.opened) {
       this.#emit("disconnected", { code: undefined, reason: detail });
     }
     this.#emit("error", error);
-    this.#afterLoss("backoff", error);
+    const retryAfter = overloaded?.retryAfter;
+    this.#afterLoss("backoff", error, retryAfter === undefined ? BACKOFF : { kind: "retryAfter", retryAfter });
   }
 
   /** An established connection ended (closed by the server, or given up by the client). */
-  #lost(conn: Conn, code: number | undefined, reason: string, advice: ReconnectAdvice): void {
+  #lost(
+    conn: Conn,
+    code: number | undefined,
+    reason: string,
+    advice: ReconnectAdvice,
+    wait: ReconnectReason = BACKOFF,
+  ): void {
     const error = new WirehubError("disconnected", "the connection was lost before the server answered", {
       ...(code === undefined ? {} : { closeCode: code }),
       reason,
     });
     this.#endConnection(conn, error);
     this.#emit("disconnected", { code, reason });
-    this.#afterLoss(advice, error);
+    this.#afterLoss(advice, error, wait);
   }
 
-  /** Schedules the next attempt, or stops when the reconnect limit is reached. */
-  #afterLoss(advice: ReconnectAdvice, error: WirehubError): void {
+  /**
+   * Schedules the next attempt, or stops when the reconnect limit is reached. The schedule
+   * advances either way; a wait the server asked for (`reason`) replaces its delay.
+   */
+  #afterLoss(advice: ReconnectAdvice, error: WirehubError, reason: ReconnectReason = BACKOFF): void {
     if (this.#stopped) return;
     const max = this.#settings.maxReconnects;
     if (max !== undefined && this.#schedule.retries >= max) {
       this.#stop(error);
       return;
     }
-    const delay = this.#schedule.nextDelay(advice);
+    const backoff = this.#schedule.nextDelay(advice);
+    const delay = reason.kind === "backoff" ? backoff : (hintedDelay(reason, this.#random()) ?? backoff);
+    this.#waitReason = reason;
     this.#reconnectTimer = this.#clock.setTimeout(() => this.#attempt(), delay);
     this.#setState("reconnecting");
-    this.#emit("reconnecting", { attempt: this.#attempts + 1, delay });
+    this.#emit("reconnecting", { attempt: this.#attempts + 1, delay, reason });
   }
 
   /** Clears a connection's timers and settles what was in flight on it. */
@@ -743,12 +786,15 @@ export class WirehubClient {
   }
 
   /**
-   * `online` or `offline`: while waiting to reconnect, try now (the wait was for a network that
-   * is back); while connected, make sure the connection survived the change.
+   * `online` or `offline`: while waiting out the backoff delay, try now (the wait was for a
+   * network that is back), but not while waiting for the time the server asked for (its
+   * overload or shutdown does not end with the network's change); while connected, make sure
+   * the connection survived the change.
    */
   #networkChanged(): void {
     if (this.#stopped) return;
     if (this.#state === "reconnecting") {
+      if (this.#waitReason.kind !== "backoff") return;
       this.#clock.clearTimeout(this.#reconnectTimer);
       this.#attempt();
       return;

@@ -5,7 +5,7 @@
  * Nothing here holds state: the client asks, and decides what to do with the answer.
  */
 
-import { type ReconnectAdvice, adviceForCloseCode } from "./backoff.js";
+import { type ReconnectAdvice, adviceForCloseCode, parseRetryAfter } from "./backoff.js";
 import { WirehubError } from "./errors.js";
 import { OPEN, type WebSocketConstructor, type WebSocketLike } from "./platform.js";
 
@@ -71,24 +71,79 @@ export function describeSocketError(event: unknown): string | undefined {
   return undefined;
 }
 
-/** What to do after a socket that never opened: stop for good, or retry after backing off. */
-export type Refusal = { readonly stop: WirehubError } | { readonly retry: string };
+/** The HTTP answer to a refused upgrade, where it can be read (Node's `ws`). */
+export interface UpgradeResponse {
+  readonly status: number;
+  /** `Retry-After` in milliseconds, when the server sent one in seconds. */
+  readonly retryAfter: number | undefined;
+}
 
 /**
- * Classifies an upgrade that failed. Node's `ws` names the HTTP status in its error; a browser
- * shows only 1006, so there a refusal cannot be told from a network failure and is retried.
+ * Calls `listener` with the status and `Retry-After` of an upgrade the server answered with
+ * anything but 101, where that can be seen (Node's `ws` emits `unexpected-response`), then
+ * gives the socket up: `ws` leaves that to whoever listens, and follows with its `error` and
+ * `close` events. Browsers show a refused upgrade only as a close with 1006.
+ */
+export function onUpgradeResponse(ws: WebSocketLike, listener: (response: UpgradeResponse) => void): void {
+  const emitter = ws as unknown as {
+    on?: (event: string, listener: (request: unknown, response: unknown) => void) => void;
+  };
+  if (typeof emitter.on !== "function") return;
+  emitter.on("unexpected-response", (_request, response) => {
+    const { statusCode, headers } = (response ?? {}) as {
+      statusCode?: unknown;
+      headers?: Record<string, unknown>;
+    };
+    const header = headers?.["retry-after"];
+    listener({
+      status: typeof statusCode === "number" ? statusCode : 0,
+      retryAfter: typeof header === "string" ? parseRetryAfter(header) : undefined,
+    });
+    terminate(ws);
+  });
+}
+
+/**
+ * What to do after a socket that never opened: stop for good, or retry (`overloaded`: the
+ * server refused with 503 or 429 and the error says when to come back, if it said so).
+ */
+export type Refusal =
+  | { readonly stop: WirehubError }
+  | { readonly retry: string; readonly overloaded?: WirehubError };
+
+/**
+ * Classifies an upgrade that failed. Node's `ws` shows the HTTP answer (`response`, or the
+ * status named in its error); a browser shows only 1006, so there a refusal cannot be told
+ * from a network failure and is retried.
  *
  * @param lastError what the socket's `error` event said, if anything.
  * @param code the close code of the socket that never opened.
+ * @param response the HTTP answer to the upgrade, when it could be read.
  */
-export function classifyRefusal(lastError: string | undefined, code: number): Refusal {
-  const status = upgradeStatus(lastError);
+export function classifyRefusal(
+  lastError: string | undefined,
+  code: number,
+  response?: UpgradeResponse,
+): Refusal {
+  const status = response?.status ?? upgradeStatus(lastError);
   if (status === 401 || status === 403) {
     return {
       stop: new WirehubError(
         "unauthorized",
         `the server refused the connection with HTTP ${status} (authentication failed or forbidden)`,
         { status },
+      ),
+    };
+  }
+  if (status === 503 || status === 429) {
+    const retryAfter = response?.retryAfter;
+    const detail = `the server answered the upgrade with HTTP ${status}`;
+    return {
+      retry: detail,
+      overloaded: new WirehubError(
+        "overloaded",
+        `the server is overloaded (HTTP ${status})${retryAfter === undefined ? "" : `; retry after ${retryAfter} ms`}`,
+        { status, ...(retryAfter === undefined ? {} : { retryAfter }) },
       ),
     };
   }

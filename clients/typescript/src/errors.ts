@@ -16,6 +16,13 @@ export type ClientErrorCode =
   | "rejected"
   /** A connection attempt failed; retried with backoff (fatal once `maxReconnects` is reached). */
   | "connect_failed"
+  /**
+   * The server refused the upgrade as overloaded: HTTP 503 (its connection rate or connection
+   * limit) or 429 (too many connections from this address), seen in Node only. Retried after
+   * `retryAfter` (the server's `Retry-After`) plus a random part of a second, or after backing
+   * off when the server named no wait (fatal once `maxReconnects` is reached).
+   */
+  | "overloaded"
   /** The connection was lost before the server answered this request. */
   | "disconnected"
   /** The publish buffer is full while disconnected; nothing was sent. */
@@ -42,8 +49,10 @@ export type WirehubErrorCode = ClientErrorCode | ServerErrorCode | (string & {})
 
 /** Extra details carried by some errors. */
 export interface WirehubErrorDetails {
-  /** `unauthorized`: the HTTP status of the refused upgrade (401 or 403). */
+  /** `unauthorized`, `overloaded`: the HTTP status of the refused upgrade (401, 403, 503, 429). */
   readonly status?: number;
+  /** `overloaded`: the server's `Retry-After`, in milliseconds, when it sent one. */
+  readonly retryAfter?: number;
   /** `rejected`, `disconnected`: the WebSocket close code, when there was one. */
   readonly closeCode?: number;
   /** `rejected`, `disconnected`: the close frame's reason. */
@@ -62,6 +71,7 @@ const FATAL: ReadonlySet<string> = new Set(["invalid_url", "unauthorized", "reje
 export class WirehubError extends Error implements WirehubErrorDetails {
   readonly code: WirehubErrorCode;
   readonly status?: number;
+  readonly retryAfter?: number;
   readonly closeCode?: number;
   readonly reason?: string;
   readonly channel?: string;
@@ -74,6 +84,7 @@ export class WirehubError extends Error implements WirehubErrorDetails {
     this.code = code;
     this.fromServer = details.fromServer ?? false;
     if (details.status !== undefined) this.status = details.status;
+    if (details.retryAfter !== undefined) this.retryAfter = details.retryAfter;
     if (details.closeCode !== undefined) this.closeCode = details.closeCode;
     if (details.reason !== undefined) this.reason = details.reason;
     if (details.channel !== undefined) this.channel = details.channel;

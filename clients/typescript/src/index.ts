@@ -9,13 +9,19 @@ export type { ResyncCause } from "./registry.js";
 export {
   DEFAULT_BACKOFF,
   DEFAULT_SUBSCRIBE_BACKOFF,
+  MAX_HINT,
   ReconnectSchedule,
   adviceForCloseCode,
   backoffCeiling,
   backoffDelay,
+  hintedDelay,
+  parseRetryAfter,
+  parseRetryHint,
   type Backoff,
   type Jitter,
   type ReconnectAdvice,
+  type ReconnectReason,
+  type RetryWindow,
 } from "./backoff.js";
 export {
   WirehubError,

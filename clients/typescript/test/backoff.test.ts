@@ -4,10 +4,14 @@ import { describe, test } from "node:test";
 import {
   type Backoff,
   DEFAULT_BACKOFF,
+  MAX_HINT,
   ReconnectSchedule,
   adviceForCloseCode,
   backoffCeiling,
   backoffDelay,
+  hintedDelay,
+  parseRetryAfter,
+  parseRetryHint,
 } from "../src/index.js";
 import { seededRandom } from "./helpers/fake-clock.js";
 
@@ -93,5 +97,59 @@ describe("backoff schedule", () => {
     for (const [i, n] of buckets.entries()) {
       assert.ok(n >= 60 && n <= 140, `bucket ${i} (${i * 3}-${i * 3 + 3} s) has ${n} of ${clients}: ${buckets.join(",")}`);
     }
+  });
+});
+
+describe("retry hints", () => {
+  test("close reasons carry a window: MIN-MAX or one value, among other parts", () => {
+    assert.deepEqual(parseRetryHint("server shutting down; retry=1200-3700"), { min: 1200, max: 3700 });
+    assert.deepEqual(parseRetryHint("retry=250"), { min: 250, max: 250 });
+    assert.deepEqual(parseRetryHint("a; retry=1-2; b"), { min: 1, max: 2 });
+    assert.deepEqual(parseRetryHint("overloaded;retry= 4000 - 5000 "), { min: 4000, max: 5000 });
+    assert.deepEqual(parseRetryHint("a; retry=x; retry=3-4"), { min: 3, max: 4 });
+    assert.deepEqual(parseRetryHint(`retry=0-${10 ** 12}`), { min: 0, max: MAX_HINT });
+  });
+
+  test("reasons without a valid hint have none (the same cases as the Rust parser)", () => {
+    for (const reason of [
+      "",
+      "server shutting down",
+      "retry=",
+      "retry=a-b",
+      "retry=5-1",
+      "retry=-5",
+      "retry=1-2-3",
+      "noretry=1-2",
+      "retry=99999999999999999999",
+      "retry=1.5-2",
+      "retry=0x10",
+    ]) {
+      assert.equal(parseRetryHint(reason), undefined, JSON.stringify(reason));
+    }
+  });
+
+  test("Retry-After in whole seconds, capped; other forms are none", () => {
+    assert.equal(parseRetryAfter("7"), 7000);
+    assert.equal(parseRetryAfter(" 2 "), 2000);
+    assert.equal(parseRetryAfter("0"), 0);
+    assert.equal(parseRetryAfter("99999999"), MAX_HINT);
+    for (const value of [undefined, null, "", "Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1.5"]) {
+      assert.equal(parseRetryAfter(value), undefined, String(value));
+    }
+  });
+
+  test("the hinted delay: Retry-After plus part of a second, a uniform point of the window", () => {
+    assert.equal(hintedDelay({ kind: "retryAfter", retryAfter: 5000 }, 0), 5000);
+    assert.equal(hintedDelay({ kind: "retryAfter", retryAfter: 5000 }, 0.5), 5500);
+    assert.equal(hintedDelay({ kind: "retryHint", min: 1000, max: 3000 }, 0), 1000);
+    assert.equal(hintedDelay({ kind: "retryHint", min: 1000, max: 3000 }, 0.25), 1500);
+    assert.equal(hintedDelay({ kind: "retryHint", min: 1000, max: 3000 }, 7), 3000);
+    assert.equal(hintedDelay({ kind: "retryHint", min: 1000, max: 3000 }, Number.NaN), 1000);
+    assert.equal(hintedDelay({ kind: "backoff" }, 0.5), undefined);
+    // Over many draws the points cover the window and never leave it.
+    const random = seededRandom(7);
+    const points = Array.from({ length: 1000 }, () => hintedDelay({ kind: "retryHint", min: 1000, max: 2000 }, random())!);
+    assert.ok(points.every((point) => point >= 1000 && point <= 2000));
+    assert.ok(Math.min(...points) < 1050 && Math.max(...points) > 1950, "spread over the window");
   });
 });

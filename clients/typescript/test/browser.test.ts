@@ -198,6 +198,47 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     await page.evaluate("client.close()");
   });
 
+  test("issue 14: a browser refused by an admission limit sees close 4103 and comes back inside the hint's window", async () => {
+    const server = await Server.start([
+      "--allowed-origins",
+      assets.origin,
+      "--max-connections-per-ip",
+      "1",
+      "--overload-retry-after",
+      "1s",
+    ]);
+    servers.push(server);
+    const page = await browser.open(`${assets.origin}/`);
+    await page.evaluate(`(async () => {
+      const { WirehubClient } = await import("/dist/index.js");
+      window.holder = new WirehubClient(${JSON.stringify(server.url)});
+      await window.holder.connect();
+      window.seen = [];
+      const client = new WirehubClient(${JSON.stringify(server.url)}, { backoff: { initial: 20, max: 20 } });
+      window.client = client;
+      client.on("disconnected", ({ code, reason }) => window.seen.push({ type: "disconnected", code, reason, at: performance.now() }));
+      client.on("reconnecting", ({ delay, reason }) => window.seen.push({ type: "reconnecting", delay, reason }));
+      client.on("connecting", ({ attempt }) => window.seen.push({ type: "connecting", attempt, at: performance.now() }));
+      client.connect();
+    })()`);
+    await page.waitFor("window.seen.some((item) => item.type === 'reconnecting')", "the refusal");
+    type Seen = { type: string; code?: number; reason?: any; delay?: number; attempt?: number; at?: number };
+    const first = await page.evaluate<Seen[]>("window.seen");
+    const closed = first.find((item) => item.type === "disconnected");
+    const waiting = first.find((item) => item.type === "reconnecting");
+    assert.equal(closed?.code, 4103);
+    assert.match(String(closed?.reason), /^overloaded; retry=\d+-\d+$/);
+    assert.equal(waiting?.reason?.kind, "retryHint");
+    assert.ok(waiting!.reason.min >= 1000 && waiting!.delay! >= waiting!.reason.min, JSON.stringify(waiting));
+    // The first client leaves; the refused one comes back at its time, not after 20 ms.
+    await page.evaluate("window.holder.close()");
+    await page.waitFor("client.state === 'connected'", "the reconnect inside the window", 10_000);
+    const seen = await page.evaluate<Seen[]>("window.seen");
+    const again = seen.find((item) => item.type === "connecting" && item.attempt === 2);
+    assert.ok(again!.at! - closed!.at! >= waiting!.reason.min - 5, JSON.stringify(seen));
+    await page.evaluate("client.close()");
+  });
+
   test("a page from an origin that is not allowed cannot open a WebSocket", async () => {
     const server = await Server.start(["--allowed-origins", "https://app.example.com"]);
     servers.push(server);

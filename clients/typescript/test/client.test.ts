@@ -10,6 +10,7 @@ import {
   type WebSocketConstructor,
   WirehubClient,
   WirehubError,
+  parseRetryHint,
 } from "../src/index.js";
 import { FakeClock, flush, seededRandom } from "./helpers/fake-clock.js";
 import { type FakeSocket, fakeWebSocket } from "./helpers/fake-socket.js";
@@ -132,7 +133,7 @@ describe("client against a scripted server", () => {
     fake.last().serverClose(1001, "server shutting down");
     assert.deepEqual(of("disconnected"), [{ code: 1001, reason: "server shutting down" }]);
     // 1001 reconnects with the first ceiling: random(0, 1000) with a draw of 0.5.
-    assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay: 500 }]); // healthy: attempts start over
+    assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay: 500, reason: { kind: "backoff" } }]); // healthy: attempts start over
     clock.advance(499);
     assert.equal(fake.sockets.length, 1);
     clock.advance(1);
@@ -233,7 +234,7 @@ describe("client against a scripted server", () => {
     for (const [code, delay] of cases) {
       const { fake, of } = await connected();
       fake.last().serverClose(code);
-      assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay }], `close ${code}`);
+      assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay, reason: { kind: "backoff" } }], `close ${code}`);
     }
   });
 
@@ -243,7 +244,7 @@ describe("client against a scripted server", () => {
       void client.connect();
       fake.last().failUpgrade();
       assert.equal(of("error")[0]?.code, "connect_failed");
-      assert.deepEqual(of("reconnecting"), [{ attempt: 2, delay: 1000 }]);
+      assert.deepEqual(of("reconnecting"), [{ attempt: 2, delay: 1000, reason: { kind: "backoff" } }]);
       assert.equal(client.state, "reconnecting");
     }
     {
@@ -1137,3 +1138,135 @@ class ChannelHistory {
     }
   }
 }
+
+describe("the server's retry hints", () => {
+  test("a 503 with Retry-After waits that long plus a random part of a second instead of the backoff", () => {
+    const { clock, fake, client, of } = setup({ random: () => 0.25 });
+    void client.connect();
+    fake.last().refuseUpgrade(503, { "Retry-After": "7", "Content-Type": "application/json" });
+    const error = of("error")[0];
+    assert.equal(error?.code, "overloaded");
+    assert.equal(error?.status, 503);
+    assert.equal(error?.retryAfter, 7000);
+    assert.equal(error?.fatal, false);
+    assert.deepEqual(of("reconnecting"), [
+      { attempt: 2, delay: 7250, reason: { kind: "retryAfter", retryAfter: 7000 } },
+    ]);
+    clock.advance(7249);
+    assert.equal(fake.sockets.length, 1, "not before the server's time");
+    clock.advance(1);
+    assert.equal(fake.sockets.length, 2);
+    fake.last().accept();
+    assert.equal(client.state, "connected");
+  });
+
+  test("a 429 with Retry-After is waited too; without one, or with an HTTP date, the backoff applies", () => {
+    {
+      const { fake, client, of } = setup();
+      void client.connect();
+      fake.last().refuseUpgrade(429, { "retry-after": " 2 " });
+      assert.deepEqual(of("reconnecting")[0]?.reason, { kind: "retryAfter", retryAfter: 2000 });
+      assert.equal(of("reconnecting")[0]?.delay, 2500);
+    }
+    for (const headers of [{}, { "retry-after": "Wed, 21 Oct 2015 07:28:00 GMT" }] as Record<string, string>[]) {
+      const { fake, client, of } = setup();
+      void client.connect();
+      fake.last().refuseUpgrade(503, headers);
+      assert.equal(of("error")[0]?.code, "overloaded");
+      assert.equal(of("error")[0]?.retryAfter, undefined);
+      assert.deepEqual(of("reconnecting"), [{ attempt: 2, delay: 1000, reason: { kind: "backoff" } }]);
+    }
+    {
+      // Another status is a failed attempt like any other.
+      const { fake, client, of } = setup();
+      void client.connect();
+      fake.last().refuseUpgrade(500, { "retry-after": "3" });
+      assert.equal(of("error")[0]?.code, "connect_failed");
+      assert.deepEqual(of("reconnecting")[0]?.reason, { kind: "backoff" });
+    }
+  });
+
+  test("401 and 403 still stop when the response is read", async () => {
+    for (const status of [401, 403]) {
+      const { fake, client, of } = setup();
+      const connecting = client.connect();
+      fake.last().refuseUpgrade(status);
+      await assert.rejects(connecting, { code: "unauthorized", status });
+      assert.deepEqual(of("reconnecting"), []);
+    }
+  });
+
+  test("a close reason's retry window is honoured at a uniform point, never before its start", async () => {
+    for (const [code, reason] of [
+      [1001, "server shutting down; retry=1200-3700"],
+      [4103, "overloaded; retry=4000-5000"],
+      [4100, "slow consumer; retry=250"],
+    ] as const) {
+      for (const sample of [0, 0.5, 0.999]) {
+        const { clock, fake, of } = await connected({ random: () => sample });
+        fake.last().serverClose(code, reason);
+        const window = parseRetryHint(reason)!;
+        const [reconnecting] = of("reconnecting");
+        assert.deepEqual(reconnecting?.reason, { kind: "retryHint", ...window }, reason);
+        assert.equal(reconnecting?.delay, window.min + (window.max - window.min) * sample);
+        clock.advance(window.min - 1);
+        assert.equal(fake.sockets.length, 1, `${reason}: not before the window`);
+        clock.advance(window.max - window.min + 1);
+        assert.equal(fake.sockets.length, 2, `${reason}: within the window`);
+      }
+    }
+  });
+
+  test("4103 right after the upgrade (a browser refused as overloaded) waits for the hint's window", async () => {
+    const { clock, fake, client, of } = setup({ random: () => 0.5 });
+    void client.connect();
+    fake.last().open();
+    fake.last().serverClose(4103, "overloaded; retry=2000-3000");
+    assert.deepEqual(of("disconnected"), [{ code: 4103, reason: "overloaded; retry=2000-3000" }]);
+    assert.deepEqual(of("reconnecting"), [
+      { attempt: 2, delay: 2500, reason: { kind: "retryHint", min: 2000, max: 3000 } },
+    ]);
+    clock.advance(2499);
+    assert.equal(fake.sockets.length, 1);
+    clock.advance(1);
+    fake.last().accept();
+    assert.equal(client.state, "connected");
+  });
+
+  test("a close without a valid hint uses the backoff; a stop code stops whatever its reason", async () => {
+    {
+      const { fake, of } = await connected();
+      fake.last().serverClose(1001, "server shutting down; retry=9-1");
+      assert.deepEqual(of("reconnecting"), [{ attempt: 1, delay: 500, reason: { kind: "backoff" } }]);
+    }
+    {
+      const { fake, client, of } = await connected();
+      fake.last().serverClose(4001, "unauthorized; retry=10-20");
+      assert.equal(client.state, "closed");
+      assert.deepEqual(of("reconnecting"), []);
+    }
+  });
+
+  test("the network coming back does not cut short a wait the server asked for", async () => {
+    const network = new EventTarget();
+    const { clock, fake, of } = await connected({ network });
+    fake.last().serverClose(1001, "server shutting down; retry=3000-4000");
+    assert.equal(of("reconnecting")[0]?.delay, 3500);
+    network.dispatchEvent(new Event("online"));
+    assert.equal(fake.sockets.length, 1);
+    clock.advance(3500);
+    assert.equal(fake.sockets.length, 2);
+  });
+
+  test("the hints count against maxReconnects like any retry", async () => {
+    const { clock, fake, client, of } = setup({ maxReconnects: 1 });
+    const connecting = client.connect();
+    fake.last().refuseUpgrade(503, { "retry-after": "1" });
+    assert.equal(of("reconnecting").length, 1);
+    clock.advance(of("reconnecting")[0]!.delay);
+    fake.last().refuseUpgrade(503, { "retry-after": "1" });
+    await assert.rejects(connecting, { code: "overloaded", status: 503 });
+    assert.equal(client.state, "closed");
+    assert.equal(of("reconnecting").length, 1);
+  });
+});

@@ -231,8 +231,8 @@ describe("against the real server", () => {
     assert.equal(await server.metric("wirehub_publish_duplicates_total"), 1);
   });
 
-  test("graceful shutdown (1001) reconnects with the first ceiling, then recovers", async () => {
-    const server = await startServer(["--shutdown-drain", "0s"]);
+  test("graceful shutdown (1001) without a retry hint reconnects with the first ceiling, then recovers", async () => {
+    const server = await startServer(["--shutdown-drain", "0s", "--drain-retry", "0s"]);
     const client = await connectedClient(server.url);
     await client.subscribe("news");
     const disconnected = nextEvent(client, "disconnected");

@@ -18,7 +18,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use wirehub_client::{
-    Backoff, Client, ClientConfig, Event, Jitter, StreamPosition, Subscription, SubscriptionEvent,
+    Backoff, Client, ClientConfig, Event, Jitter, ReconnectReason, StreamPosition, Subscription,
+    SubscriptionEvent,
 };
 
 use crate::duration::parse_duration;
@@ -36,6 +37,12 @@ the k-th consecutive retry (k = 0, 1, 2, ...) is
 confirmed, or the connection stayed up for 10 s. A server that asks to back off (close codes
 4100-4199) or a connection lost without a close code starts at k = 1. Close codes 4000-4099
 and HTTP 401/403 stop the command with a non-zero exit status.
+
+The server's own waits replace that delay: an upgrade refused as overloaded (HTTP 503 or
+429) with Retry-After is retried after Retry-After plus a random part of a second, and a
+close whose reason carries a retry window (\"server shutting down; retry=1200-3700\", in
+milliseconds, on shutdown or overload) is followed by a reconnect at a uniformly random
+point of that window. The stderr line says which wait applies.
 
 A subscription the server refuses for a passing reason (internal, e.g. its Redis is
 unavailable, or rate_limited) is asked for again after random(0, min(5s, 100ms x 2^k)), at
@@ -243,6 +250,17 @@ fn gap_report(channel: &str, since: &StreamPosition, position: &StreamPosition) 
     }
 }
 
+/// Where a reconnect delay comes from, for the stderr line: nothing for the backoff.
+fn wait_source(reason: ReconnectReason) -> String {
+    match reason {
+        ReconnectReason::RetryAfter(wait) => format!(" (the server's Retry-After: {wait:?})"),
+        ReconnectReason::RetryHint { min, max } => {
+            format!(" (the server's retry window: {min:.1?} to {max:.1?})")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Prints connection state changes to stderr until the client stops.
 async fn report_events(mut events: wirehub_client::Events) {
     while let Some(event) = events.next().await {
@@ -257,8 +275,11 @@ async fn report_events(mut events: wirehub_client::Events) {
                 Some(code) => eprintln!("wirehub sub: disconnected: {code} {reason}"),
                 None => eprintln!("wirehub sub: disconnected: {reason}"),
             },
-            Event::Reconnecting { delay, .. } => {
-                eprintln!("wirehub sub: reconnecting in {delay:.1?}");
+            Event::Reconnecting { delay, reason, .. } => {
+                eprintln!(
+                    "wirehub sub: reconnecting in {delay:.1?}{}",
+                    wait_source(reason)
+                );
             }
             // Printed with the subscription's stream, at its place (`gap_report`).
             Event::RecoveryFailed { .. } => {}

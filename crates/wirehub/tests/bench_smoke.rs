@@ -140,3 +140,63 @@ fn issue_15_fanout_spreads_its_subscribers_over_several_nodes() {
     // through Redis.
     assert_eq!(report["deliveries"], 10 * 50);
 }
+
+#[test]
+fn issue_14_connect_storm_sets_up_every_client() {
+    let server = ServerProcess::serve(BIN, &[]);
+    let url = server.ws_url();
+    let (output, report) = bench(&[
+        "connect-storm",
+        "--url",
+        &url,
+        "-n",
+        "200",
+        "-k",
+        "4",
+        "--hold",
+        "0s",
+    ]);
+    assert_clean(&output, &report);
+    assert_eq!(report["scenario"], "connect-storm");
+    assert_eq!(report["connections"], 200);
+    assert_eq!(report["connect_failures"], 0);
+    assert_eq!(report["closed_by_server"], 0);
+    assert_eq!(report["latency_us"]["count"], 200, "{report}");
+}
+
+#[test]
+fn issue_14_connect_storm_against_the_connection_rate_retries_after_retry_after() {
+    // 100 new connections a second, 50 at once: 150 clients need more than the burst, and
+    // every refused one comes back after its Retry-After.
+    let server = ServerProcess::serve(BIN, &["--connect-rate", "100", "--connect-burst", "50"]);
+    let url = server.ws_url();
+    let (output, report) = bench(&[
+        "connect-storm",
+        "--url",
+        &url,
+        "-n",
+        "150",
+        "-k",
+        "3",
+        "--hold",
+        "0s",
+    ]);
+    assert_clean(&output, &report);
+    assert_eq!(report["connections"], 150);
+    assert_eq!(report["connect_failures"], 0);
+    let refusals = report["refusals"].as_u64().expect("refusals");
+    // The bench opens 64 handshakes at a time, so how many are refused depends on its
+    // pace; that the storm met the limit, and every refusal was retried, is what counts.
+    assert!(refusals >= 1, "the storm met the connection rate: {report}");
+    assert!(
+        report["refused_by_status"]["503"].as_u64() == Some(refusals),
+        "{report}"
+    );
+    // The refused clients waited at least one Retry-After (a whole second).
+    assert!(
+        report["setup_s"].as_f64().expect("setup_s") >= 1.0,
+        "{report}"
+    );
+    let seconds = report["arrivals_per_s"].as_array().expect("arrivals_per_s");
+    assert!(seconds.len() >= 2, "arrivals spread over seconds: {report}");
+}

@@ -278,3 +278,50 @@ fn pub_with_an_idempotency_key_publishes_at_most_once() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn issue_14_sub_waits_the_servers_retry_after_instead_of_its_backoff() {
+    let server = serve_with(
+        "127.0.0.1:0",
+        &[
+            "--max-connections-per-ip",
+            "1",
+            "--overload-retry-after",
+            "1s",
+        ],
+    );
+    let url = server.ws_url();
+    let mut holder = ChildProcess::spawn(wirehub().args(["sub", &url, "chat"]));
+    holder.wait_stderr("connected (session");
+    let sub = ChildProcess::spawn(wirehub().args([
+        "sub",
+        &url,
+        "chat",
+        "--backoff-initial",
+        "20ms",
+        "--backoff-max",
+        "20ms",
+    ]));
+    sub.wait_stderr("the server is overloaded (HTTP 429)");
+    let refused = std::time::Instant::now();
+    // retry_after 1 s: Retry-After is 1 or 2 (a random point of [1 s, 2 s), rounded up).
+    let line = sub.wait_stderr("reconnecting in");
+    assert!(
+        line.contains("(the server's Retry-After: 1s)")
+            || line.contains("(the server's Retry-After: 2s)"),
+        "{line}"
+    );
+    holder.kill();
+    sub.wait_stderr("connected (session");
+    assert!(
+        refused.elapsed() >= std::time::Duration::from_millis(950),
+        "reconnected {:?} after the refusal, not after Retry-After",
+        refused.elapsed()
+    );
+    let attempts = sub
+        .stderr_lines()
+        .iter()
+        .filter(|line| line.contains("overloaded"))
+        .count();
+    assert!(attempts <= 2, "{:?}", sub.stderr_lines());
+}

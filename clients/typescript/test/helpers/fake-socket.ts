@@ -12,6 +12,8 @@ export class FakeSocket implements WebSocketLike {
   readonly sent: Record<string, any>[] = [];
   closedByClient: { code: number | undefined; reason: string | undefined } | undefined;
   terminated = false;
+  /** Listeners of `ws`-style events (`on`), which the client uses where they exist (Node's `ws`). */
+  readonly #listeners = new Map<string, ((...args: any[]) => void)[]>();
 
   constructor(readonly url: string) {}
 
@@ -28,6 +30,11 @@ export class FakeSocket implements WebSocketLike {
   terminate(): void {
     this.terminated = true;
     this.readyState = 3;
+  }
+
+  /** `ws`'s `on` (EventEmitter): the client listens for `ping` and `unexpected-response`. */
+  on(event: string, listener: (...args: any[]) => void): void {
+    this.#listeners.set(event, [...(this.#listeners.get(event) ?? []), listener]);
   }
 
   // ---- the server's side ----
@@ -68,6 +75,24 @@ export class FakeSocket implements WebSocketLike {
       this.onerror?.({});
     }
     this.readyState = 3;
+    this.onclose?.({ code: 1006, reason: "", wasClean: false });
+  }
+
+  /**
+   * The upgrade is answered with `status` and `headers`, as Node's `ws` shows it: with an
+   * `unexpected-response` listener, that listener gets the response and must give the socket
+   * up (then `error` and `close` follow); without one, `ws` reports the status in its error.
+   */
+  refuseUpgrade(status: number, headers: Record<string, string> = {}): void {
+    const listeners = this.#listeners.get("unexpected-response") ?? [];
+    if (listeners.length === 0) {
+      this.failUpgrade(status);
+      return;
+    }
+    const lowered = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]));
+    for (const listener of listeners) listener({}, { statusCode: status, headers: lowered });
+    if (!this.terminated) throw new Error("the client did not give up the refused socket");
+    this.onerror?.({ message: "WebSocket was closed before the connection was established" });
     this.onclose?.({ code: 1006, reason: "", wasClean: false });
   }
 
