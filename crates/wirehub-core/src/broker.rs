@@ -9,7 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use wirehub_protocol::StreamPosition;
@@ -30,6 +30,27 @@ pub struct Publication {
     pub frame: Bytes,
     /// Where the JSON text starts inside `frame` (after the WebSocket header).
     pub json_start: usize,
+    /// The publication as the connections of another [`Dialect`] get it, built on first use
+    /// by the first such subscriber and shared by the others.
+    pub alternate: OnceLock<Option<Alternate>>,
+}
+
+/// A publication encoded for another wire dialect (see [`Dialect`]).
+#[derive(Debug, Clone)]
+pub struct Alternate {
+    /// The complete WebSocket frame.
+    pub frame: Bytes,
+    /// The connection (by its dialect tag) that must not get it, e.g. the sender of a
+    /// client event or the connection an API call excluded.
+    pub skip: Option<Arc<str>>,
+}
+
+/// Another wire format for deliveries, for connections of another protocol (the Pusher
+/// protocol). A connection whose outbox names a dialect gets each publication as the
+/// dialect encodes it: encoded once per node on first use and shared, like the v1 frame.
+pub trait Dialect: Send + Sync + fmt::Debug + 'static {
+    /// The frame for `publication`, or `None` when the dialect's connections get nothing.
+    fn encode(&self, publication: &Publication) -> Option<Alternate>;
 }
 
 impl Publication {
@@ -182,5 +203,6 @@ pub fn encode_publication(
         offset,
         frame,
         json_start,
+        alternate: OnceLock::new(),
     }
 }

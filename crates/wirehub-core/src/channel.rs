@@ -105,11 +105,14 @@ impl Replay<'_> {
     /// Queues a replayed message under the subscription's policy. Returns false when the
     /// connection is closing.
     pub(crate) fn message(&self, publication: &Publication) -> bool {
+        let Some(frame) = self.outbox.frame_for(publication) else {
+            return true;
+        };
         !matches!(
             self.outbox.offer_replayed(
                 self.slot,
                 self.policy,
-                &publication.frame,
+                frame,
                 &publication.epoch,
                 publication.offset
             ),
@@ -323,10 +326,13 @@ impl Deliver for Fanout {
                 self.hold_pending(subscriber, publication);
                 continue;
             }
+            let Some(frame) = subscriber.outbox.frame_for(publication) else {
+                continue;
+            };
             let offered = subscriber.outbox.offer(
                 subscriber.slot,
                 subscriber.policy,
-                &publication.frame,
+                frame,
                 &publication.epoch,
                 publication.offset,
             );

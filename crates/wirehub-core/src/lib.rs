@@ -24,12 +24,12 @@ mod outbox;
 mod policy;
 
 pub use broker::{
-    BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
+    Alternate, BoxFuture, Broker, BrokerError, Dialect, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
     Published, encode_publication,
 };
 pub use channel::{Fanout, SessionRef};
 pub use history::HistoryLimits;
-pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
+pub use hub::{Hub, HubConfig, HubError, Subscribed, SubscriptionStart, text_frame};
 pub use lifecycle::{Lifecycle, LifecycleEvent, LifecycleSink};
 pub use memory::{MemoryBroker, new_epoch};
 pub use outbox::{DEPTH_BOUNDS, Outbox, OutboxLimits, PushError, QueueStats};

@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// The Pusher apps served (`/app/KEY`, `/apps/ID/...`); none by default.
+    pub pusher: crate::PusherConfig,
 }
 
 impl ServerConfig {
@@ -113,6 +115,7 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            pusher: crate::PusherConfig::new(),
         }
     }
 
@@ -221,6 +224,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::send_buffer`].
     pub fn send_buffer(mut self, value: Option<usize>) -> Self {
         self.send_buffer = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::pusher`].
+    pub fn pusher(mut self, value: crate::PusherConfig) -> Self {
+        self.pusher = value;
         self
     }
 

@@ -16,6 +16,8 @@
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
 //! - `rate`: the per-connection publish limiter.
+//! - `pusher`: the Pusher protocol (`/app/KEY`, the HTTP API `/apps/ID/...`, Pusher-format
+//!   webhooks) on the same hub.
 //! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
@@ -25,6 +27,7 @@ mod config;
 mod heartbeat;
 mod http;
 mod metrics;
+mod pusher;
 mod rate;
 mod ready;
 mod session;
@@ -50,6 +53,7 @@ pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
 pub use http::router;
 pub use metrics::Metrics;
+pub use pusher::{PusherApp, PusherConfig};
 pub use state::AppState;
 pub use tls::{TlsConfig, TlsError};
 pub use wirehub_broker_redis::{Error as RedisError, RedisConfig};
@@ -70,6 +74,9 @@ pub enum Error {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The Pusher apps' settings cannot be used.
+    #[error("Pusher apps: {0}")]
+    Pusher(String),
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -216,6 +223,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             }
         });
+    }
+    if let Some(pusher) = &state.pusher
+        && pusher.webhooks.is_on()
+    {
+        let webhooks = pusher.webhooks.clone();
+        state.tracker.spawn(webhooks.run(shutdown.clone()));
     }
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, broker = state.hub.broker().name(), "listening (HTTP and WebSocket)");

@@ -28,6 +28,8 @@ pub struct AppState {
     pub authenticator: Option<Authenticator>,
     /// Where lifecycle events (connect, subscribe, occupancy, presence) go; off by default.
     pub lifecycle: Lifecycle,
+    /// The Pusher protocol's shared state, when Pusher apps are configured.
+    pub(crate) pusher: Option<Arc<crate::pusher::Pusher>>,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -50,7 +52,17 @@ impl AppState {
             .map(crate::tls::server_config)
             .transpose()?
             .map(RwLock::new);
+        let pusher = if config.pusher.apps.is_empty() {
+            None
+        } else {
+            config
+                .pusher
+                .validate()
+                .map_err(crate::Error::Pusher)?;
+            Some(Arc::new(crate::pusher::Pusher::new(config.pusher.clone())))
+        };
         Ok(AppState {
+            pusher,
             authenticator,
             lifecycle: Lifecycle::default(),
             tls,

@@ -1,0 +1,334 @@
+//! The Pusher protocol (protocol 7) on the server's shared channels: unmodified pusher-js,
+//! Laravel Echo and the Pusher server SDKs work against wirehub.
+//!
+//! - `config`: [`PusherApp`], [`PusherConfig`], the typed settings.
+//! - `sign`: every HMAC-SHA256 signature of the protocol and the API request check.
+//! - `wire`: Pusher frames, the client's events, and `PusherDialect`, which turns the hub's
+//!   publications into Pusher events once per node.
+//! - `conn`: the Pusher side of a session (`/app/KEY`): subscribe with channel
+//!   authorization, presence, cache channels, client events, sign-in.
+//! - `api`: the HTTP API (`/apps/ID/...`) the server SDKs call, each request's signature
+//!   checked.
+//! - `webhooks`: the app's webhooks in Pusher's format.
+//! - this file: [`Pusher`], what every Pusher connection of the node shares: the apps, the
+//!   node's Pusher subscriptions per channel, presence members, signed-in users.
+//!
+//! A Pusher connection is a session like any other (same hub, broker, limits, outbox and
+//! metrics); only its dialect differs: its outbox names `PusherDialect`, so publications
+//! reach it as Pusher events, and its text frames are Pusher events, handled in `conn`.
+//! What a Pusher connection is subscribed to is the app's prefix plus the Pusher channel
+//! name on the shared hub, so a v1 client and a Pusher client of the same channel see each
+//! other's messages (`wire` says how), on every node of a Redis cluster.
+
+pub(crate) mod api;
+mod config;
+pub(crate) mod conn;
+pub(crate) mod sign;
+pub(crate) mod wire;
+mod webhooks;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wirehub_core::Outbox;
+use wirehub_protocol::CloseCode;
+
+pub use config::{PusherApp, PusherConfig};
+pub(crate) use api::routes;
+pub(crate) use webhooks::Webhooks;
+
+/// The Pusher close code and reason for the server's reason to close a connection, so that
+/// pusher-js does what wirehub means: 4000–4099 stop, 4100–4199 back off, 4200–4299
+/// reconnect at once.
+pub(crate) fn close_code(code: CloseCode) -> (u16, &'static str) {
+    match code {
+        CloseCode::Normal => (1000, "normal"),
+        // Shutdown: reconnect (to another node) now; the closes are spread over the drain.
+        CloseCode::GoingAway | CloseCode::Reconnect => (4200, "server shutting down: reconnect"),
+        CloseCode::SlowConsumer => (4100, "over capacity: slow consumer"),
+        CloseCode::PolicyViolation => (4100, "over capacity: limits broken"),
+        CloseCode::HeartbeatTimeout => (4201, "pong reply not received"),
+        CloseCode::Unauthorized | CloseCode::Forbidden => (4009, "connection is unauthorized"),
+        other => (other.code(), other.reason()),
+    }
+}
+
+/// One local subscriber of a Pusher channel.
+#[derive(Debug)]
+struct Subscriber {
+    session: u64,
+    outbox: Arc<Outbox>,
+    user_id: Option<String>,
+}
+
+/// A presence member on this node.
+#[derive(Debug)]
+struct Member {
+    info: Value,
+    connections: usize,
+}
+
+#[derive(Debug, Default)]
+struct LocalChannel {
+    subscribers: Vec<Subscriber>,
+    members: BTreeMap<String, Member>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// (app, Pusher channel) → its local subscribers and members.
+    channels: HashMap<(usize, String), LocalChannel>,
+    /// (app, user id) → the sessions signed in as that user, with their outboxes.
+    users: HashMap<(usize, String), Vec<(u64, Arc<Outbox>)>>,
+}
+
+/// A presence channel's members, as `subscription_succeeded` carries them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Presence {
+    pub(crate) ids: Vec<String>,
+    pub(crate) hash: serde_json::Map<String, Value>,
+}
+
+impl Presence {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({ "presence": { "ids": self.ids, "hash": self.hash, "count": self.ids.len() } })
+    }
+}
+
+/// What every Pusher connection and API request of a node shares.
+#[derive(Debug)]
+pub(crate) struct Pusher {
+    pub(crate) config: PusherConfig,
+    pub(crate) dialect: Arc<wire::PusherDialect>,
+    pub(crate) webhooks: Arc<Webhooks>,
+    registry: Mutex<Registry>,
+    node: u32,
+    sockets: AtomicU64,
+}
+
+impl Pusher {
+    pub(crate) fn new(config: PusherConfig) -> Self {
+        let webhooks = Arc::new(Webhooks::new(&config.apps));
+        Pusher {
+            config,
+            dialect: Arc::new(wire::PusherDialect),
+            webhooks,
+            registry: Mutex::new(Registry::default()),
+            node: rand::random::<u32>() % 1_000_000_000,
+            sockets: AtomicU64::new(0),
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn app(&self, index: usize) -> &PusherApp {
+        &self.config.apps[index]
+    }
+
+    pub(crate) fn app_by_key(&self, key: &str) -> Option<usize> {
+        self.config.apps.iter().position(|app| app.key == key)
+    }
+
+    pub(crate) fn app_by_id(&self, id: &str) -> Option<usize> {
+        self.config.apps.iter().position(|app| app.id == id)
+    }
+
+    /// A new socket id, `NODE.N`: unique in the cluster with high probability (the node
+    /// part is random), as the server SDKs and `socket_id` exclusion need.
+    pub(crate) fn next_socket_id(&self) -> String {
+        let n = self.sockets.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}.{n}", self.node)
+    }
+
+    /// The shared hub channel of an app's Pusher channel.
+    pub(crate) fn hub_channel(&self, app: usize, channel: &str) -> String {
+        format!("{}{channel}", self.app(app).channel_prefix)
+    }
+
+    /// Adds a local subscriber; for presence, `member` is its (user id, info). Returns the
+    /// members to announce in `subscription_succeeded` (presence channels). A user's first
+    /// connection to the channel is announced to the other subscribers (`member_added`)
+    /// and, like the channel's first subscriber, sent as a webhook.
+    pub(crate) fn join(
+        &self,
+        app: usize,
+        channel: &str,
+        session: u64,
+        outbox: &Arc<Outbox>,
+        member: Option<(String, Value)>,
+    ) -> Option<Presence> {
+        let mut registry = self.registry();
+        let entry = registry
+            .channels
+            .entry((app, channel.to_owned()))
+            .or_default();
+        let occupied = entry.subscribers.is_empty();
+        let user_id = member.as_ref().map(|(id, _)| id.clone());
+        let mut added = None;
+        if let Some((id, info)) = member {
+            let known = entry.members.entry(id.clone()).or_insert_with(|| {
+                added = Some(json!({ "user_id": id, "user_info": info }));
+                Member {
+                    info: Value::Null,
+                    connections: 0,
+                }
+            });
+            if known.connections == 0
+                && let Some(added) = &added
+            {
+                known.info = added["user_info"].clone();
+            }
+            known.connections += 1;
+        }
+        if let Some(added) = &added {
+            let frame = wire::string_data_frame("pusher_internal:member_added", Some(channel), added);
+            push_to_others(&entry.subscribers, user_id.as_deref(), &frame);
+        }
+        entry.subscribers.push(Subscriber {
+            session,
+            outbox: outbox.clone(),
+            user_id,
+        });
+        let presence = wire::ChannelKind::of(channel).is_presence().then(|| Presence {
+            ids: entry.members.keys().cloned().collect(),
+            hash: entry
+                .members
+                .iter()
+                .map(|(id, member)| (id.clone(), member.info.clone()))
+                .collect(),
+        });
+        drop(registry);
+        if occupied {
+            self.webhooks
+                .emit(app, json!({ "name": "channel_occupied", "channel": channel }));
+        }
+        if let Some(added) = added {
+            self.webhooks.emit(
+                app,
+                json!({ "name": "member_added", "channel": channel, "user_id": added["user_id"] }),
+            );
+        }
+        presence
+    }
+
+    /// Removes a local subscriber: a presence user's last connection is announced
+    /// (`member_removed`), the channel's last subscriber sent as `channel_vacated`.
+    pub(crate) fn leave(&self, app: usize, channel: &str, session: u64) {
+        let mut registry = self.registry();
+        let key = (app, channel.to_owned());
+        let Some(entry) = registry.channels.get_mut(&key) else {
+            return;
+        };
+        let Some(index) = entry.subscribers.iter().position(|s| s.session == session) else {
+            return;
+        };
+        let subscriber = entry.subscribers.swap_remove(index);
+        let mut removed = None;
+        if let Some(user_id) = subscriber.user_id
+            && let Some(member) = entry.members.get_mut(&user_id)
+        {
+            member.connections = member.connections.saturating_sub(1);
+            if member.connections == 0 {
+                entry.members.remove(&user_id);
+                let frame = wire::string_data_frame(
+                    "pusher_internal:member_removed",
+                    Some(channel),
+                    &json!({ "user_id": user_id }),
+                );
+                push_to_others(&entry.subscribers, Some(&user_id), &frame);
+                removed = Some(user_id);
+            }
+        }
+        let vacated = entry.subscribers.is_empty();
+        if vacated {
+            registry.channels.remove(&key);
+        }
+        drop(registry);
+        if let Some(user_id) = removed {
+            self.webhooks.emit(
+                app,
+                json!({ "name": "member_removed", "channel": channel, "user_id": user_id }),
+            );
+        }
+        if vacated {
+            self.webhooks
+                .emit(app, json!({ "name": "channel_vacated", "channel": channel }));
+        }
+    }
+
+    /// Local Pusher subscriptions and presence users of a channel.
+    pub(crate) fn counts(&self, app: usize, channel: &str) -> (usize, usize) {
+        self.registry()
+            .channels
+            .get(&(app, channel.to_owned()))
+            .map_or((0, 0), |entry| (entry.subscribers.len(), entry.members.len()))
+    }
+
+    /// The app's occupied channels whose name starts with `prefix`, with their counts.
+    pub(crate) fn channels(&self, app: usize, prefix: &str) -> Vec<(String, usize, usize)> {
+        let registry = self.registry();
+        let mut out: Vec<_> = registry
+            .channels
+            .iter()
+            .filter(|((a, name), _)| *a == app && name.starts_with(prefix))
+            .map(|((_, name), entry)| (name.clone(), entry.subscribers.len(), entry.members.len()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A presence channel's user ids.
+    pub(crate) fn users(&self, app: usize, channel: &str) -> Vec<String> {
+        self.registry()
+            .channels
+            .get(&(app, channel.to_owned()))
+            .map(|entry| entry.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn sign_in(&self, app: usize, user: &str, session: u64, outbox: &Arc<Outbox>) {
+        self.registry()
+            .users
+            .entry((app, user.to_owned()))
+            .or_default()
+            .push((session, outbox.clone()));
+    }
+
+    pub(crate) fn sign_out(&self, app: usize, user: &str, session: u64) {
+        let mut registry = self.registry();
+        let key = (app, user.to_owned());
+        if let Some(sessions) = registry.users.get_mut(&key) {
+            sessions.retain(|(id, _)| *id != session);
+            if sessions.is_empty() {
+                registry.users.remove(&key);
+            }
+        }
+    }
+
+    /// Closes every connection of this node signed in as `user` (4009); returns how many.
+    pub(crate) fn terminate(&self, app: usize, user: &str) -> usize {
+        let sessions = self
+            .registry()
+            .users
+            .get(&(app, user.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        for (_, outbox) in &sessions {
+            outbox.close(CloseCode::Forbidden);
+        }
+        sessions.len()
+    }
+}
+
+fn push_to_others(subscribers: &[Subscriber], user_id: Option<&str>, frame: &Bytes) {
+    for subscriber in subscribers {
+        if user_id.is_none() || subscriber.user_id.as_deref() != user_id {
+            let _ = subscriber.outbox.push(frame.clone());
+        }
+    }
+}
