@@ -24,8 +24,8 @@ mod outbox;
 mod policy;
 
 pub use broker::{
-    Alternate, BoxFuture, Broker, BrokerError, Dialect, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
-    Published, encode_publication,
+    Alternate, BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, Dialect, HistoryPage,
+    HistoryQuery, Publication, Published, encode_publication,
 };
 pub use channel::{Fanout, SessionRef};
 pub use history::HistoryLimits;

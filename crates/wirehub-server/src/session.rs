@@ -581,7 +581,10 @@ impl Session {
                     "binary frames are not part of protocol v1; send JSON in text frames",
                 ),
                 Mode::Pusher => {
-                    self.queue(crate::pusher::wire::error(None, "binary frames are not supported"));
+                    self.queue(crate::pusher::wire::error(
+                        None,
+                        "binary frames are not supported",
+                    ));
                 }
             },
         }

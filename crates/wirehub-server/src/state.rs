@@ -55,10 +55,7 @@ impl AppState {
         let pusher = if config.pusher.apps.is_empty() {
             None
         } else {
-            config
-                .pusher
-                .validate()
-                .map_err(crate::Error::Pusher)?;
+            config.pusher.validate().map_err(crate::Error::Pusher)?;
             Some(Arc::new(crate::pusher::Pusher::new(config.pusher.clone())))
         };
         Ok(AppState {

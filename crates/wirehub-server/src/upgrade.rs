@@ -78,7 +78,10 @@ fn upgrade_with(
         debug!(%peer, reason = refusal.1, "upgrade refused");
         return refusal.into_response();
     }
-    let authenticator = state.authenticator.as_ref().filter(|_| mode == Mode::PubSub);
+    let authenticator = state
+        .authenticator
+        .as_ref()
+        .filter(|_| mode == Mode::PubSub);
     let claims = match authenticator {
         None => None,
         Some(authenticator) => {

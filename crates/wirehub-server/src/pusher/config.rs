@@ -143,10 +143,15 @@ impl PusherConfig {
             }
             for other in &self.apps[..index] {
                 if other.id == app.id || other.key == app.key {
-                    return Err(format!("two Pusher apps share the id or key of {:?}", app.id));
+                    return Err(format!(
+                        "two Pusher apps share the id or key of {:?}",
+                        app.id
+                    ));
                 }
                 if !prefix.is_empty() && other.channel_prefix == *prefix {
-                    return Err(format!("two Pusher apps share the channel_prefix {prefix:?}"));
+                    return Err(format!(
+                        "two Pusher apps share the channel_prefix {prefix:?}"
+                    ));
                 }
             }
         }

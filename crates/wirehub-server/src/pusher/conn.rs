@@ -61,7 +61,9 @@ impl Session {
         self.outbox = Arc::new(
             Outbox::new(limits).with_dialect(start.pusher.dialect.clone(), start.socket_id.clone()),
         );
-        let rate = start.app.map_or(0, |app| start.pusher.app(app).client_event_rate);
+        let rate = start
+            .app
+            .map_or(0, |app| start.pusher.app(app).client_event_rate);
         self.pusher = Some(Box::new(Conn {
             pusher: start.pusher,
             app: start.app,
@@ -359,7 +361,10 @@ impl Session {
         if data.get().len() > app.max_event_size {
             return self.queue(wire::error(
                 None,
-                &format!("Client event rejected - data larger than {} bytes", app.max_event_size),
+                &format!(
+                    "Client event rejected - data larger than {} bytes",
+                    app.max_event_size
+                ),
             ));
         }
         let verdict = match self.pusher.as_deref_mut() {
@@ -375,13 +380,21 @@ impl Session {
                 ));
             }
             Verdict::Abuse => {
-                self.queue(wire::error(Some(4301), "Client event rejected due to rate limit"));
+                self.queue(wire::error(
+                    Some(4301),
+                    "Client event rejected due to rate limit",
+                ));
                 return self.start_close(CloseCode::PolicyViolation, Closer::Server);
             }
         }
         let hub_channel = pusher.hub_channel(app_index, channel);
         let stored = wire::stored_event(name, data, Some(&socket_id), user_id.as_deref());
-        match self.state.hub.publish(&hub_channel, stored.as_bytes(), None).await {
+        match self
+            .state
+            .hub
+            .publish(&hub_channel, stored.as_bytes(), None)
+            .await
+        {
             Ok(_) => {
                 Metrics::add(&self.metrics().published_total, 1);
                 let mut webhook = json!({

@@ -24,8 +24,8 @@ pub(crate) mod api;
 mod config;
 pub(crate) mod conn;
 pub(crate) mod sign;
-pub(crate) mod wire;
 mod webhooks;
+pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +36,8 @@ use serde_json::{Value, json};
 use wirehub_core::Outbox;
 use wirehub_protocol::CloseCode;
 
-pub use config::{PusherApp, PusherConfig};
 pub(crate) use api::routes;
+pub use config::{PusherApp, PusherConfig};
 pub(crate) use webhooks::Webhooks;
 
 /// The Pusher close code and reason for the server's reason to close a connection, so that
@@ -77,12 +77,15 @@ struct LocalChannel {
     members: BTreeMap<String, Member>,
 }
 
+/// A session signed in as a user, and its outbox (to close it).
+type SignedIn = (u64, Arc<Outbox>);
+
 #[derive(Debug, Default)]
 struct Registry {
     /// (app, Pusher channel) → its local subscribers and members.
     channels: HashMap<(usize, String), LocalChannel>,
     /// (app, user id) → the sessions signed in as that user, with their outboxes.
-    users: HashMap<(usize, String), Vec<(u64, Arc<Outbox>)>>,
+    users: HashMap<(usize, String), Vec<SignedIn>>,
 }
 
 /// A presence channel's members, as `subscription_succeeded` carries them.
@@ -186,7 +189,8 @@ impl Pusher {
             known.connections += 1;
         }
         if let Some(added) = &added {
-            let frame = wire::string_data_frame("pusher_internal:member_added", Some(channel), added);
+            let frame =
+                wire::string_data_frame("pusher_internal:member_added", Some(channel), added);
             push_to_others(&entry.subscribers, user_id.as_deref(), &frame);
         }
         entry.subscribers.push(Subscriber {
@@ -194,18 +198,22 @@ impl Pusher {
             outbox: outbox.clone(),
             user_id,
         });
-        let presence = wire::ChannelKind::of(channel).is_presence().then(|| Presence {
-            ids: entry.members.keys().cloned().collect(),
-            hash: entry
-                .members
-                .iter()
-                .map(|(id, member)| (id.clone(), member.info.clone()))
-                .collect(),
-        });
+        let presence = wire::ChannelKind::of(channel)
+            .is_presence()
+            .then(|| Presence {
+                ids: entry.members.keys().cloned().collect(),
+                hash: entry
+                    .members
+                    .iter()
+                    .map(|(id, member)| (id.clone(), member.info.clone()))
+                    .collect(),
+            });
         drop(registry);
         if occupied {
-            self.webhooks
-                .emit(app, json!({ "name": "channel_occupied", "channel": channel }));
+            self.webhooks.emit(
+                app,
+                json!({ "name": "channel_occupied", "channel": channel }),
+            );
         }
         if let Some(added) = added {
             self.webhooks.emit(
@@ -256,8 +264,10 @@ impl Pusher {
             );
         }
         if vacated {
-            self.webhooks
-                .emit(app, json!({ "name": "channel_vacated", "channel": channel }));
+            self.webhooks.emit(
+                app,
+                json!({ "name": "channel_vacated", "channel": channel }),
+            );
         }
     }
 
@@ -266,7 +276,9 @@ impl Pusher {
         self.registry()
             .channels
             .get(&(app, channel.to_owned()))
-            .map_or((0, 0), |entry| (entry.subscribers.len(), entry.members.len()))
+            .map_or((0, 0), |entry| {
+                (entry.subscribers.len(), entry.members.len())
+            })
     }
 
     /// The app's occupied channels whose name starts with `prefix`, with their counts.

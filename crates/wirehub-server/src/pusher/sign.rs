@@ -45,7 +45,11 @@ pub(crate) fn verify_auth(key: &str, secret: &str, auth: &str, message: &str) ->
 }
 
 /// The string a channel authorization signs.
-pub(crate) fn channel_message(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+pub(crate) fn channel_message(
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
     match channel_data {
         Some(data) => format!("{socket_id}:{channel}:{data}"),
         None => format!("{socket_id}:{channel}"),
@@ -73,7 +77,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| match b {
@@ -157,7 +161,9 @@ pub(crate) fn verify_request(
     if version != "1.0" {
         return Err(ApiAuthError::Version);
     }
-    let given: i64 = timestamp.parse().map_err(|_| ApiAuthError::Timestamp { given: 0, now })?;
+    let given: i64 = timestamp
+        .parse()
+        .map_err(|_| ApiAuthError::Timestamp { given: 0, now })?;
     if (given - now).abs() > TIMESTAMP_WINDOW {
         return Err(ApiAuthError::Timestamp { given, now });
     }
@@ -185,7 +191,11 @@ pub(crate) fn string_to_sign(method: &str, path: &str, params: &[(String, String
         .collect();
     pairs.sort();
     let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}\n{path}\n{}", method.to_ascii_uppercase(), query.join("&"))
+    format!(
+        "{}\n{path}\n{}",
+        method.to_ascii_uppercase(),
+        query.join("&")
+    )
 }
 
 #[cfg(test)]
@@ -269,7 +279,11 @@ mod tests {
             check(&tampered, body, now),
             Err(ApiAuthError::Signature(_))
         ));
-        let no_key: Vec<_> = query.iter().filter(|(k, _)| k != "auth_key").cloned().collect();
+        let no_key: Vec<_> = query
+            .iter()
+            .filter(|(k, _)| k != "auth_key")
+            .cloned()
+            .collect();
         assert_eq!(
             check(&no_key, body, now),
             Err(ApiAuthError::Missing("auth_key"))
@@ -292,7 +306,11 @@ mod tests {
             "278d425bdf160c739803:4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba"
         );
         assert!(verify_auth(KEY, SECRET, &auth, &message));
-        assert!(verify(SECRET, b"body", &sign(SECRET, b"body").to_uppercase()));
+        assert!(verify(
+            SECRET,
+            b"body",
+            &sign(SECRET, b"body").to_uppercase()
+        ));
         assert!(!verify(SECRET, b"body", "abc"));
     }
 }

@@ -160,7 +160,9 @@ impl Webhooks {
                 Ok(response) => {
                     warn!(attempt, status = %response.status(), url = %target.url, "Pusher webhook refused");
                 }
-                Err(err) => warn!(attempt, error = %err, url = %target.url, "Pusher webhook failed"),
+                Err(err) => {
+                    warn!(attempt, error = %err, url = %target.url, "Pusher webhook failed")
+                }
             }
             if attempt == ATTEMPTS || shutdown.is_cancelled() {
                 break;
@@ -171,7 +173,8 @@ impl Webhooks {
             }
             delay = (delay * 2).min(Duration::from_secs(30));
         }
-        self.failed.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.failed
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         warn!(events = events.len(), "Pusher webhook batch given up");
     }
 }

@@ -131,7 +131,10 @@ impl ChannelKind {
 
     /// Whether subscribing needs a signed `auth`.
     pub(crate) fn needs_auth(self) -> bool {
-        !matches!(self, ChannelKind::Public | ChannelKind::Cache | ChannelKind::User)
+        !matches!(
+            self,
+            ChannelKind::Public | ChannelKind::Cache | ChannelKind::User
+        )
     }
 
     pub(crate) fn is_presence(self) -> bool {
@@ -168,9 +171,9 @@ pub(crate) fn valid_channel(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= wirehub_protocol::MAX_CHANNEL_LEN
         && (body.len() == name.len() || name.starts_with("#server-to-user-"))
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.')
+        })
 }
 
 /// The v1 value kept on the shared channel for a Pusher event.
@@ -318,7 +321,11 @@ mod tests {
             r#"{"event":"message","channel":"orders","data":"{\"price\":3}"}"#,
             None,
         );
-        check("42", r#"{"event":"message","channel":"orders","data":"42"}"#, None);
+        check(
+            "42",
+            r#"{"event":"message","channel":"orders","data":"42"}"#,
+            None,
+        );
         check(
             r#""hi""#,
             r#"{"event":"message","channel":"orders","data":"hi"}"#,
@@ -333,8 +340,14 @@ mod tests {
         assert!(!valid_channel("#other"));
         assert!(!valid_channel("a:b"));
         assert!(!valid_channel(""));
-        assert_eq!(ChannelKind::of("presence-cache-x"), ChannelKind::PresenceCache);
-        assert_eq!(ChannelKind::of("private-encrypted-x"), ChannelKind::Encrypted);
+        assert_eq!(
+            ChannelKind::of("presence-cache-x"),
+            ChannelKind::PresenceCache
+        );
+        assert_eq!(
+            ChannelKind::of("private-encrypted-x"),
+            ChannelKind::Encrypted
+        );
         assert!(!ChannelKind::Encrypted.allows_client_events());
         assert!(ChannelKind::Presence.allows_client_events());
         assert!(!ChannelKind::Cache.needs_auth());
@@ -345,8 +358,8 @@ mod tests {
         let data = RawValue::from_string("\"x\"".to_owned()).expect("raw");
         let stored = stored_event("e", &data, Some("1.2"), None);
         assert_eq!(stored, r#"{"event":"e","data":"x","socket_id":"1.2"}"#);
-        let gap = rewrite_v1(br#"{"type":"gap","channel":"a:c","epoch":"e","offset":3}"#)
-            .expect("gap");
+        let gap =
+            rewrite_v1(br#"{"type":"gap","channel":"a:c","epoch":"e","offset":3}"#).expect("gap");
         let gap: Value = serde_json::from_slice(&gap[2..]).expect("JSON");
         assert_eq!(gap["event"], "wirehub:gap");
         assert_eq!(gap["channel"], "c");
