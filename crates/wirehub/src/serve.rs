@@ -109,6 +109,16 @@ settings! {
     /// When set, POST /api/publish and GET /api/history need `Authorization: Bearer KEY`.
     #[arg(long, env = "WIREHUB_API_KEY")]
     api_key: String,
+    /// Pusher app id: with --pusher-app-key and --pusher-app-secret, serve the Pusher protocol
+    /// (/app/KEY, /apps/ID/...) for this app.
+    #[arg(long, env = "WIREHUB_PUSHER_APP_ID")]
+    pusher_app_id: String,
+    /// Pusher app key (the WebSocket path /app/KEY and every signature).
+    #[arg(long, env = "WIREHUB_PUSHER_APP_KEY")]
+    pusher_app_key: String,
+    /// Pusher app secret (signs channel authorizations, API requests and webhooks).
+    #[arg(long, env = "WIREHUB_PUSHER_APP_SECRET")]
+    pusher_app_secret: String,
     /// Origins allowed at the upgrade: comma-separated, `*` for any, empty for the same host.
     #[arg(long, env = "WIREHUB_ALLOWED_ORIGINS")]
     allowed_origins: String,
@@ -305,6 +315,24 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         bytes => Some(bytes),
     };
     config.channels = channels(settings.channels.unwrap_or_default())?;
+    config.pusher = match (
+        settings.pusher_app_id.filter(|v| !v.is_empty()),
+        settings.pusher_app_key.filter(|v| !v.is_empty()),
+        settings.pusher_app_secret.filter(|v| !v.is_empty()),
+    ) {
+        (None, None, None) => wirehub_server::PusherConfig::new(),
+        (Some(id), Some(key), Some(secret)) => wirehub_server::PusherConfig::new()
+            .apps(vec![wirehub_server::PusherApp::new(id, key, secret)]),
+        _ => {
+            return Err(bad(
+                "pusher_app_id",
+                "--pusher-app-id, --pusher-app-key and --pusher-app-secret go together",
+            ));
+        }
+    };
+    if let Err(why) = config.pusher.validate() {
+        return Err(bad("pusher_app_key", why));
+    }
     config.auth = auth(settings.jwt_secret, settings.jwt_public_key)?;
     let mut tls_files = None;
     config.tls = match (settings.tls_cert, settings.tls_key) {
