@@ -38,6 +38,7 @@ import {
   systemClock,
 } from "./platform.js";
 import {
+  type Member,
   type ServerMessage,
   type StreamPosition,
   isValidChannel,
@@ -77,6 +78,13 @@ export interface ClientEvents {
   reconnecting: { attempt: number; delay: number };
   recoveryFailed: { channel: string; since: StreamPosition; position: StreamPosition };
   /**
+   * A subscription was restored after a reconnect (or caught up) with `since` and nothing was
+   * lost: the server replays what it missed, from `since` up to `position` (the stream's
+   * position when the server answered), and the live messages follow. The counterpart of
+   * `recoveryFailed`, for applications that show the outcome of a recovery.
+   */
+  recovered: { channel: string; since: StreamPosition; position: StreamPosition };
+  /**
    * A subscription catches up from the server's history, from `since` (the last position it
    * was handed): its consumer fell behind (`slow_consumer`: its queue was full) or the server
    * skipped publications for it (`gap`). Nothing is lost while history covers `since`;
@@ -91,8 +99,26 @@ export interface ClientEvents {
    * the consecutive refusals). Its consumer sees only the delay.
    */
   subscribeRetry: { channel: string; error: WirehubError; attempt: number; delay: number };
+  /**
+   * A member joined a presence channel this client is subscribed to (the client's own join
+   * too, after its `subscribed`).
+   */
+  join: { channel: string; member: Member };
+  /** A member left a presence channel this client is subscribed to. */
+  leave: { channel: string; member: Member };
   error: WirehubError;
   stopped: { error: WirehubError | undefined };
+}
+
+/** The members of a presence channel ({@link WirehubClient.presence}). */
+export interface Presence {
+  readonly channel: string;
+  /** How many members the channel has (exact, also when the list is truncated). */
+  readonly count: number;
+  /** At most the server's `presence_max_members` of them. */
+  readonly members: readonly Member[];
+  /** Whether `members` lists fewer than `count`. */
+  readonly truncated: boolean;
 }
 
 type Listener<K extends keyof ClientEvents> = (payload: ClientEvents[K]) => void;
@@ -102,6 +128,7 @@ type Pending =
   | { kind: "unsubscribe"; request: Request<void> | undefined }
   | { kind: "publish"; publish: HeldPublish }
   | { kind: "refresh"; request: Request<void> }
+  | { kind: "presence"; request: Request<Presence> }
   | { kind: "ping" };
 
 /** The state of one connection attempt / established connection. */
@@ -170,11 +197,14 @@ export class WirehubClient {
   #session: string | undefined;
   readonly #registry = new Registry({
     recoveryFailed: (payload) => this.#emit("recoveryFailed", payload),
+    recovered: (payload) => this.#emit("recovered", payload),
     subscriptionEnded: (payload) => this.#emit("subscriptionEnded", payload),
     resync: (registration, cause) => this.#resync(registration, cause),
     retry: (registration, error) => this.#retrySubscribe(registration, error),
   });
   #connectWaiters: Request<void>[] = [];
+  /** `presence` requests made while no connection was ready: sent at the next `welcome`. */
+  #presenceWaiting: { channel: string; request: Request<Presence> }[] = [];
   #stopped = false;
   #stopError: WirehubError | undefined;
   readonly #network: NetworkEvents | undefined;
@@ -404,6 +434,37 @@ export class WirehubClient {
     });
   }
 
+  /**
+   * The members of a presence channel (one whose `[[channels]]` table on the server says
+   * `presence = true`). The token must allow subscribing to the channel; no subscription is
+   * needed. Changes arrive as `join` and `leave` events while the client is subscribed to
+   * the channel: subscribe first, then read, then apply the events keyed by
+   * `member.client`. Asked while disconnected, it is sent with the next connection (within
+   * `requestTimeout`). Rejects with `presence_disabled`, `forbidden`, `invalid_channel`,
+   * `disconnected` (the connection was lost before the answer), `timeout` or `closed`.
+   */
+  presence(channel: string): Promise<Presence> {
+    return new Promise<Presence>((resolve, reject) => {
+      if (this.#stopped) return reject(this.#stopError ?? closedError());
+      if (!isValidChannel(channel)) {
+        return reject(
+          new WirehubError("invalid_channel", `invalid channel name ${JSON.stringify(channel)}`, {
+            channel,
+          }),
+        );
+      }
+      const request = this.#request(resolve, reject, () => {
+        this.#presenceWaiting = this.#presenceWaiting.filter((waiting) => waiting.request !== request);
+      });
+      const conn = this.#conn;
+      if (conn?.ready) {
+        this.#sendPresence(conn, channel, request);
+      } else {
+        this.#presenceWaiting.push({ channel, request });
+      }
+    });
+  }
+
   /** Subscribes a listener; returns a function that removes it. */
   on<K extends keyof ClientEvents>(event: K, listener: Listener<K>): () => void {
     let set = this.#listeners.get(event);
@@ -604,6 +665,9 @@ export class WirehubClient {
           // The next connection presents the new token at the upgrade.
           pending.request.resolve();
           break;
+        case "presence":
+          pending.request.reject(failure);
+          break;
         default:
           // Subscriptions stay registered and are restored by the next connection.
           break;
@@ -723,6 +787,9 @@ export class WirehubClient {
     const waiters = this.#connectWaiters;
     this.#connectWaiters = [];
     for (const waiter of waiters) waiter.reject(failure);
+    const presence = this.#presenceWaiting;
+    this.#presenceWaiting = [];
+    for (const waiting of presence) waiting.request.reject(failure);
     this.#setState("closed");
     this.#emit("stopped", { error });
   }
@@ -791,6 +858,22 @@ export class WirehubClient {
         pending.request.resolve();
         return;
       }
+      case "presence": {
+        const pending = message.id === undefined ? undefined : conn.pending.get(message.id);
+        if (pending?.kind !== "presence" || message.id === undefined) return;
+        conn.pending.delete(message.id);
+        pending.request.resolve({
+          channel: message.channel,
+          count: message.count,
+          members: message.members,
+          truncated: message.truncated === true,
+        });
+        return;
+      }
+      case "join":
+        return this.#emit("join", { channel: message.channel, member: message.member });
+      case "leave":
+        return this.#emit("leave", { channel: message.channel, member: message.member });
       case "pong":
         if (message.id !== undefined && conn.pending.get(message.id)?.kind === "ping") {
           conn.pending.delete(message.id);
@@ -818,6 +901,7 @@ export class WirehubClient {
             if (this.#conn === conn) this.#checkHealth(conn);
             return;
           case "refresh":
+          case "presence":
             pending.request.reject(error);
             return;
           case "ping":
@@ -840,6 +924,11 @@ export class WirehubClient {
     const held = this.#registry.takeHeld();
     for (const publish of held) {
       if (!publish.request.done) this.#sendPublish(conn, publish);
+    }
+    const presence = this.#presenceWaiting;
+    this.#presenceWaiting = [];
+    for (const waiting of presence) {
+      if (!waiting.request.done) this.#sendPresence(conn, waiting.channel, waiting.request);
     }
     this.#checkHealth(conn);
     this.#setState("connected");
@@ -907,6 +996,12 @@ export class WirehubClient {
     if (registration.retryTimer === undefined) return;
     this.#clock.clearTimeout(registration.retryTimer);
     registration.retryTimer = undefined;
+  }
+
+  #sendPresence(conn: Conn, channel: string, request: Request<Presence>): void {
+    const id = this.#id();
+    conn.pending.set(id, { kind: "presence", request });
+    this.#send(conn, JSON.stringify({ type: "presence", channel, id }));
   }
 
   #sendPublish(conn: Conn, publish: HeldPublish): void {

@@ -3,6 +3,7 @@ export {
   type ClientEvents,
   type ClientOptions,
   type ClientState,
+  type Presence,
 } from "./client.js";
 export type { ResyncCause } from "./registry.js";
 export {
@@ -31,6 +32,10 @@ export {
   type ClientMessage,
   type ErrorMessage,
   type GapMessage,
+  type JoinMessage,
+  type LeaveMessage,
+  type Member,
+  type PresenceMessage,
   type MessageMessage,
   type ParseResult,
   type PongMessage,

@@ -21,6 +21,34 @@ export interface ApiErrorDetail {
   readonly message: string;
 }
 
+/** The broker's state, as on `/readyz` and `/metrics`. */
+export interface BrokerStats {
+  /** `memory` or `redis`. */
+  readonly kind: string;
+  /** Whether the broker is reachable. */
+  readonly reachable: boolean;
+  /** Broker subscriptions found silent and made again (`wirehub_broker_resubscribes_total`). */
+  readonly resubscribes_total: number;
+}
+
+/** A channel with subscribers. */
+export interface ChannelInfo {
+  /** The channel. */
+  readonly channel: string;
+  /** Its subscriptions (one per subscribed connection). */
+  readonly subscribers: number;
+}
+
+/** How many connections were closed with one close code. */
+export interface CloseCount {
+  /** The close code. */
+  readonly code: number;
+  /** Connections closed with it since start. */
+  readonly count: number;
+  /** Its documented meaning, one snake_case word. */
+  readonly reason: string;
+}
+
 /**
  * The `code` of an `error` message: a stable snake_case word a program can branch on.
  *
@@ -54,6 +82,11 @@ export type ErrorCode =
   | "unauthorized"
   /** The server could not complete the request (e.g. its broker is unreachable). */
   | "internal"
+  /**
+   * `presence` (or `GET /api/presence`) for a channel without presence (no `[[channels]]`
+   * table with `presence = true` matches it).
+   */
+  | "presence_disabled"
   /** A code this version of the library does not know (sent by a newer server). */
   | "unknown";
 
@@ -69,10 +102,49 @@ export interface HistoryMessage {
   readonly offset: number;
 }
 
+/**
+ * A member of a presence channel: one connection, with the user and optional `info` of its
+ * token.
+ */
+export interface Member {
+  /** The connection's session id. */
+  readonly client: string;
+  /** The token's optional `info` claim. */
+  readonly info?: unknown;
+  /** The token's `sub`, or null for a connection without a token. */
+  readonly user: string | null;
+}
+
 /** The `type` of a [`HistoryMessage`]: only `"message"`. */
 export type MessageKind =
   /** A published message. */
   | "message";
+
+/** The server's figures at one moment (the same as the `/metrics` lines of the same names). */
+export interface StatsSample {
+  /** Bytes written to clients. */
+  readonly bytes_out_total: number;
+  /** Channels with local subscribers. */
+  readonly channels: number;
+  /** Open WebSocket connections. */
+  readonly connections: number;
+  /** WebSocket connections accepted since start. */
+  readonly connections_total: number;
+  /** Message deliveries queued for subscribers. */
+  readonly delivered_total: number;
+  /** Connections ended because a pong did not arrive. */
+  readonly heartbeat_terminations_total: number;
+  /** Client messages received. */
+  readonly messages_in_total: number;
+  /** Messages published (WebSocket and HTTP). */
+  readonly published_total: number;
+  /** Connections cut off as slow consumers (close 4100). */
+  readonly slow_consumers_total: number;
+  /** Subscriptions held on this node. */
+  readonly subscriptions: number;
+  /** When, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+}
 
 /**
  * A position in a channel's stream: the stream's `epoch` and an `offset` in it.
@@ -88,12 +160,132 @@ export interface StreamPosition {
   readonly offset: number;
 }
 
+/** A WebSocket connection was established. */
+export interface ConnectWebhookEvent {
+  readonly type: "connect";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** Its session id (`welcome.session`). */
+  readonly client: string;
+  /** The token's `sub`, or null without a token. */
+  readonly user?: string;
+}
+
+/** A connection ended. */
+export interface DisconnectWebhookEvent {
+  readonly type: "disconnect";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** Its session id. */
+  readonly client: string;
+  /** The close code (1006: lost without a close handshake). */
+  readonly code: number;
+  /** Why, for people. */
+  readonly reason: string;
+  /** The token's `sub`, or null without a token. */
+  readonly user?: string;
+}
+
+/** A connection subscribed to a channel. */
+export interface SubscribeWebhookEvent {
+  readonly type: "subscribe";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** The session id. */
+  readonly client: string;
+}
+
+/** A subscription ended (`unsubscribe`, a revoked permission, or the connection's end). */
+export interface UnsubscribeWebhookEvent {
+  readonly type: "unsubscribe";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** The session id. */
+  readonly client: string;
+}
+
+/** The channel got its first subscriber anywhere in the cluster. */
+export interface ChannelOccupiedWebhookEvent {
+  readonly type: "channel_occupied";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** The channel's last subscriber anywhere in the cluster is gone (debounced). */
+export interface ChannelVacatedWebhookEvent {
+  readonly type: "channel_vacated";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** A member joined a presence channel. */
+export interface MemberJoinWebhookEvent {
+  readonly type: "member_join";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** Who. */
+  readonly member: Member;
+}
+
+/** A member left a presence channel. */
+export interface MemberLeaveWebhookEvent {
+  readonly type: "member_leave";
+  /** Unique per event; a retried request carries the same ids. */
+  readonly id: string;
+  /** When it happened, in milliseconds since the Unix epoch. */
+  readonly time_ms: number;
+  /** The channel. */
+  readonly channel: string;
+  /** Who. */
+  readonly member: Member;
+}
+
+/** One lifecycle event. */
+export type WebhookEvent =
+  | ConnectWebhookEvent
+  | DisconnectWebhookEvent
+  | SubscribeWebhookEvent
+  | UnsubscribeWebhookEvent
+  | ChannelOccupiedWebhookEvent
+  | ChannelVacatedWebhookEvent
+  | MemberJoinWebhookEvent
+  | MemberLeaveWebhookEvent;
+
 /** The claims wirehub reads from a token. Other claims in a token are ignored. */
 export interface Claims {
   /** Expiry, seconds since the Unix epoch (required). */
   readonly exp: number;
   /** Issued at, seconds since the Unix epoch (informative; not checked). */
   readonly iat?: number;
+  /**
+   * Anything the issuer wants other members of a presence channel to see about the
+   * holder (a display name, an avatar): the `info` of its presence member, verbatim.
+   */
+  readonly info?: unknown;
   /** Not valid before, seconds since the Unix epoch. */
   readonly nbf?: number;
   /** Channel patterns the holder may publish to. */
@@ -157,13 +349,82 @@ export interface RefreshClientMessage {
   readonly token: string;
 }
 
+/**
+ * Ask for the members of a presence channel (a `presence` reply). Needs the permission
+ * to subscribe to the channel, not a subscription.
+ */
+export interface PresenceClientMessage {
+  readonly type: "presence";
+  /** The channel. */
+  readonly channel: string;
+  /** Echoed on the reply. */
+  readonly id?: number;
+}
+
 /** A request from a client. */
 export type ClientMessage =
   | SubscribeClientMessage
   | UnsubscribeClientMessage
   | PublishClientMessage
   | PingClientMessage
-  | RefreshClientMessage;
+  | RefreshClientMessage
+  | PresenceClientMessage;
+
+/**
+ * The query of `GET /api/channels[?prefix=P][&after=C][&limit=N]`: the channels with
+ * subscribers, in name order, a page at a time.
+ */
+export interface ChannelsQuery {
+  /** The page after this channel name (the previous page's `next`). */
+  readonly after?: string;
+  /**
+   * At most this many channels (default [`ChannelsQuery::DEFAULT_LIMIT`], at most
+   * [`ChannelsQuery::MAX_LIMIT`]).
+   */
+  readonly limit?: number;
+  /** Only channels whose name starts with this (default: all). */
+  readonly prefix?: string;
+}
+
+/** The reply to `GET /api/channels` (HTTP 200). */
+export interface ChannelsReply {
+  /** The channels of this page, in name order. */
+  readonly channels: readonly ChannelInfo[];
+  /**
+   * Whether `subscribers` counts the subscriptions of every node (Redis broker) or of the
+   * node that answered only.
+   */
+  readonly cluster_wide: boolean;
+  /** Where the next page starts (pass it as `after`); absent on the last page. */
+  readonly next?: string;
+}
+
+/** The reply to `POST /api/disconnect` (HTTP 200). */
+export interface DisconnectReply {
+  /**
+   * Connections closed on the node that answered; the other nodes (Redis broker) close
+   * theirs as the order reaches them, without counting here.
+   */
+  readonly disconnected: number;
+}
+
+/**
+ * The body of `POST /api/disconnect`: `{"user": U}` or `{"client": SESSION}`, optionally
+ * with the close `code` and `reason` the connections get.
+ */
+export interface DisconnectRequest {
+  /** Close the connection with this session id (`welcome.session`). */
+  readonly client?: string;
+  /** The close code: 1000, 1001, or 4000-4299 (default 4003: do not reconnect). */
+  readonly code?: number;
+  /**
+   * The close reason, at most [`DisconnectRequest::MAX_REASON`] bytes (default
+   * `disconnected by the server`).
+   */
+  readonly reason?: string;
+  /** Close every connection whose token's `sub` is this. */
+  readonly user?: string;
+}
 
 /**
  * The body of every HTTP API error (status 4xx or 5xx):
@@ -209,6 +470,24 @@ export interface HistoryReply {
   readonly offset: number;
 }
 
+/** The query of `GET /api/presence?channel=C`. */
+export interface PresenceQuery {
+  /** The channel. */
+  readonly channel: string;
+}
+
+/** The reply to `GET /api/presence` (HTTP 200), the same fields as the `presence` message. */
+export interface PresenceReply {
+  /** The channel. */
+  readonly channel: string;
+  /** How many members the channel has (exact, also when the list is truncated). */
+  readonly count: number;
+  /** The members, at most the server's `presence_max_members`. */
+  readonly members: readonly Member[];
+  /** True when `members` lists fewer than `count`. */
+  readonly truncated?: boolean;
+}
+
 /** The reply to `POST /api/publish` (HTTP 200): the offset the message was given. */
 export interface PublishReply {
   /**
@@ -232,6 +511,42 @@ export interface PublishRequest {
    * offset and `duplicate: true`. 1 to 64 visible ASCII characters.
    */
   readonly idempotency_key?: string;
+}
+
+/** The query of `GET /api/stats[?since=T]`. */
+export interface StatsQuery {
+  /**
+   * Only the samples taken after this time (`time_ms` of the last sample already seen);
+   * default: every sample kept.
+   */
+  readonly since?: number;
+}
+
+/** The reply to `GET /api/stats` (HTTP 200). */
+export interface StatsReply {
+  /** The broker. */
+  readonly broker: BrokerStats;
+  /** Connections closed, by close code (every code the server uses, also those at 0). */
+  readonly closes: readonly CloseCount[];
+  /** Milliseconds between two samples. */
+  readonly interval_ms: number;
+  /** The figures at the time of this reply. */
+  readonly now: StatsSample;
+  /** Whether the node serves fully: what `GET /readyz` answers with 200. */
+  readonly ready: boolean;
+  /**
+   * The samples taken every `interval_ms` (after `since`, when given), oldest first: at
+   * most [`StatsReply::MAX_SAMPLES`], the last minutes.
+   */
+  readonly samples: readonly StatsSample[];
+  /** How long the server has been running, in milliseconds. */
+  readonly uptime_ms: number;
+}
+
+/** One webhook request's body. */
+export interface WebhookBatch {
+  /** The events, in the order they happened on the node that sent them. */
+  readonly events: readonly WebhookEvent[];
 }
 
 /** The first message on every connection. */
@@ -338,6 +653,42 @@ export interface GapServerMessage {
   readonly to?: number;
 }
 
+/** The reply to `presence`: the channel's members. */
+export interface PresenceServerMessage {
+  readonly type: "presence";
+  /** The channel. */
+  readonly channel: string;
+  /** How many members the channel has (exact, also when the list is truncated). */
+  readonly count: number;
+  /** The request's id. */
+  readonly id?: number;
+  /** The members, at most the server's `presence_max_members`. */
+  readonly members: readonly Member[];
+  /** True when `members` lists fewer than `count`. */
+  readonly truncated?: boolean;
+}
+
+/** A member joined a presence channel this connection is subscribed to. */
+export interface JoinServerMessage {
+  readonly type: "join";
+  /** The channel. */
+  readonly channel: string;
+  /** Who joined. */
+  readonly member: Member;
+}
+
+/**
+ * A member left a presence channel this connection is subscribed to (its connection
+ * unsubscribed or closed, or its lease expired after its node died).
+ */
+export interface LeaveServerMessage {
+  readonly type: "leave";
+  /** The channel. */
+  readonly channel: string;
+  /** Who left. */
+  readonly member: Member;
+}
+
 /** A request could not be carried out; the connection stays open. */
 export interface ErrorServerMessage {
   readonly type: "error";
@@ -365,7 +716,22 @@ export type ServerMessage =
   | RefreshedServerMessage
   | PongServerMessage
   | GapServerMessage
+  | PresenceServerMessage
+  | JoinServerMessage
+  | LeaveServerMessage
   | ErrorServerMessage;
+
+/** The fields of each {@link WebhookEvent}, by `type`, for checking a received one at run time. */
+export const webhookEventFields: { readonly [T in WebhookEvent["type"]]: { readonly [field: string]: FieldRule } } = {
+  connect: { id: "string", time_ms: "offset", client: "string", user: "string?" },
+  disconnect: { id: "string", time_ms: "offset", client: "string", code: "offset", reason: "string", user: "string?" },
+  subscribe: { id: "string", time_ms: "offset", channel: "string", client: "string" },
+  unsubscribe: { id: "string", time_ms: "offset", channel: "string", client: "string" },
+  channel_occupied: { id: "string", time_ms: "offset", channel: "string" },
+  channel_vacated: { id: "string", time_ms: "offset", channel: "string" },
+  member_join: { id: "string", time_ms: "offset", channel: "string", member: "object" },
+  member_leave: { id: "string", time_ms: "offset", channel: "string", member: "object" },
+};
 
 /** The fields of each {@link ClientMessage}, by `type`, for checking a received one at run time. */
 export const clientMessageFields: { readonly [T in ClientMessage["type"]]: { readonly [field: string]: FieldRule } } = {
@@ -374,6 +740,7 @@ export const clientMessageFields: { readonly [T in ClientMessage["type"]]: { rea
   publish: { channel: "string", data: "any", id: "offset?", idempotency_key: "string?" },
   ping: { id: "offset?" },
   refresh: { id: "offset?", token: "string" },
+  presence: { channel: "string", id: "offset?" },
 };
 
 /** The fields of each {@link ServerMessage}, by `type`, for checking a received one at run time. */
@@ -386,5 +753,8 @@ export const serverMessageFields: { readonly [T in ServerMessage["type"]]: { rea
   refreshed: { expires: "offset", id: "offset?" },
   pong: { id: "offset?" },
   gap: { channel: "string", epoch: "string", from: "offset?", offset: "offset", to: "offset?" },
+  presence: { channel: "string", count: "offset", id: "offset?", members: "array", truncated: "boolean?" },
+  join: { channel: "string", member: "object" },
+  leave: { channel: "string", member: "object" },
   error: { code: "string", id: "offset?", message: "string" },
 };

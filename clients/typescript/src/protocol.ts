@@ -15,6 +15,10 @@ import {
   type ErrorCode,
   type ErrorServerMessage,
   type GapServerMessage,
+  type JoinServerMessage,
+  type LeaveServerMessage,
+  type Member as WireMember,
+  type PresenceServerMessage,
   type MessageServerMessage,
   type PongServerMessage,
   type RefreshedServerMessage,
@@ -60,6 +64,21 @@ export type PongMessage = PongServerMessage;
  * catches up with `subscribe` + `since`.
  */
 export type GapMessage = GapServerMessage;
+
+/**
+ * A member of a presence channel: one connection (`client`, its session id), with the user
+ * (`sub`) and `info` of its token.
+ */
+export type Member = WireMember;
+
+/** The answer to `presence`: the exact `count`, at most the server's maximum listed. */
+export type PresenceMessage = PresenceServerMessage;
+
+/** A member joined a presence channel the client is subscribed to. */
+export type JoinMessage = JoinServerMessage;
+
+/** A member left a presence channel the client is subscribed to. */
+export type LeaveMessage = LeaveServerMessage;
 
 /** The error codes this version knows (a newer server may send others). */
 export type ServerErrorCode = Exclude<ErrorCode, "unknown">;

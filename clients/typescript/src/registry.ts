@@ -98,6 +98,8 @@ export interface HeldPublish {
 /** What the registry needs from the client: its events, and sending a catch-up. */
 export interface RegistryHooks {
   recoveryFailed(payload: { channel: string; since: StreamPosition; position: StreamPosition }): void;
+  /** A `subscribe` with `since` was answered and nothing was lost (the replay follows). */
+  recovered(payload: { channel: string; since: StreamPosition; position: StreamPosition }): void;
   subscriptionEnded(payload: { channel: string; error: WirehubError }): void;
   /**
    * Catch `registration` up from its position now (`unsubscribe`, then `subscribe` with
@@ -220,6 +222,9 @@ export class Registry {
       // Taken even by a full queue: it belongs after what the queue holds, and there is at
       // most one per `subscribed`.
       registration.subscription.report(event);
+    }
+    if (since !== undefined && !lost) {
+      this.#hooks.recovered({ channel, since, position: current });
     }
     if (resume) {
       // Deliveries wait for the catch-up's `subscribed` (history has them).

@@ -1,5 +1,5 @@
-// In a real browser (headless Chromium over the DevTools Protocol): the server's demo page, and
-// the SDK with the browser's own WebSocket, against the real server binary. Browsers cannot
+// In a real browser (headless Chromium over the DevTools Protocol): the SDK with the browser's
+// own WebSocket, against the real server binary. Browsers cannot
 // set headers on a WebSocket and hide ping frames and HTTP statuses; these tests cover what
 // that changes: `?token=`, origins, reconnection seen from a page.
 //
@@ -82,45 +82,6 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     await Promise.all(servers.map((server) => server.stop("SIGKILL")));
   });
 
-  test("the demo page at / connects, subscribes, shows publishes, and comes back after a restart", async () => {
-    let server = await Server.start();
-    servers.push(server);
-    const page: Page = await browser.open(`${server.httpUrl}/`);
-    const status = "document.getElementById('status').textContent";
-    await page.waitFor(`${status} === 'connected'`, "the demo page to connect");
-    const url = await page.evaluate<string>("document.getElementById('url').textContent");
-    assert.equal(url, server.url);
-
-    await page.evaluate("document.querySelector('#sub button').click()");
-    const log = "document.getElementById('log').textContent";
-    await page.waitFor(`${log}.includes('"type":"subscribed"')`, "the subscription");
-    await publishHttp(server, "demo", { text: "from the API" });
-    await page.waitFor(`${log}.includes('{"text":"from the API"}')`, "the published message on the page");
-
-    // The page's publish form goes over its WebSocket and is acknowledged.
-    await page.evaluate(`document.getElementById('data').value = '{"text":"typed in the page"}'`);
-    await page.evaluate("document.querySelector('#pub button').click()");
-    await page.waitFor(`${log}.includes('"type":"ack"')`, "the acknowledgement");
-    await page.waitFor(
-      `${log}.includes('"type":"message","channel":"demo","data":{"text":"typed in the page"}')`,
-      "the page's own message, delivered back to it",
-    );
-
-    // Kill the server and start it again on the same port: the page reconnects by itself
-    // and resubscribes.
-    await server.stop("SIGKILL");
-    await page.waitFor(`${status}.startsWith('disconnected')`, "the page to notice");
-    server = await server.restart();
-    servers.push(server);
-    await page.waitFor(`${status} === 'connected'`, "the page to reconnect", 15_000);
-    await page.waitFor(
-      `${log}.split('"type":"subscribed"').length === 3`,
-      "the page to resubscribe after the restart",
-    );
-    await publishHttp(server, "demo", { text: "after the restart" });
-    await page.waitFor(`${log}.includes('{"text":"after the restart"}')`, "a message after the restart");
-  });
-
   test("the SDK with the browser's WebSocket: ?token=, publish and receive, recovery after a restart", async () => {
     const secret = "a-browser-test-secret";
     let server = await Server.start(["--jwt-secret", secret, "--allowed-origins", assets.origin, "--publish-rate", "0"]);
@@ -175,6 +136,35 @@ describe("in a real browser", { skip: chromium === undefined ? "no Chromium foun
     const states = await page.evaluate<string[]>("window.states");
     assert.ok(states.includes("reconnecting"), states.join(","));
 
+    await page.evaluate("client.close()");
+  });
+
+  test("issue 14: Chromium negotiates permessage-deflate; the SDK gets large messages intact, compressed once", async () => {
+    const server = await Server.start(["--allowed-origins", assets.origin, "--publish-rate", "0"]);
+    servers.push(server);
+    const page = await browser.open(`${assets.origin}/`);
+    const large = { items: Array.from({ length: 40 }, (_, i) => ({ symbol: `SYM${i}`, bid: 100 + i })) };
+    const extensions = await page.evaluate<string>(`new Promise((resolve, reject) => {
+      const socket = new WebSocket(${JSON.stringify(server.url)});
+      socket.onopen = () => { resolve(socket.extensions); socket.close(); };
+      socket.onerror = () => reject(new Error("no connection"));
+    })`);
+    assert.equal(extensions, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    await page.evaluate(`(async () => {
+      const { WirehubClient } = await import("/dist/index.js");
+      window.received = [];
+      const client = new WirehubClient(${JSON.stringify(server.url)});
+      window.client = client;
+      await client.connect();
+      await client.subscribe("big", (message) => window.received.push(message.data));
+    })()`);
+    assert.equal(await publishHttp(server, "big", large), 1);
+    const offset = await page.evaluate<number>(`client.publish("big", ${JSON.stringify({ ...large, from: "page" })})`);
+    assert.equal(offset, 2);
+    await page.waitFor("window.received.length === 2", "both large messages in the page");
+    assert.deepEqual(await page.evaluate("window.received"), [large, { ...large, from: "page" }]);
+    assert.equal(await server.metric("wirehub_deflate_connections_total"), 2);
+    assert.equal(await server.metric("wirehub_deflate_compressions_total"), 2);
     await page.evaluate("client.close()");
   });
 

@@ -147,6 +147,32 @@ describe("client against a scripted server", () => {
     assert.deepEqual(of("recoveryFailed"), []);
   });
 
+  test("issue 13: a resubscription that lost nothing emits recovered, one that lost messages only recoveryFailed", async () => {
+    const { clock, fake, client, of } = await connected();
+    const recovered: ClientEvents["recovered"][] = [];
+    client.on("recovered", (payload) => recovered.push(payload));
+    const subscribing = client.subscribe("news", () => {});
+    fake.last().ackSubscribes("e1", 5);
+    await subscribing;
+    assert.deepEqual(recovered, [], "a first subscribe recovers nothing");
+
+    fake.last().serverClose(1001, "server shutting down");
+    clock.advance(500);
+    fake.last().accept();
+    fake.last().ackSubscribes("e1", 8, true);
+    assert.deepEqual(recovered, [
+      { channel: "news", since: { epoch: "e1", offset: 5 }, position: { epoch: "e1", offset: 8 } },
+    ]);
+    assert.deepEqual(of("recoveryFailed"), []);
+
+    fake.last().serverClose(1001, "server shutting down");
+    clock.advance(500);
+    fake.last().accept();
+    fake.last().ackSubscribes("e2", 0, false);
+    assert.equal(recovered.length, 1, "a loss is not a recovery");
+    assert.equal(of("recoveryFailed").length, 1);
+  });
+
   test("a gap that cannot be recovered is reported, then deliveries go on", async () => {
     const { clock, fake, client, of } = await connected();
     const lost: unknown[] = [];

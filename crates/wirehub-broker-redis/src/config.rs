@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::target::Target;
 
 /// Settings of a [`crate::RedisBroker`].
 ///
@@ -11,9 +12,14 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://…` for TLS.
+    /// Where Redis is: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (`rediss://…` for TLS) for one
+    /// server; `redis+cluster://[:PASSWORD@]HOST:PORT,HOST:PORT…` (`rediss+cluster://`) for a
+    /// Redis Cluster (Redis 7+: sharded pub/sub), the addresses being seeds;
+    /// `redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT…/MASTER[/DB]`
+    /// (`rediss+sentinel://`) for the master that these sentinels name `MASTER`, followed
+    /// across failovers.
     pub url: String,
-    /// For `rediss://`: PEM certificates of the authorities that may sign Redis' certificate,
+    /// For `rediss://` and `rediss+cluster://`: PEM certificates of the authorities that may sign Redis' certificate,
     /// used *instead of* the system's trust store. `None` (the default) trusts the system's.
     pub ca_cert_pem: Option<Vec<u8>>,
     /// Put in front of every key and pub/sub channel name (default `wirehub:`), so that one
@@ -37,6 +43,10 @@ pub struct RedisConfig {
     /// `timeout` means the subscription is connected but no longer delivering (seen after
     /// failovers): the pub/sub connection is made again and its channels caught up.
     pub canary_interval: Duration,
+    /// How long a presence member's entry lives in Redis unless its node renews it (every
+    /// third of the lease): the members of a node that died are removed, each with one
+    /// `leave`, at most this long (plus about a second) after the node's last renewal.
+    pub presence_lease: Duration,
 }
 
 impl RedisConfig {
@@ -52,7 +62,14 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             canary_interval: Duration::from_secs(5),
+            presence_lease: Duration::from_secs(30),
         }
+    }
+
+    /// Sets [`RedisConfig::presence_lease`].
+    pub fn presence_lease(mut self, value: Duration) -> Self {
+        self.presence_lease = value;
+        self
     }
 
     /// Checks the settings before connecting: the URL's scheme, the prefix's characters, CA
@@ -62,18 +79,24 @@ impl RedisConfig {
     /// [`Error::InvalidSetting`] naming the field of this struct that cannot be used.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, problem: String| Error::InvalidSetting { field, problem };
-        let tls = self.url.starts_with("rediss://");
-        if !(tls || self.url.starts_with("redis://")) {
-            return Err(bad(
-                "url",
-                format!(
-                    "{:?}: use redis://HOST:PORT or rediss://HOST:PORT",
-                    redact(&self.url)
-                ),
-            ));
+        let tls = self.url.starts_with("rediss");
+        let target = Target::parse(&self.url)
+            .map_err(|problem| bad("url", format!("{:?}: {problem}", redact(&self.url))))?;
+        let urls = match &target {
+            Target::Single(url) => vec![url.clone()],
+            Target::Cluster(seeds) => seeds.clone(),
+            Target::Sentinel { sentinels, .. } => sentinels.clone(),
+        };
+        for url in &urls {
+            if let Err(err) = redis::Client::open(url.as_str()) {
+                return Err(bad("url", format!("{}: {err}", redact(&self.url))));
+            }
         }
-        if let Err(err) = redis::Client::open(self.url.as_str()) {
-            return Err(bad("url", format!("{}: {err}", redact(&self.url))));
+        if self.ca_cert_pem.is_some() && matches!(target, Target::Sentinel { .. }) {
+            return Err(bad(
+                "ca_cert_pem",
+                "not supported with Sentinel: use the system's trust store".to_owned(),
+            ));
         }
         if self.prefix.is_empty()
             || self
@@ -92,7 +115,7 @@ impl RedisConfig {
         if self.ca_cert_pem.is_some() && !tls {
             return Err(bad(
                 "ca_cert_pem",
-                "only used with a rediss://HOST:PORT URL".to_owned(),
+                "only used with a rediss://HOST:PORT or rediss+cluster://… URL".to_owned(),
             ));
         }
         for (field, value) in [
@@ -100,6 +123,7 @@ impl RedisConfig {
             ("ping_interval", self.ping_interval),
             ("canary_interval", self.canary_interval),
             ("stream_ttl", self.stream_ttl),
+            ("presence_lease", self.presence_lease),
         ] {
             if value.is_zero() {
                 return Err(bad(field, "must be more than 0".to_owned()));
@@ -224,6 +248,21 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(field(RedisConfig::new("http://h")), "url");
+        assert!(
+            RedisConfig::new("redis+cluster://a:1,b:2")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            RedisConfig::new("redis+sentinel://a:1,b:2/main")
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(field(RedisConfig::new("redis+sentinel://a:1")), "url");
+        assert_eq!(
+            field(RedisConfig::new("rediss+sentinel://a:1/m").ca_cert_pem(Some(b"pem".to_vec()))),
+            "ca_cert_pem"
+        );
         assert_eq!(field(RedisConfig::new("redis://h:notaport")), "url");
         for prefix in ["", "a{b", "a b", "a}"] {
             assert_eq!(

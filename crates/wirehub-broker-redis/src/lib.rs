@@ -29,6 +29,13 @@
 //! the last publish), and the pub/sub channel `wirehub:{news}:messages`. The `{news}` hash
 //! tag keeps a channel's keys in one cluster slot.
 //!
+//! # Presence
+//! Members are leases in Redis that their node renews (see `presence`): a node that dies
+//! has its members removed after [`RedisConfig::presence_lease`], each with one `leave` sent
+//! by whichever node's reaping script removed it; `join`/`leave` travel on the channel's
+//! pub/sub channel and take no offset. Keys `wirehub:{news}:members`, `:member`, `:graced`
+//! and the index `wirehub:presence:due`.
+//!
 //! # Failures
 //! - A request while Redis is unreachable fails within [`RedisConfig::timeout`] with
 //!   [`BrokerError::Unavailable`] (a session answers `error` code `internal`).
@@ -45,6 +52,9 @@
 //! - [`Broker::health`] says `reachable: false` while the pub/sub connection is down or the
 //!   last canary could not be published (the server's `/readyz` answers 503).
 //!
+//! Channel occupancy across nodes and orders to every node: [`RedisBroker::cluster`]
+//! (`occupancy.rs`).
+//!
 //! Start with [`RedisBroker::connect`] (which fails when Redis cannot be reached), then
 //! [`RedisLink::start_on`] with the hub's fan-out and the server's task tracker.
 
@@ -53,15 +63,17 @@ mod config;
 mod error;
 mod keys;
 mod listener;
+mod occupancy;
+mod presence;
+mod pubsub;
 mod scripts;
 mod shared;
+mod target;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::Client;
-use redis::aio::PubSub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wirehub_core::{
@@ -70,15 +82,18 @@ use wirehub_core::{
 
 pub use config::RedisConfig;
 pub use error::{Error, Result};
+pub use occupancy::{RedisCluster, RedisControl, RedisOccupancy};
 
-use crate::commands::Commands;
+use crate::commands::{Commands, Endpoint};
 use crate::config::redact;
 use crate::listener::Health;
+use crate::pubsub::PubSubLink;
 use crate::shared::Shared;
 
 /// The Redis [`Broker`]. Dropping it stops its listener task.
 pub struct RedisBroker {
     shared: Arc<Shared>,
+    presence: presence::Presence,
     health: Arc<Health>,
     stop: CancellationToken,
 }
@@ -87,9 +102,9 @@ pub struct RedisBroker {
 /// running [`RedisBroker`].
 pub struct RedisLink {
     config: RedisConfig,
-    client: Client,
+    endpoint: Arc<Endpoint>,
     commands: Commands,
-    pubsub: PubSub,
+    pubsub: PubSubLink,
 }
 
 impl RedisBroker {
@@ -102,33 +117,20 @@ impl RedisBroker {
     pub async fn connect(config: RedisConfig) -> Result<RedisLink> {
         config.validate()?;
         let url = redact(&config.url);
-        let client = match &config.ca_cert_pem {
-            Some(pem) => Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => Client::open(config.url.as_str()),
-        }
-        .map_err(|reason| Error::InvalidUrl {
-            url: url.clone(),
-            reason,
-        })?;
+        let endpoint = Arc::new(Endpoint::new(&config)?);
         let unreachable = |reason| Error::Connect {
             url: url.clone(),
             reason: Box::new(reason),
         };
-        let commands = Commands::connect(client.clone(), config.timeout)
+        let commands = Commands::connect(endpoint.clone(), config.timeout)
             .await
             .map_err(unreachable)?;
-        let pubsub = listener::connect_pubsub(&client, config.timeout)
+        let pubsub = listener::connect_pubsub(&endpoint, config.timeout)
             .await
             .map_err(unreachable)?;
         Ok(RedisLink {
             config,
-            client,
+            endpoint,
             commands,
             pubsub,
         })
@@ -160,7 +162,8 @@ impl RedisLink {
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> RedisBroker {
-        let shared = Arc::new(Shared::new(self.config, self.client, self.commands, sink));
+        let presence = presence::Presence::new(self.config.presence_lease);
+        let shared = Arc::new(Shared::new(self.config, self.endpoint, self.commands, sink));
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
         tasks.spawn(listener::run(
@@ -175,6 +178,7 @@ impl RedisLink {
         ));
         RedisBroker {
             shared,
+            presence,
             health,
             stop,
         }
@@ -244,5 +248,39 @@ impl Broker for RedisBroker {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: wirehub_protocol::Member,
+    ) -> BoxFuture<'a, Result<wirehub_core::Joined, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.join(&self.shared, channel, member).await?) })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        departure: wirehub_core::Departure,
+    ) -> BoxFuture<'a, Result<Option<wirehub_protocol::Member>, BrokerError>> {
+        Box::pin(async move {
+            Ok(self
+                .presence
+                .leave(&self.shared, channel, client, departure)
+                .await?)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<wirehub_core::PresencePage, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.read(&self.shared, channel, max).await?) })
+    }
+
+    fn presence_sweep(&self) -> BoxFuture<'_, Result<Vec<wirehub_core::Left>, BrokerError>> {
+        Box::pin(async move { Ok(self.presence.sweep(&self.shared).await?) })
     }
 }

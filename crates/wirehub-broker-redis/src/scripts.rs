@@ -10,6 +10,15 @@
 //!   (a consistent snapshot), refresh the epoch's expiry, and optionally `PUBLISH` a fence
 //!   token on the reading node's private channel (see `fence` in `subscriptions`).
 //!
+//! - `rewind`: after a failover lost publications that a node had already delivered (the
+//!   stream is behind what the node saw, or holds another message at the node's last
+//!   offset), start a new epoch so that no client can take the new messages at those offsets
+//!   for the ones it had (see `listener`).
+//!
+//! On a Redis Cluster every key a script touches carries the channel's `{hash tag}` (one
+//! slot), and the scripts publish with `SPUBLISH` (sharded pub/sub, on the channel's slot):
+//! the command is an argument, `PUBLISH` elsewhere.
+//!
 //! A stream whose epoch or offset key is missing (never used, expired, flushed, evicted)
 //! starts over: a fresh epoch (random, from the caller), offset 0, no history. Creating it
 //! inside the script makes every node agree on it.
@@ -37,7 +46,8 @@ end
 ";
 
 /// KEYS: epoch, offset, history, idempotency keys. ARGV: fresh epoch, data, history size,
-/// history TTL (ms, 0: none), keep (ms), pub/sub channel, idempotency key ('' for none).
+/// history TTL (ms, 0: none), keep (ms), pub/sub channel, idempotency key ('' for none),
+/// publish command (`PUBLISH` or `SPUBLISH`).
 /// Returns {offset, 1 when the key matched a message still in the history (nothing was
 /// published; the offset is that message's), else 0}.
 ///
@@ -94,13 +104,13 @@ if size > 0 then
     redis.call('PEXPIRE', KEYS[4], expiry)
   end
 end
-redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
+redis.call(ARGV[8], ARGV[6], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
 return {offset, 0}
 ";
 
 /// KEYS: epoch, offset, history. ARGV: fresh epoch, since epoch ('' for none), since offset,
 /// limit (-1: none), history TTL (ms, 0: none), keep (ms), fence channel ('' for none), fence
-/// token. Returns {epoch, top, first kept offset (top + 1 when none), {offset, data, ...}}.
+/// token, publish command. Returns {epoch, top, first kept offset (top + 1 when none), {offset, data, ...}}.
 const READ: &str = r"
 local keep = tonumber(ARGV[6])
 local epoch, top = open_stream(ARGV[1], keep)
@@ -137,9 +147,22 @@ if ARGV[2] == epoch and since <= top then
   end
 end
 if ARGV[7] ~= '' then
-  redis.call('PUBLISH', ARGV[7], ARGV[8])
+  redis.call(ARGV[9], ARGV[7], ARGV[8])
 end
 return {epoch, top, kept_from, entries}
+";
+
+/// KEYS: epoch, offset, history. ARGV: fresh epoch, the epoch the node saw, keep (ms).
+/// When the stream is still in that epoch, moves it to the fresh one (same offset, no
+/// history). Returns {epoch, top}.
+const REWIND: &str = r"
+local keep = tonumber(ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', keep)
+  redis.call('DEL', KEYS[3])
+end
+local epoch, top = open_stream(ARGV[1], keep)
+return {epoch, top}
 ";
 
 /// The scripts, hashed once (`EVALSHA`, loaded again after a Redis restart).
@@ -147,6 +170,7 @@ return {epoch, top, kept_from, entries}
 pub(crate) struct Scripts {
     pub(crate) publish: Script,
     pub(crate) read: Script,
+    pub(crate) rewind: Script,
 }
 
 impl Scripts {
@@ -154,6 +178,7 @@ impl Scripts {
         Scripts {
             publish: Script::new(&format!("{COMMON}{PUBLISH}")),
             read: Script::new(&format!("{COMMON}{READ}")),
+            rewind: Script::new(&format!("{COMMON}{REWIND}")),
         }
     }
 }

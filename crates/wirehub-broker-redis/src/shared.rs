@@ -26,8 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use redis::Client;
-use redis::aio::PubSubSink;
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
 use wirehub_core::{
@@ -37,10 +35,11 @@ use wirehub_core::{
 use wirehub_protocol::StreamPosition;
 
 use crate::RedisBroker;
-use crate::commands::Commands;
+use crate::commands::{Commands, Endpoint};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::pubsub::SubSink;
 use crate::scripts::{Scripts, Snapshot};
 
 /// A stream position: epoch and offset.
@@ -49,13 +48,15 @@ pub(crate) type Position = (Arc<str>, u64);
 pub(crate) struct Shared {
     pub(crate) config: RedisConfig,
     pub(crate) keys: Keys,
-    pub(crate) client: Client,
+    pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) commands: Commands,
     pub(crate) scripts: Scripts,
     pub(crate) sink: Arc<dyn Deliver>,
     /// The command half of the pub/sub connection, `None` while it is down. Locked while the
     /// set of Redis subscriptions changes.
-    pub(crate) pubsub: tokio::sync::Mutex<Option<PubSubSink>>,
+    pub(crate) pubsub: tokio::sync::Mutex<Option<SubSink>>,
+    /// The cluster canary channels subscribed on the current pub/sub connection.
+    pub(crate) canaries: Mutex<std::collections::HashSet<String>>,
     /// Whether the pub/sub connection is up and every watched channel subscribed.
     pub(crate) link: watch::Sender<bool>,
     pub(crate) channels: Mutex<HashMap<Arc<str>, Watched>>,
@@ -99,6 +100,13 @@ pub(crate) struct Watched {
     pub(crate) ready: watch::Sender<bool>,
     /// The epoch and offset last handed to the fan-out (or known to be covered).
     pub(crate) last: Option<Position>,
+    /// A hash of the data of the publication at `last`, when it was delivered through here:
+    /// after a reconnect, a history holding other data at that offset means the stream was
+    /// rewound (a failover lost what this node had delivered).
+    pub(crate) last_hash: Option<u64>,
+    /// An epoch this node moved the stream away from (`rewind`): publications of it still
+    /// arriving are dropped (they are covered by the `gap` sent then).
+    pub(crate) retired: Option<Arc<str>>,
     /// The pub/sub connection broke while the channel was live: what was published
     /// meanwhile must be read from the history.
     pub(crate) recover: bool,
@@ -120,7 +128,7 @@ pub(crate) enum Step {
 impl Shared {
     pub(crate) fn new(
         config: RedisConfig,
-        client: Client,
+        endpoint: Arc<Endpoint>,
         commands: Commands,
         sink: Arc<dyn Deliver>,
     ) -> Shared {
@@ -128,11 +136,12 @@ impl Shared {
         Shared {
             keys: Keys::new(&config.prefix, &node),
             config,
-            client,
+            endpoint,
             commands,
             scripts: Scripts::new(),
             sink,
             pubsub: tokio::sync::Mutex::new(None),
+            canaries: Mutex::new(std::collections::HashSet::new()),
             link: watch::Sender::new(false),
             channels: Mutex::new(HashMap::new()),
             fences: Mutex::new(HashMap::new()),
@@ -194,7 +203,8 @@ impl Shared {
             .arg(args.ttl_millis)
             .arg(args.keep_millis)
             .arg(self.keys.messages(channel))
-            .arg(key.unwrap_or(""));
+            .arg(key.unwrap_or(""))
+            .arg(self.publish_command());
         let (offset, duplicate): (u64, u8) = self.commands.invoke(&invocation).await?;
         Ok(Published {
             offset,
@@ -226,9 +236,39 @@ impl Shared {
             .arg(args.ttl_millis)
             .arg(args.keep_millis);
         match fence {
+            // On a cluster the fence follows the channel's publications through its shard.
+            Some(token) if self.endpoint.is_cluster() => invocation
+                .arg(self.keys.messages(channel))
+                .arg(self.keys.fence_payload(token)),
             Some(token) => invocation.arg(self.keys.node_channel()).arg(token),
             None => invocation.arg("").arg(0),
         };
+        invocation.arg(self.publish_command());
+        self.commands.invoke(&invocation).await
+    }
+
+    /// `SPUBLISH` on a cluster (sharded pub/sub), else `PUBLISH`.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.endpoint.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Moves `channel`'s stream to a new epoch if it is still in `seen_epoch` (see the
+    /// `rewind` script); returns the stream's epoch and top offset now.
+    pub(crate) async fn rewind(&self, channel: &str, seen_epoch: &str) -> Result<(String, u64)> {
+        let [epoch, offset, history] = self.keys.stream(channel);
+        let args = self.history_args(channel);
+        let mut invocation = self.scripts.rewind.prepare_invoke();
+        invocation
+            .key(epoch)
+            .key(offset)
+            .key(history)
+            .arg(&*new_epoch())
+            .arg(seen_epoch)
+            .arg(args.keep_millis);
         self.commands.invoke(&invocation).await
     }
 
@@ -314,6 +354,8 @@ impl Shared {
                 subscribed: false,
                 ready: watch::Sender::new(false),
                 last: None,
+                last_hash: None,
+                retired: None,
                 recover: false,
             });
         state.watchers += 1;
@@ -393,6 +435,7 @@ impl Shared {
                         state.subscribed = false;
                         state.ready.send_replace(false);
                         state.last = None;
+                        state.last_hash = None;
                     }
                     if let Some(sink) = pubsub.as_mut()
                         && let Err(err) = sink.unsubscribe(&redis_channel).await
@@ -417,6 +460,9 @@ impl Shared {
             let Some(state) = channels.get_mut(channel) else {
                 return Step::Skip;
             };
+            if state.retired.as_deref() == Some(epoch) {
+                return Step::Skip;
+            }
             match &state.last {
                 Some((last_epoch, last)) if **last_epoch == *epoch => {
                     if offset <= *last {
@@ -427,12 +473,14 @@ impl Shared {
                     }
                     let epoch = last_epoch.clone();
                     state.last = Some((epoch.clone(), offset));
+                    state.last_hash = Some(data_hash(data));
                     (state.name.clone(), epoch, false)
                 }
                 last => {
                     let new_epoch = last.is_some();
                     let epoch: Arc<str> = Arc::from(epoch);
                     state.last = Some((epoch.clone(), offset));
+                    state.last_hash = Some(data_hash(data));
                     (state.name.clone(), epoch, new_epoch)
                 }
             }
@@ -445,12 +493,33 @@ impl Shared {
         }
     }
 
+    /// Records that the stream of `channel` left epoch `old` for `epoch` at `top` (a rewind).
+    pub(crate) fn retire(&self, channel: &str, old: &str, epoch: &str, top: u64) {
+        if let Some(state) = self.channels().get_mut(channel) {
+            if old != epoch {
+                state.retired = Some(Arc::from(old));
+            }
+            state.last = Some((Arc::from(epoch), top));
+            state.last_hash = None;
+        }
+    }
+
     /// Records a channel's position after publications were lost.
     pub(crate) fn jump(&self, channel: &str, epoch: &str, top: u64) {
         if let Some(state) = self.channels().get_mut(channel) {
             state.last = Some((Arc::from(epoch), top));
+            state.last_hash = None;
         }
     }
+}
+
+/// The hash of a publication's data kept for the rewind check (fixed keys: the same on
+/// every run).
+pub(crate) fn data_hash(data: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(data);
+    hasher.finish()
 }
 
 /// A registered fence; dropping it unregisters it.

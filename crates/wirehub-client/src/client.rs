@@ -41,6 +41,10 @@ pub(crate) enum Command {
         token: String,
         reply: oneshot::Sender<Result<()>>,
     },
+    Presence {
+        channel: String,
+        reply: oneshot::Sender<Result<wirehub_protocol::PresenceReply>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -224,6 +228,26 @@ impl Client {
         let token = token.into();
         connector::check_token(&token)?;
         self.request(|reply| Command::Refresh { token, reply })
+            .await
+    }
+
+    /// The members of a presence channel (one whose `[[channels]]` table on the server says
+    /// `presence = true`): the exact `count` and at most the server's
+    /// `presence_max_members` of them (`truncated` when fewer than `count` are listed). The
+    /// token must allow subscribing to the channel; no subscription is needed. Changes
+    /// arrive as [`Event::Join`] and [`Event::Leave`] while the client is subscribed to the
+    /// channel. Asked while disconnected, the request is sent with the next connection
+    /// (within the request timeout).
+    ///
+    /// # Errors
+    /// [`Error::InvalidChannel`]; [`Error::Server`] with `presence_disabled` for a channel
+    /// without presence, `forbidden` when the token does not allow subscribing to it;
+    /// [`Error::Disconnected`] when the connection was lost before the answer;
+    /// [`Error::Timeout`]; [`Error::Closed`] once the client stopped.
+    pub async fn presence(&self, channel: &str) -> Result<wirehub_protocol::PresenceReply> {
+        validate_channel(channel)?;
+        let channel = channel.to_owned();
+        self.request(|reply| Command::Presence { channel, reply })
             .await
     }
 

@@ -13,6 +13,7 @@
 //! proved healthy.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -29,7 +30,7 @@ use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
 use crate::connector::{self, Socket};
 use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
-use crate::{ClientConfig, Error, Event, Jitter, Message, Result};
+use crate::{ClientConfig, Error, Event, Jitter, Message, ReconnectReason, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
@@ -48,7 +49,12 @@ pub(crate) struct Actor {
     registry: Registry,
     next_id: u64,
     close_reply: Option<oneshot::Sender<()>>,
+    /// `presence` requests made while no connection was ready: sent at the next `welcome`.
+    presence_waiting: Vec<(String, PresenceReplyTo)>,
 }
+
+/// Where the answer to a `presence` request goes.
+type PresenceReplyTo = oneshot::Sender<Result<wirehub_protocol::PresenceReply>>;
 
 /// A request sent on the current connection, awaiting its answer.
 enum Pending {
@@ -63,6 +69,9 @@ enum Pending {
     Publish(BufferedPublish),
     Refresh {
         reply: oneshot::Sender<Result<()>>,
+    },
+    Presence {
+        reply: PresenceReplyTo,
     },
     Ping,
 }
@@ -126,6 +135,7 @@ impl Actor {
             registry: Registry::new(command_sender),
             next_id: 1,
             close_reply: None,
+            presence_waiting: Vec::new(),
         }
     }
 
@@ -136,7 +146,7 @@ impl Actor {
             self.emit(Event::Connecting {
                 attempt: self.attempts,
             });
-            let (last_error, advice) = match self.attempt().await {
+            let (last_error, advice, hint) = match self.attempt().await {
                 Attempt::Closed => return self.stop(None),
                 Attempt::Failed(error) if connector::is_fatal_connect_error(&error) => {
                     return self.stop(Some(error));
@@ -146,7 +156,14 @@ impl Actor {
                     self.emit(Event::ConnectFailed {
                         error: error.clone(),
                     });
-                    (error, ReconnectAdvice::Backoff)
+                    let hint = match &error {
+                        Error::Overloaded {
+                            retry_after: Some(wait),
+                            ..
+                        } => ReconnectReason::RetryAfter(*wait),
+                        _ => ReconnectReason::Backoff,
+                    };
+                    (error, ReconnectAdvice::Backoff, hint)
                 }
                 Attempt::Open(socket) => match self.serve(*socket).await {
                     Ended::Closed => return self.stop(None),
@@ -157,8 +174,15 @@ impl Actor {
                         advice,
                     } => {
                         tracing::debug!(?code, %reason, "disconnected");
+                        let hint = match wirehub_protocol::parse_retry_hint(&reason) {
+                            Some(window) if code.is_some() => ReconnectReason::RetryHint {
+                                min: window.min,
+                                max: window.max,
+                            },
+                            _ => ReconnectReason::Backoff,
+                        };
                         self.emit(Event::Disconnected { code, reason });
-                        (Error::Disconnected, advice)
+                        (Error::Disconnected, advice, hint)
                     }
                 },
             };
@@ -167,10 +191,21 @@ impl Actor {
             {
                 return self.stop(Some(last_error));
             }
-            let delay = self.schedule.next_delay(advice);
+            // The schedule advances either way; a wait the server asked for replaces its delay.
+            let backoff = self.schedule.next_delay(advice);
+            let delay = match hint {
+                ReconnectReason::RetryAfter(wait) => {
+                    wait + Duration::from_secs(1).mul_f64(self.rng.random::<f64>())
+                }
+                ReconnectReason::RetryHint { min, max } => {
+                    wirehub_protocol::RetryWindow::new(min, max).at(self.rng.random::<f64>())
+                }
+                _ => backoff,
+            };
             self.emit(Event::Reconnecting {
                 attempt: self.attempts.saturating_add(1),
                 delay,
+                reason: hint,
             });
             let wait = tokio::time::sleep(delay);
             if self.offline_until(wait).await.is_none() {
@@ -241,6 +276,9 @@ impl Actor {
                 self.config.token = Some(token);
                 let _ = reply.send(Ok(()));
             }
+            Command::Presence { channel, reply } => {
+                self.presence_waiting.push((channel, reply));
+            }
             Command::Close { reply } => {
                 self.close_reply = Some(reply);
                 return Err(Ended::Closed);
@@ -302,6 +340,9 @@ impl Actor {
                 Pending::Refresh { reply } => {
                     // The next connection presents the new token at the upgrade.
                     let _ = reply.send(Ok(()));
+                }
+                Pending::Presence { reply } => {
+                    let _ = reply.send(Err(error.clone()));
                 }
                 // Subscriptions stay registered and are restored by the next connection.
                 Pending::Subscribe { .. }
@@ -438,6 +479,9 @@ impl Actor {
                 conn.pending.insert(id, Pending::Refresh { reply });
                 self.send(conn, &message).await?;
             }
+            Command::Presence { channel, reply } => {
+                self.send_presence(conn, channel, reply).await?
+            }
             Command::Close { reply } => {
                 self.close_reply = Some(reply);
                 return Err(Ended::Closed);
@@ -478,6 +522,9 @@ impl Actor {
                         continue;
                     }
                     self.send_publish(conn, publish).await?;
+                }
+                for (channel, reply) in std::mem::take(&mut self.presence_waiting) {
+                    self.send_presence(conn, channel, reply).await?;
                 }
                 self.check_health(conn);
             }
@@ -559,6 +606,30 @@ impl Actor {
                     conn.pending.remove(&id);
                 }
             }
+            ServerMessage::Presence {
+                id,
+                channel,
+                count,
+                members,
+                truncated,
+            } => {
+                if let Some(Pending::Presence { reply }) =
+                    id.and_then(|id| conn.pending.remove(&id))
+                {
+                    let _ = reply.send(Ok(wirehub_protocol::PresenceReply {
+                        channel,
+                        count,
+                        members,
+                        truncated,
+                    }));
+                }
+            }
+            ServerMessage::Join { channel, member } => {
+                self.emit(Event::Join { channel, member });
+            }
+            ServerMessage::Leave { channel, member } => {
+                self.emit(Event::Leave { channel, member });
+            }
             ServerMessage::Error { id, code, message } => {
                 let error = Error::Server { code, message };
                 match id.and_then(|id| conn.pending.remove(&id)) {
@@ -581,12 +652,34 @@ impl Actor {
                     Some(Pending::Refresh { reply }) => {
                         let _ = reply.send(Err(error));
                     }
+                    Some(Pending::Presence { reply }) => {
+                        let _ = reply.send(Err(error));
+                    }
                     Some(Pending::Ping) => {}
                     None => tracing::warn!(%error, "error from the server"),
                 }
             }
         }
         Ok(())
+    }
+
+    /// Sends a `presence` request; its answer goes to `reply`.
+    async fn send_presence(
+        &mut self,
+        conn: &mut Conn,
+        channel: String,
+        reply: PresenceReplyTo,
+    ) -> Flow {
+        if reply.is_closed() {
+            return Ok(());
+        }
+        let id = self.next_id();
+        let message = ClientMessage::Presence {
+            id: Some(id),
+            channel: channel.into(),
+        };
+        conn.pending.insert(id, Pending::Presence { reply });
+        self.send(conn, &message).await
     }
 
     fn on_subscribed(
@@ -849,6 +942,9 @@ impl Actor {
                     let _ = reply.send(Err(fail.clone()));
                 }
                 Command::Refresh { reply, .. } => {
+                    let _ = reply.send(Err(fail.clone()));
+                }
+                Command::Presence { reply, .. } => {
                     let _ = reply.send(Err(fail.clone()));
                 }
                 Command::Close { reply } => {

@@ -6,6 +6,7 @@
 //! or token). The connection task ([`crate::connection`]) calls [`connect`] once per attempt.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
@@ -114,6 +115,11 @@ fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
             let status = response.status().as_u16();
             if status == 401 || status == 403 {
                 Error::Unauthorized { status }
+            } else if status == 503 || status == 429 {
+                Error::Overloaded {
+                    status,
+                    retry_after: retry_after(response.headers()),
+                }
             } else {
                 Error::connect(format!(
                     "the server answered the upgrade with HTTP {status}"
@@ -126,6 +132,19 @@ fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
         },
         other => Error::connect(other.to_string()),
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by wirehub and is ignored),
+/// capped at [`wirehub_protocol::MAX_HINT`].
+fn retry_after(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(wirehub_protocol::MAX_HINT))
 }
 
 /// Whether a failed attempt must stop the client instead of being retried.
@@ -163,5 +182,37 @@ mod tests {
             build_request(&ClientConfig::new("ws://x/ws").token("a\nb")),
             Err(Error::InvalidToken)
         ));
+    }
+
+    #[test]
+    fn overload_refusals_carry_retry_after() {
+        let refusal = |status: u16, retry_after: Option<&str>| {
+            let mut response = tungstenite::http::Response::builder().status(status);
+            if let Some(value) = retry_after {
+                response = response.header(header::RETRY_AFTER, value);
+            }
+            let response = response.body(None).expect("valid response");
+            classify_connect_error(tungstenite::Error::Http(Box::new(response)), "ws://x/ws")
+        };
+        assert!(matches!(
+            refusal(503, Some("7")),
+            Error::Overloaded { status: 503, retry_after: Some(wait) } if wait == Duration::from_secs(7)
+        ));
+        assert!(matches!(
+            refusal(429, Some(" 2 ")),
+            Error::Overloaded { status: 429, retry_after: Some(wait) } if wait == Duration::from_secs(2)
+        ));
+        assert!(matches!(
+            refusal(503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Error::Overloaded {
+                retry_after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            refusal(503, Some("99999999")),
+            Error::Overloaded { retry_after: Some(wait), .. } if wait == wirehub_protocol::MAX_HINT
+        ));
+        assert!(matches!(refusal(500, Some("3")), Error::Connect { .. }));
     }
 }

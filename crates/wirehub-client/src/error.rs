@@ -75,6 +75,18 @@ pub enum Error {
         /// A description for people.
         reason: String,
     },
+    /// The server refused the WebSocket upgrade because it is overloaded: HTTP 503 (its
+    /// connection rate or connection limit) or 429 (too many connections from this address).
+    /// Retried after `retry_after` (the server's `Retry-After`) plus a random part of a
+    /// second, or after the backoff delay when the server named no wait; fatal only once the
+    /// reconnect limit is reached.
+    #[error("the server is overloaded (HTTP {status}){}", retry_after.map(|wait| format!("; retry after {wait:?}")).unwrap_or_default())]
+    Overloaded {
+        /// The HTTP status code (503 or 429).
+        status: u16,
+        /// The server's `Retry-After`, when it sent one in seconds.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The connection was lost before the server answered this request. For a publish (only
     /// with [`ClientConfig::retry_publishes`](crate::ClientConfig::retry_publishes) off, or
     /// when the client stops) this means the outcome is unknown: the server may or may not
@@ -141,6 +153,7 @@ impl Error {
             Error::Unauthorized { .. } => "unauthorized",
             Error::Rejected { .. } => "rejected",
             Error::Connect { .. } => "connect_failed",
+            Error::Overloaded { .. } => "overloaded",
             Error::Disconnected => "disconnected",
             Error::Server { code, .. } => code.as_str(),
             Error::BufferFull { .. } => "buffer_full",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use wirehub_protocol::StreamPosition;
+use wirehub_protocol::{Member, StreamPosition};
 
 use crate::Error;
 
@@ -44,8 +44,11 @@ pub enum Event {
     Reconnecting {
         /// The attempt number that follows the delay.
         attempt: u32,
-        /// The backoff delay (see [`Backoff`](crate::Backoff)).
+        /// The delay: the backoff delay (see [`Backoff`](crate::Backoff)), or the wait the
+        /// server asked for.
         delay: Duration,
+        /// Where the delay comes from.
+        reason: ReconnectReason,
     },
     /// A resubscription after a reconnect, or a catch-up after the consumer fell behind or
     /// the server sent `gap`, could not replay every missed message: the history no longer
@@ -91,10 +94,46 @@ pub enum Event {
         /// Why the client stopped.
         error: Option<Error>,
     },
+    /// A member joined a presence channel this client is subscribed to (see
+    /// [`Client::presence`](crate::Client::presence)); also the client's own join, after
+    /// its subscription was confirmed.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        member: Member,
+    },
+    /// A member left a presence channel this client is subscribed to.
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left.
+        member: Member,
+    },
     /// This event stream was read too slowly and `missed` events were dropped from it.
     Lagged {
         /// How many events were skipped.
         missed: u64,
+    },
+}
+
+/// Why the client waits as long as it does before reconnecting
+/// ([`Event::Reconnecting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconnectReason {
+    /// The client's own schedule ([`Backoff`](crate::Backoff)).
+    Backoff,
+    /// The server refused the upgrade as overloaded with this `Retry-After`; the delay is
+    /// that plus a random part of a second.
+    RetryAfter(Duration),
+    /// The server's close reason carried this retry window (`retry=MIN-MAX`); the delay is
+    /// a uniformly random point in it.
+    RetryHint {
+        /// The window's start.
+        min: Duration,
+        /// The window's end.
+        max: Duration,
     },
 }
 

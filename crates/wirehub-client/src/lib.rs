@@ -106,9 +106,9 @@ pub use backoff::{Backoff, Jitter, ReconnectSchedule};
 pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{Error, Result};
-pub use event::{Event, Events};
+pub use event::{Event, Events, ReconnectReason};
 pub use subscription::{Message, Subscription, SubscriptionEvent};
-pub use wirehub_protocol::{ErrorCode, StreamPosition};
+pub use wirehub_protocol::{ErrorCode, Member, PresenceReply, StreamPosition};
 
 /// Compiles the README's example as a doc test.
 #[cfg(doctest)]

@@ -36,6 +36,16 @@ fn now<F: Future>(future: F) -> F::Output {
 }
 
 fn hub_with(subscribers: usize, history: usize) -> (Hub, Vec<SessionRef>) {
+    hub_deflate(subscribers, history, None)
+}
+
+/// As `hub_with`, every subscriber having negotiated permessage-deflate with `deflate` as
+/// its threshold (`None`: none did).
+fn hub_deflate(
+    subscribers: usize,
+    history: usize,
+    deflate: Option<usize>,
+) -> (Hub, Vec<SessionRef>) {
     let hub = Hub::in_memory(HubConfig {
         history: HistoryLimits {
             size: history,
@@ -48,10 +58,13 @@ fn hub_with(subscribers: usize, history: usize) -> (Hub, Vec<SessionRef>) {
     let sessions: Vec<SessionRef> = (0..subscribers as u64)
         .map(|id| SessionRef {
             id,
-            outbox: Arc::new(Outbox::new(OutboxLimits {
-                max_frames: 4096,
-                max_bytes: 64 << 20,
-            })),
+            outbox: Arc::new(
+                Outbox::new(OutboxLimits {
+                    max_frames: 4096,
+                    max_bytes: 64 << 20,
+                })
+                .with_deflate(deflate),
+            ),
         })
         .collect();
     for session in &sessions {
@@ -103,5 +116,47 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish);
+/// A 1.2 KB JSON text message to 1 000 subscribers, without and with permessage-deflate: the
+/// compression is done once per publish, whatever the number of subscribers.
+fn publish_text(c: &mut Criterion) {
+    let items: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"symbol":"SYM{i}","bid":{},"ask":{},"venue":"primary"}}"#,
+                100 + i,
+                101 + i
+            )
+        })
+        .collect();
+    let data = format!(r#"{{"items":[{}]}}"#, items.join(","));
+    let mut group = c.benchmark_group("publish_text_1k_to_1000");
+    for (name, deflate) in [("plain", None), ("deflate", Some(256))] {
+        let (hub, sessions) = hub_deflate(1000, 0, deflate);
+        let mut scratch = VecDeque::new();
+        group.throughput(Throughput::Elements(1000));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let batch = left.min(BATCH);
+                    let started = Instant::now();
+                    for _ in 0..batch {
+                        black_box(
+                            now(hub.publish("bench", black_box(data.as_bytes()), None))
+                                .expect("publishes"),
+                        );
+                    }
+                    timed += started.elapsed();
+                    drain(&sessions, &mut scratch);
+                    left -= batch;
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, publish_text);
 criterion_main!(benches);

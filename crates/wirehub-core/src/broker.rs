@@ -9,10 +9,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use wirehub_protocol::StreamPosition;
+use wirehub_protocol::{Member, MemberEvent, StreamPosition};
+
+use crate::presence::{Departure, Joined, Left, PresencePage};
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is used as `dyn Broker`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,6 +36,12 @@ pub struct Publication {
     /// The publication as the connections of another [`Dialect`] get it, built on first use
     /// by the first such subscriber and shared by the others.
     pub alternate: OnceLock<Option<Alternate>>,
+    /// The same delivery as a permessage-deflate frame, built at most once, by the first
+    /// subscriber that negotiated the extension and for whom the message is large enough
+    /// (`None` inside: compression would not make it smaller). Every such subscriber gets a
+    /// clone of the same `Bytes`; clones of the publication made afterwards (its history
+    /// entry) share it too.
+    deflated: OnceLock<Option<Bytes>>,
 }
 
 /// A publication encoded for another wire dialect (see [`Dialect`]).
@@ -51,12 +60,49 @@ pub struct Alternate {
 pub trait Dialect: Send + Sync + fmt::Debug + 'static {
     /// The frame for `publication`, or `None` when the dialect's connections get nothing.
     fn encode(&self, publication: &Publication) -> Option<Alternate>;
+
+    /// The frame a presence transition on `channel` is sent as to the dialect's connections
+    /// (`member`: the member's JSON text, [`Member::to_json`]), or `None`. Called once per
+    /// node for each transition on a channel with at least one such local subscriber, also
+    /// one still being set up, so that the dialect may keep its own view of the members.
+    /// The default sends nothing.
+    fn member(&self, channel: &str, event: MemberEvent, member: &[u8]) -> Option<Alternate> {
+        let _ = (channel, event, member);
+        None
+    }
 }
 
 impl Publication {
     /// The JSON text of the `message` delivery (without the WebSocket header).
     pub fn json(&self) -> &[u8] {
         &self.frame[self.json_start..]
+    }
+
+    /// The frame to send to a connection whose outbox says [`crate::Outbox::deflate`]:
+    /// with `None` (no permessage-deflate), or a message shorter than the threshold, the
+    /// plain frame; otherwise the compressed one, built on the first call.
+    pub fn frame_for(&self, deflate: Option<usize>) -> &Bytes {
+        self.frame_counting(deflate, None)
+    }
+
+    /// As [`Publication::frame_for`], counting in `compressions` each compression done.
+    pub(crate) fn frame_counting(
+        &self,
+        deflate: Option<usize>,
+        compressions: Option<&AtomicU64>,
+    ) -> &Bytes {
+        match deflate {
+            Some(threshold) if self.frame.len() - self.json_start >= threshold => {
+                let deflated = self.deflated.get_or_init(|| {
+                    if let Some(count) = compressions {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    wirehub_ws::deflate_frame(wirehub_ws::OpCode::Text, self.json())
+                });
+                deflated.as_ref().unwrap_or(&self.frame)
+            }
+            _ => &self.frame,
+        }
     }
 }
 
@@ -73,6 +119,13 @@ pub trait Deliver: Send + Sync + 'static {
     /// `subscribe` + `since`. The default does nothing.
     fn lost(&self, channel: &str, epoch: &str, offset: u64) {
         let _ = (channel, epoch, offset);
+    }
+
+    /// Tells the local subscribers of a presence channel that a member joined or left.
+    /// `member` is the member's JSON text ([`Member::to_json`]), copied into the frame. Called
+    /// once per node for each transition; must not block. The default does nothing.
+    fn member(&self, channel: &str, event: MemberEvent, member: &[u8]) {
+        let _ = (channel, event, member);
     }
 }
 
@@ -184,6 +237,57 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn name(&self) -> &'static str;
+
+    /// Adds `member` to a presence channel's members and announces it with a `join` to the
+    /// channel's subscribers on every node, unless it takes over a member of the same user
+    /// that is in its grace ([`Departure::Grace`]): then nothing is announced and the member
+    /// keeps the listed identity ([`Joined`]). The default: presence is not supported.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Joined, BrokerError>> {
+        let _ = (channel, member);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// The member `client` (the [`Joined::member`]'s `client`) leaves `channel`: at once, with
+    /// a `leave` to the subscribers on every node (returns the member, so that the caller can
+    /// report the transition, which happened exactly here), or after a grace (returns `None`;
+    /// the member stays listed until the grace ends, then [`Broker::presence_sweep`] on some
+    /// node removes it and announces its `leave`, unless a join of the same user took it over
+    /// meanwhile). `None` too when `client` is not a member.
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        departure: Departure,
+    ) -> BoxFuture<'a, Result<Option<Member>, BrokerError>> {
+        let _ = (channel, client, departure);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// A presence channel's members: the exact count, and at most `max` members listed.
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
+        let _ = (channel, max);
+        Box::pin(async { Err(no_presence()) })
+    }
+
+    /// Presence housekeeping, called about every second: renews the leases of this node's
+    /// members (when the broker has leases), removes members whose grace or lease ended
+    /// (announcing each `leave`) and returns those that this call removed: each member that
+    /// leaves this way is returned by exactly one call on one node. The default does nothing.
+    fn presence_sweep(&self) -> BoxFuture<'_, Result<Vec<Left>, BrokerError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+fn no_presence() -> BrokerError {
+    BrokerError::Unavailable("this broker does not keep presence".to_owned())
 }
 
 /// Builds the `message` frame for a publication: JSON encoded once, WebSocket header in front.
@@ -204,5 +308,6 @@ pub fn encode_publication(
         frame,
         json_start,
         alternate: OnceLock::new(),
+        deflated: OnceLock::new(),
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -66,6 +66,8 @@ pub struct Fanout {
     subscriptions: AtomicUsize,
     channels: AtomicUsize,
     deliveries: AtomicUsize,
+    /// Publications compressed for permessage-deflate subscribers (once each at most).
+    compressions: AtomicU64,
     max_pending: usize,
     rules: ChannelRules,
     stats: Arc<QueueStats>,
@@ -88,6 +90,7 @@ pub(crate) struct Replay<'a> {
     outbox: &'a Outbox,
     slot: u32,
     policy: OnSlow,
+    compressions: &'a AtomicU64,
 }
 
 impl Replay<'_> {
@@ -105,7 +108,7 @@ impl Replay<'_> {
     /// Queues a replayed message under the subscription's policy. Returns false when the
     /// connection is closing.
     pub(crate) fn message(&self, publication: &Publication) -> bool {
-        let Some(frame) = self.outbox.frame_for(publication) else {
+        let Some(frame) = self.outbox.frame_for(publication, Some(self.compressions)) else {
             return true;
         };
         !matches!(
@@ -137,6 +140,7 @@ impl Fanout {
             subscriptions: AtomicUsize::new(0),
             channels: AtomicUsize::new(0),
             deliveries: AtomicUsize::new(0),
+            compressions: AtomicU64::new(0),
             max_pending,
             rules,
             stats: Arc::new(QueueStats::default()),
@@ -161,6 +165,12 @@ impl Fanout {
     /// Frames queued for subscribers since start (deliveries out).
     pub fn delivery_count(&self) -> usize {
         self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Publications compressed since start for subscribers that negotiated
+    /// permessage-deflate: at most one per publication, whatever the number of subscribers.
+    pub fn compression_count(&self) -> u64 {
+        self.compressions.load(Ordering::Relaxed)
     }
 
     /// What the delivery policies did, and the depth of the outboxes when drained.
@@ -224,6 +234,7 @@ impl Fanout {
             outbox: &subscriber.outbox,
             slot: subscriber.slot,
             policy: subscriber.policy,
+            compressions: &self.compressions,
         };
         let (epoch, offset) = before_live(&replay);
         let setup = subscriber.setup.take().unwrap_or_default();
@@ -315,6 +326,40 @@ impl Fanout {
 }
 
 impl Deliver for Fanout {
+    /// Queues one `join`/`leave` frame, built once, for every live local subscriber of the
+    /// channel (one still being set up reads the members after its `subscribed` instead);
+    /// a connection of another dialect gets the dialect's frame ([`crate::Dialect::member`]). A
+    /// subscriber whose queue cannot take it is a slow consumer.
+    fn member(&self, channel: &str, event: wirehub_protocol::MemberEvent, member: &[u8]) {
+        let shard = lock(self.shard(channel));
+        let Some(subscribers) = shard.get(channel) else {
+            return;
+        };
+        let mut json = Vec::new();
+        wirehub_protocol::encode_member_event(&mut json, event, channel, member);
+        let frame = wirehub_ws::encode_frame(wirehub_ws::OpCode::Text, &json);
+        let mut delivered = 0;
+        // Connections of another dialect get the dialect's frame, asked for once.
+        let mut alternate: Option<Option<crate::broker::Alternate>> = None;
+        for subscriber in subscribers.iter() {
+            let frame = match subscriber.outbox.dialect() {
+                None => Some(&frame),
+                Some((dialect, tag)) => alternate
+                    .get_or_insert_with(|| dialect.member(channel, event, member))
+                    .as_ref()
+                    .filter(|alternate| alternate.skip.as_deref() != Some(tag))
+                    .map(|alternate| &alternate.frame),
+            };
+            if let Some(frame) = frame
+                && subscriber.setup.is_none()
+                && subscriber.outbox.push(frame.clone()).is_ok()
+            {
+                delivered += 1;
+            }
+        }
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+    }
+
     fn deliver(&self, publication: &Publication) {
         let mut shard = lock(self.shard(&publication.channel));
         let Some(subscribers) = shard.get_mut(&*publication.channel) else {
@@ -326,7 +371,13 @@ impl Deliver for Fanout {
                 self.hold_pending(subscriber, publication);
                 continue;
             }
-            let Some(frame) = subscriber.outbox.frame_for(publication) else {
+            // Without permessage-deflate, the plain frame; with it, the compressed frame,
+            // built by the first such subscriber and shared by the others; for a connection
+            // of another dialect, the dialect's frame, also built once.
+            let Some(frame) = subscriber
+                .outbox
+                .frame_for(publication, Some(&self.compressions))
+            else {
                 continue;
             };
             let offered = subscriber.outbox.offer(
@@ -507,5 +558,98 @@ mod tests {
         }
         assert_eq!(fanout.remove("feed", 1), Some(false));
         assert_eq!(drain(&client), Vec::<String>::new());
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::broker::encode_publication;
+    use crate::outbox::OutboxLimits;
+
+    fn session(id: u64, deflate: Option<usize>) -> SessionRef {
+        SessionRef {
+            id,
+            outbox: Arc::new(
+                Outbox::new(OutboxLimits {
+                    max_frames: 100,
+                    max_bytes: 1 << 20,
+                })
+                .with_deflate(deflate),
+            ),
+        }
+    }
+
+    fn live(fanout: &Fanout, session: &SessionRef, channel: &str) {
+        assert_ne!(fanout.add_pending(channel, session), Added::Duplicate);
+        assert!(fanout.activate(channel, session.id, |_| (Arc::from("e"), 0)));
+    }
+
+    fn drain(session: &SessionRef) -> Vec<Bytes> {
+        let mut out = VecDeque::new();
+        session.outbox.drain_into(&mut out);
+        out.into()
+    }
+
+    const LARGE: &[u8] = br#"{"text":"a sentence that repeats, a sentence that repeats, a sentence that repeats, a sentence that repeats"}"#;
+
+    #[test]
+    fn issue_14_one_compression_per_publication_shared_by_every_deflate_subscriber() {
+        let fanout = Fanout::new(16);
+        let deflating: Vec<SessionRef> = (1..=50).map(|id| session(id, Some(64))).collect();
+        let plain: Vec<SessionRef> = (51..=60).map(|id| session(id, None)).collect();
+        for session in deflating.iter().chain(&plain) {
+            live(&fanout, session, "news");
+        }
+        for offset in 1..=3 {
+            let publication = encode_publication(Arc::from("news"), Arc::from("e"), offset, LARGE);
+            fanout.deliver(&publication);
+        }
+        assert_eq!(fanout.compression_count(), 3);
+        let first: Vec<Vec<Bytes>> = deflating.iter().map(drain).collect();
+        for frames in &first {
+            assert_eq!(frames.len(), 3);
+            for (frame, reference) in frames.iter().zip(&first[0]) {
+                // The very same buffer, not an equal copy.
+                assert_eq!(frame.as_ptr(), reference.as_ptr());
+                assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+            }
+        }
+        assert!(first[0][0].len() < LARGE.len());
+        for session in &plain {
+            for frame in drain(session) {
+                assert_eq!(frame[0], 0x81, "plain text frame");
+            }
+        }
+    }
+
+    #[test]
+    fn issue_14_no_compression_below_the_threshold_or_without_deflate_subscribers() {
+        let fanout = Fanout::new(16);
+        let plain = session(1, None);
+        live(&fanout, &plain, "news");
+        fanout.deliver(&encode_publication(
+            Arc::from("news"),
+            Arc::from("e"),
+            1,
+            LARGE,
+        ));
+        assert_eq!(fanout.compression_count(), 0);
+        let small = session(2, Some(4096));
+        live(&fanout, &small, "news");
+        fanout.deliver(&encode_publication(
+            Arc::from("news"),
+            Arc::from("e"),
+            2,
+            LARGE,
+        ));
+        assert_eq!(fanout.compression_count(), 0);
+        let plain_frames = drain(&plain);
+        let small_frames = drain(&small);
+        assert_eq!(small_frames.len(), 1);
+        assert_eq!(small_frames[0].as_ptr(), plain_frames[1].as_ptr());
+        assert_eq!(small_frames[0][0], 0x81);
     }
 }

@@ -22,6 +22,7 @@ use crate::broker::{
 use crate::history::{History, HistoryBudget, HistoryLimits};
 use crate::outbox::lock;
 use crate::policy::ChannelRules;
+use crate::presence::{Departure, Joined, Left, MemoryPresence, PresencePage, ready};
 
 const SHARDS: usize = 64;
 
@@ -36,6 +37,7 @@ pub struct MemoryBroker {
     rules: ChannelRules,
     budget: HistoryBudget,
     sink: Arc<dyn Deliver>,
+    presence: MemoryPresence,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -74,6 +76,7 @@ impl MemoryBroker {
             rules: ChannelRules::default(),
             budget: HistoryBudget::default(),
             sink,
+            presence: MemoryPresence::default(),
         }
     }
 
@@ -265,5 +268,34 @@ impl Broker for MemoryBroker {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: wirehub_protocol::Member,
+    ) -> BoxFuture<'a, Result<Joined, BrokerError>> {
+        ready(self.presence.join(channel, member, &*self.sink))
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        departure: Departure,
+    ) -> BoxFuture<'a, Result<Option<wirehub_protocol::Member>, BrokerError>> {
+        ready(self.presence.leave(channel, client, departure, &*self.sink))
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+        max: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, BrokerError>> {
+        ready(self.presence.read(channel, max))
+    }
+
+    fn presence_sweep(&self) -> BoxFuture<'_, Result<Vec<Left>, BrokerError>> {
+        ready(self.presence.sweep(&*self.sink))
     }
 }

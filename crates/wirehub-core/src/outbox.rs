@@ -148,6 +148,9 @@ pub struct Outbox {
     stats: OnceLock<Arc<QueueStats>>,
     /// The connection's wire dialect and its tag in it, when it is not protocol v1.
     dialect: Option<(Arc<dyn Dialect>, Arc<str>)>,
+    /// permessage-deflate: the connection is sent compressed frames for messages of at
+    /// least this many bytes.
+    deflate: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -364,6 +367,7 @@ impl Outbox {
             limits,
             stats: OnceLock::new(),
             dialect: None,
+            deflate: None,
         }
     }
 
@@ -375,11 +379,25 @@ impl Outbox {
         self
     }
 
-    /// The frame this connection gets for `publication`: the shared v1 frame, or the
-    /// dialect's (encoded once per node), or `None` when it must not get it.
-    pub(crate) fn frame_for<'a>(&self, publication: &'a Publication) -> Option<&'a Bytes> {
+    /// The connection's wire dialect and its tag in it, when it is not protocol v1.
+    pub(crate) fn dialect(&self) -> Option<(&Arc<dyn Dialect>, &str)> {
+        self.dialect
+            .as_ref()
+            .map(|(dialect, tag)| (dialect, &**tag))
+    }
+
+    /// The frame this connection gets for `publication`: for protocol v1, the shared frame
+    /// (compressed once for all when the connection negotiated permessage-deflate, counting
+    /// each compression in `compressions`); for another dialect, the dialect's frame
+    /// (encoded once per node, sent uncompressed, which RFC 7692 allows per message); `None`
+    /// when it must not get it.
+    pub(crate) fn frame_for<'a>(
+        &self,
+        publication: &'a Publication,
+        compressions: Option<&AtomicU64>,
+    ) -> Option<&'a Bytes> {
         let Some((dialect, tag)) = &self.dialect else {
-            return Some(&publication.frame);
+            return Some(publication.frame_counting(self.deflate, compressions));
         };
         let alternate = publication
             .alternate
@@ -389,6 +407,19 @@ impl Outbox {
             Some(skip) if **skip == **tag => None,
             _ => Some(&alternate.frame),
         }
+    }
+
+    /// The same outbox for a connection that negotiated permessage-deflate and is sent
+    /// messages of at least `threshold` bytes compressed (`None`: none).
+    pub fn with_deflate(mut self, threshold: Option<usize>) -> Self {
+        self.deflate = threshold;
+        self
+    }
+
+    /// The threshold of [`Outbox::with_deflate`]: from which message size the connection
+    /// gets compressed frames, `None` when it gets none.
+    pub fn deflate(&self) -> Option<usize> {
+        self.deflate
     }
 
     /// Whether a replayed frame of `len` bytes fits in the half of the queue a recovery may

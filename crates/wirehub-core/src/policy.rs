@@ -61,6 +61,9 @@ pub struct ChannelOptions {
     /// How long messages are kept; `None` uses the server-wide setting, zero keeps them until
     /// newer messages push them out.
     pub history_ttl: Option<Duration>,
+    /// Whether the channel has presence: its subscribers are its members, announced with
+    /// `join` and `leave`, and listed by a `presence` request.
+    pub presence: bool,
 }
 
 impl ChannelOptions {
@@ -71,7 +74,14 @@ impl ChannelOptions {
             on_slow: OnSlow::Disconnect,
             history_size: None,
             history_ttl: None,
+            presence: false,
         }
+    }
+
+    /// Sets [`ChannelOptions::presence`].
+    pub fn presence(mut self, value: bool) -> Self {
+        self.presence = value;
+        self
     }
 
     /// Sets [`ChannelOptions::on_slow`].
@@ -139,6 +149,11 @@ impl ChannelRules {
             .map_or(OnSlow::Disconnect, |rule| rule.on_slow)
     }
 
+    /// Whether `channel` has presence (its first matching table says `presence = true`).
+    pub fn presence(&self, channel: &str) -> bool {
+        self.get(channel).is_some_and(|rule| rule.presence)
+    }
+
     /// The history limits of `channel`: those of the first matching table, else `base`.
     pub fn history_limits(&self, channel: &str, base: HistoryLimits) -> HistoryLimits {
         self.get(channel)
@@ -172,6 +187,17 @@ mod tests {
         assert_eq!(rules.on_slow("chat"), OnSlow::Disconnect);
         assert_eq!(rules.get("chat").and_then(|r| r.history_size), Some(5));
         assert_eq!(ChannelRules::default().get("chat"), None);
+    }
+
+    #[test]
+    fn presence_is_off_unless_the_matching_table_turns_it_on() {
+        let rules = ChannelRules::new(vec![
+            ChannelOptions::new("room:lobby"),
+            ChannelOptions::new("room:*").presence(true),
+        ]);
+        assert!(rules.presence("room:1"));
+        assert!(!rules.presence("room:lobby"), "the first match wins");
+        assert!(!rules.presence("chat"));
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct Claims {
     /// Channel patterns the holder may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Anything the issuer wants other members of a presence channel to see about the
+    /// holder (a display name, an avatar): the `info` of its presence member, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -48,6 +52,7 @@ impl Claims {
             iat: None,
             subscribe: Vec::new(),
             publish: Vec::new(),
+            info: None,
         }
     }
 
@@ -68,6 +73,12 @@ impl Claims {
     /// Adds channel patterns the holder may publish to.
     pub fn publish<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
         self.publish.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the `info` shown with the holder's presence members.
+    pub fn info(mut self, info: serde_json::Value) -> Self {
+        self.info = Some(info);
         self
     }
 

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server could not complete the request (e.g. its broker is unreachable).
     Internal,
+    /// `presence` (or `GET /api/presence`) for a channel without presence (no `[[channels]]`
+    /// table with `presence = true` matches it).
+    PresenceDisabled,
     /// A code this version of the library does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -64,12 +67,13 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
+            ErrorCode::PresenceDisabled => "presence_disabled",
             ErrorCode::Unknown => "unknown",
         }
     }
 
     /// Every code the server sends, for metrics and documentation.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -83,6 +87,7 @@ impl ErrorCode {
         ErrorCode::BinaryNotSupported,
         ErrorCode::Unauthorized,
         ErrorCode::Internal,
+        ErrorCode::PresenceDisabled,
     ];
 }
 
@@ -142,6 +147,9 @@ pub enum CloseCode {
     PolicyViolation,
     /// 4200: the server asks the client to reconnect (e.g. to rebalance).
     Reconnect,
+    /// 4103: the server is overloaded (an admission limit refused the connection); come back
+    /// in the window of the reason's retry hint, or after backing off.
+    Overloaded,
 }
 
 impl CloseCode {
@@ -160,6 +168,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => 4101,
             CloseCode::PolicyViolation => 4102,
             CloseCode::Reconnect => 4200,
+            CloseCode::Overloaded => 4103,
         }
     }
 
@@ -178,6 +187,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat timeout",
             CloseCode::PolicyViolation => "policy violation",
             CloseCode::Reconnect => "reconnect",
+            CloseCode::Overloaded => "overloaded",
         }
     }
 
@@ -187,7 +197,7 @@ impl CloseCode {
     }
 
     /// Every code the server sends.
-    pub const ALL: [CloseCode; 12] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -200,6 +210,7 @@ impl CloseCode {
         CloseCode::HeartbeatTimeout,
         CloseCode::PolicyViolation,
         CloseCode::Reconnect,
+        CloseCode::Overloaded,
     ];
 }
 
@@ -235,6 +246,7 @@ mod tests {
             (CloseCode::HeartbeatTimeout, Backoff),
             (CloseCode::PolicyViolation, Backoff),
             (CloseCode::Reconnect, Reconnect),
+            (CloseCode::Overloaded, Backoff),
         ];
         assert_eq!(expect.len(), CloseCode::ALL.len());
         for (code, advice) in expect {

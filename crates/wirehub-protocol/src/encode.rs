@@ -28,7 +28,7 @@ pub fn encode_server_message(message: &ServerMessage) -> String {
     serde_json::to_string(message).unwrap_or_else(|_| String::from("{}"))
 }
 
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

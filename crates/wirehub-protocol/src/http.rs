@@ -1,5 +1,5 @@
-//! The bodies of the HTTP API on the server's port: `POST /api/publish`, `GET /api/history`
-//! and the error body every API route answers with.
+//! The bodies of the HTTP API on the server's port: `POST /api/publish`, `GET /api/history`,
+//! `GET /api/channels`, `POST /api/disconnect` and the error body every API route answers with.
 //!
 //! The server reads [`PublishRequest`] and [`HistoryQuery`] and writes the replies; programs
 //! calling the API may use the same types. [`encode_history_reply`] writes a history page
@@ -201,6 +201,143 @@ pub fn encode_history_reply<'m>(
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// The query of `GET /api/channels[?prefix=P][&after=C][&limit=N]`: the channels with
+/// subscribers, in name order, a page at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "ChannelsQuery")
+)]
+pub struct ChannelsQuery {
+    /// Only channels whose name starts with this (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The page after this channel name (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many channels (default [`ChannelsQuery::DEFAULT_LIMIT`], at most
+    /// [`ChannelsQuery::MAX_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl ChannelsQuery {
+    /// The page size when `limit` is not given.
+    pub const DEFAULT_LIMIT: usize = 100;
+    /// The largest page size; a larger `limit` is lowered to it.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The page size this query asks for, within the bounds (at least 1).
+    pub fn page_size(&self) -> usize {
+        self.limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .clamp(1, Self::MAX_LIMIT)
+    }
+}
+
+/// The reply to `GET /api/channels` (HTTP 200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "ChannelsReply")
+)]
+pub struct ChannelsReply {
+    /// The channels of this page, in name order.
+    pub channels: Vec<ChannelInfo>,
+    /// Where the next page starts (pass it as `after`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Whether `subscribers` counts the subscriptions of every node (Redis broker) or of the
+    /// node that answered only.
+    pub cluster_wide: bool,
+}
+
+/// A channel with subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ChannelInfo {
+    /// The channel.
+    pub channel: String,
+    /// Its subscriptions (one per subscribed connection).
+    pub subscribers: u64,
+}
+
+/// The body of `POST /api/disconnect`: `{"user": U}` or `{"client": SESSION}`, optionally
+/// with the close `code` and `reason` the connections get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "DisconnectRequest")
+)]
+pub struct DisconnectRequest {
+    /// Close every connection whose token's `sub` is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Close the connection with this session id (`welcome.session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The close code: 1000, 1001, or 4000-4299 (default 4003: do not reconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The close reason, at most [`DisconnectRequest::MAX_REASON`] bytes (default
+    /// `disconnected by the server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DisconnectRequest {
+    /// The code when none is given: 4003, forbidden, do not reconnect.
+    pub const DEFAULT_CODE: u16 = 4003;
+    /// The reason when none is given.
+    pub const DEFAULT_REASON: &'static str = "disconnected by the server";
+    /// The longest reason (a close frame's payload is at most 125 bytes, 2 for the code).
+    pub const MAX_REASON: usize = 123;
+
+    /// Checks the request: exactly one of `user` and `client`, a code a client knows what to
+    /// do with, a reason that fits a close frame. Returns the code and reason to close with.
+    ///
+    /// # Errors
+    /// A message for people naming what is wrong.
+    pub fn validate(&self) -> Result<(u16, &str), String> {
+        match (&self.user, &self.client) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err("give exactly one of \"user\" and \"client\"".to_owned());
+            }
+            _ => {}
+        }
+        let code = self.code.unwrap_or(Self::DEFAULT_CODE);
+        if !(code == 1000 || code == 1001 || (4000..=4299).contains(&code)) {
+            return Err(format!(
+                "code {code}: use 1000, 1001 or 4000-4299 (4000-4099: do not reconnect, 4100-4199: back off, 4200-4299: reconnect)"
+            ));
+        }
+        let reason = self.reason.as_deref().unwrap_or(Self::DEFAULT_REASON);
+        if reason.len() > Self::MAX_REASON {
+            return Err(format!(
+                "the reason is longer than {} bytes",
+                Self::MAX_REASON
+            ));
+        }
+        Ok((code, reason))
+    }
+}
+
+/// The reply to `POST /api/disconnect` (HTTP 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(title = "DisconnectReply")
+)]
+pub struct DisconnectReply {
+    /// Connections closed on the node that answered; the other nodes (Redis broker) close
+    /// theirs as the order reaches them, without counting here.
+    pub disconnected: u64,
 }
 
 #[cfg(test)]

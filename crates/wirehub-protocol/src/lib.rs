@@ -16,8 +16,10 @@
 //! - `message`: the wire types.
 //! - `parse`: text frame → [`ClientMessage`], with the error code for every kind of bad input.
 //! - `encode`: the hot-path encoder for `message` deliveries.
-//! - `presence`: the [`Member`] of a presence channel.
+//! - `presence`: the [`Member`] of a presence channel, `join`/`leave` encoding and the
+//!   `GET /api/presence` query and reply.
 //! - `http`: the bodies and replies of `POST /api/publish`, `GET /api/history` and API errors.
+//! - `stats`: the body of `GET /api/stats` (the dashboard's figures).
 //! - `schema` (feature `schema`): the JSON Schema of the protocol, served by the server.
 
 mod channel;
@@ -28,8 +30,11 @@ mod http;
 mod message;
 mod parse;
 mod presence;
+mod retry;
 #[cfg(feature = "schema")]
 mod schema;
+mod stats;
+mod webhook;
 
 pub use channel::{
     ChannelError, MAX_CHANNEL_LEN, MAX_IDEMPOTENCY_KEY_LEN, channel_matches, validate_channel,
@@ -39,14 +44,18 @@ pub use claims::Claims;
 pub use codes::{CloseCode, ErrorCode, ReconnectAdvice};
 pub use encode::{encode_message, encode_server_message};
 pub use http::{
-    ApiError, ApiErrorDetail, HistoryMessage, HistoryQuery, HistoryReply, MessageKind,
-    PublishReply, PublishRequest, encode_history_reply,
+    ApiError, ApiErrorDetail, ChannelInfo, ChannelsQuery, ChannelsReply, DisconnectReply,
+    DisconnectRequest, HistoryMessage, HistoryQuery, HistoryReply, MessageKind, PublishReply,
+    PublishRequest, encode_history_reply,
 };
 pub use message::{ClientMessage, ServerMessage, StreamPosition};
 pub use parse::{ParseError, parse_client_message};
-pub use presence::Member;
+pub use presence::{Member, MemberEvent, PresenceQuery, PresenceReply, encode_member_event};
+pub use retry::{MAX_HINT, RetryWindow, parse_retry_hint, reason_with_hint};
 #[cfg(feature = "schema")]
 pub use schema::{claims_schema, client_schema, http_schema, protocol_schema, server_schema};
+pub use stats::{BrokerStats, CloseCount, StatsQuery, StatsReply, StatsSample};
+pub use webhook::{WebhookBatch, WebhookEvent, WebhookEventKind};
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ErrorCode;
+use crate::{ErrorCode, Member};
 
 /// A position in a channel's stream: the stream's `epoch` and an `offset` in it.
 ///
@@ -85,6 +85,15 @@ pub enum ClientMessage<'a> {
         /// The new token.
         token: Cow<'a, str>,
     },
+    /// Ask for the members of a presence channel (a `presence` reply). Needs the permission
+    /// to subscribe to the channel, not a subscription.
+    Presence {
+        /// Echoed on the reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The channel.
+        channel: Cow<'a, str>,
+    },
 }
 
 impl ClientMessage<'_> {
@@ -95,7 +104,8 @@ impl ClientMessage<'_> {
             | ClientMessage::Unsubscribe { id, .. }
             | ClientMessage::Publish { id, .. }
             | ClientMessage::Ping { id }
-            | ClientMessage::Refresh { id, .. } => *id,
+            | ClientMessage::Refresh { id, .. }
+            | ClientMessage::Presence { id, .. } => *id,
         }
     }
 
@@ -107,6 +117,7 @@ impl ClientMessage<'_> {
             ClientMessage::Publish { .. } => "publish",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Refresh { .. } => "refresh",
+            ClientMessage::Presence { .. } => "presence",
         }
     }
 }
@@ -213,6 +224,36 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<u64>,
     },
+    /// The reply to `presence`: the channel's members.
+    Presence {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The channel.
+        channel: String,
+        /// How many members the channel has (exact, also when the list is truncated).
+        count: u64,
+        /// The members, at most the server's `presence_max_members`.
+        members: Vec<Member>,
+        /// True when `members` lists fewer than `count`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    /// A member joined a presence channel this connection is subscribed to.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        member: Member,
+    },
+    /// A member left a presence channel this connection is subscribed to (its connection
+    /// unsubscribed or closed, or its lease expired after its node died).
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who left.
+        member: Member,
+    },
     /// A request could not be carried out; the connection stays open.
     Error {
         /// The id of the request that failed, when it had one.
@@ -256,6 +297,9 @@ enum Kind {
     Refreshed,
     Pong,
     Gap,
+    Presence,
+    Join,
+    Leave,
     Error,
 }
 
@@ -268,6 +312,9 @@ const KINDS: &[&str] = &[
     "refreshed",
     "pong",
     "gap",
+    "presence",
+    "join",
+    "leave",
     "error",
 ];
 
@@ -289,6 +336,9 @@ impl<'de> Deserialize<'de> for Kind {
                     "refreshed" => Kind::Refreshed,
                     "pong" => Kind::Pong,
                     "gap" => Kind::Gap,
+                    "presence" => Kind::Presence,
+                    "join" => Kind::Join,
+                    "leave" => Kind::Leave,
                     "error" => Kind::Error,
                     other => return Err(E::unknown_variant(other, KINDS)),
                 })
@@ -317,6 +367,10 @@ enum Field {
     To,
     Code,
     Message,
+    Count,
+    Members,
+    Truncated,
+    Member,
     Other,
 }
 
@@ -346,6 +400,10 @@ impl<'de> Deserialize<'de> for Field {
                     "to" => Field::To,
                     "code" => Field::Code,
                     "message" => Field::Message,
+                    "count" => Field::Count,
+                    "members" => Field::Members,
+                    "truncated" => Field::Truncated,
+                    "member" => Field::Member,
                     _ => Field::Other,
                 })
             }
@@ -370,6 +428,11 @@ impl Field {
             Kind::Refreshed => matches!(self, F::Id | F::Expires),
             Kind::Pong => matches!(self, F::Id),
             Kind::Gap => matches!(self, F::Channel | F::Epoch | F::Offset | F::From | F::To),
+            Kind::Presence => matches!(
+                self,
+                F::Id | F::Channel | F::Count | F::Members | F::Truncated
+            ),
+            Kind::Join | Kind::Leave => matches!(self, F::Channel | F::Member),
             Kind::Error => matches!(self, F::Id | F::Code | F::Message),
         }
     }
@@ -393,6 +456,10 @@ struct Slots {
     to: Option<Option<u64>>,
     code: Option<ErrorCode>,
     message: Option<String>,
+    count: Option<u64>,
+    members: Option<Vec<Member>>,
+    truncated: Option<bool>,
+    member: Option<Member>,
 }
 
 struct ServerMessageVisitor;
@@ -454,6 +521,10 @@ impl<'de> serde::de::Visitor<'de> for ServerMessageVisitor {
                 Field::To => fill(&mut map, &mut s.to, "to")?,
                 Field::Code => fill(&mut map, &mut s.code, "code")?,
                 Field::Message => fill(&mut map, &mut s.message, "message")?,
+                Field::Count => fill(&mut map, &mut s.count, "count")?,
+                Field::Members => fill(&mut map, &mut s.members, "members")?,
+                Field::Truncated => fill(&mut map, &mut s.truncated, "truncated")?,
+                Field::Member => fill(&mut map, &mut s.member, "member")?,
                 Field::Type | Field::Other => {}
             }
         }
@@ -501,6 +572,21 @@ impl<'de> serde::de::Visitor<'de> for ServerMessageVisitor {
                 from: s.from.flatten(),
                 to: s.to.flatten(),
             },
+            Kind::Presence => ServerMessage::Presence {
+                id,
+                channel: need(s.channel, "channel")?,
+                count: need(s.count, "count")?,
+                members: need(s.members, "members")?,
+                truncated: s.truncated.unwrap_or(false),
+            },
+            Kind::Join => ServerMessage::Join {
+                channel: need(s.channel, "channel")?,
+                member: need(s.member, "member")?,
+            },
+            Kind::Leave => ServerMessage::Leave {
+                channel: need(s.channel, "channel")?,
+                member: need(s.member, "member")?,
+            },
             Kind::Error => ServerMessage::Error {
                 id,
                 code: need(s.code, "code")?,
@@ -533,6 +619,10 @@ mod tests {
             r#"{"type":"gap","channel":"c","epoch":"e","offset":9,"from":3,"to":9}"#,
             r#"{"type":"gap","channel":"c","epoch":"e","offset":9}"#,
             r#"{"type":"error","id":4,"code":"forbidden","message":"no"}"#,
+            r#"{"type":"presence","id":5,"channel":"c","count":3,"members":[{"client":"a","user":"u","info":{"n":1}},{"client":"b","user":null}],"truncated":true}"#,
+            r#"{"type":"presence","channel":"c","count":0,"members":[]}"#,
+            r#"{"type":"join","channel":"c","member":{"client":"a","user":"u"}}"#,
+            r#"{"type":"leave","channel":"c","member":{"client":"a","user":null,"info":"x"}}"#,
         ] {
             let parsed: ServerMessage = serde_json::from_str(text).expect(text);
             let back = serde_json::to_value(&parsed).expect("serializes");

@@ -152,6 +152,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
             })
         }
         "ping" => Ok(ClientMessage::Ping { id }),
+        "presence" => Ok(ClientMessage::Presence {
+            id,
+            channel: channel(id, fields.channel)?,
+        }),
         "refresh" => {
             let token = string_field(id, "token", fields.token)?;
             Ok(ClientMessage::Refresh { id, token })
@@ -160,7 +164,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, ParseError>
             id,
             ErrorCode::UnknownType,
             format!(
-                "unknown message type {other:?}; expected subscribe, unsubscribe, publish, ping or refresh"
+                "unknown message type {other:?}; expected subscribe, unsubscribe, publish, ping, refresh or presence"
             ),
         )),
     }
@@ -272,6 +276,10 @@ mod tests {
             r#"{"type":"refresh","token":"abc"}"#,
         );
         check(
+            r#"{"type":"presence","channel":"room:1","id":4}"#,
+            r#"{"type":"presence","id":4,"channel":"room:1"}"#,
+        );
+        check(
             r#"{"type":"subscribe","channel":"ch\u0061t"}"#,
             r#"{"type":"subscribe","channel":"chat"}"#,
         );
@@ -325,6 +333,14 @@ mod tests {
             "error invalid_message id=Some(5)",
         );
         check(r#"{"type":"refresh"}"#, "error invalid_message id=None");
+        check(
+            r#"{"type":"presence","id":6}"#,
+            "error invalid_message id=Some(6)",
+        );
+        check(
+            r#"{"type":"presence","channel":"room:*"}"#,
+            "error invalid_channel id=None",
+        );
         check(
             r#"{"type":"ping","type":"ping"}"#,
             "error invalid_message id=None",

@@ -6,8 +6,9 @@
 use serde_json::Value;
 
 use crate::{
-    ApiError, Claims, ClientMessage, HistoryQuery, HistoryReply, PublishReply, PublishRequest,
-    ServerMessage,
+    ApiError, ChannelsQuery, ChannelsReply, Claims, ClientMessage, DisconnectReply,
+    DisconnectRequest, HistoryQuery, HistoryReply, PresenceQuery, PresenceReply, PublishReply,
+    PublishRequest, ServerMessage, StatsQuery, StatsReply, WebhookBatch,
 };
 
 /// The schema of every message a client may send.
@@ -21,14 +22,26 @@ pub fn server_schema() -> Value {
 }
 
 /// The schemas of the HTTP API's bodies, one self-contained schema each:
-/// `{"publish_request", "publish_reply", "history_query", "history_reply", "error"}`.
+/// `{"publish_request", "publish_reply", "history_query", "history_reply", "presence_query",
+/// "presence_reply", "error", "channels_query", "channels_reply", "disconnect_request",
+/// "disconnect_reply", "webhook_batch", "stats_query", "stats_reply"}` (`webhook_batch` is the
+/// body the server POSTs to `--webhook-url`).
 pub fn http_schema() -> Value {
     serde_json::json!({
         "publish_request": schemars::schema_for!(PublishRequest<'static>).to_value(),
         "publish_reply": schemars::schema_for!(PublishReply).to_value(),
         "history_query": schemars::schema_for!(HistoryQuery).to_value(),
         "history_reply": schemars::schema_for!(HistoryReply).to_value(),
+        "presence_query": schemars::schema_for!(PresenceQuery).to_value(),
+        "presence_reply": schemars::schema_for!(PresenceReply).to_value(),
         "error": schemars::schema_for!(ApiError).to_value(),
+        "channels_query": schemars::schema_for!(ChannelsQuery).to_value(),
+        "channels_reply": schemars::schema_for!(ChannelsReply).to_value(),
+        "disconnect_request": schemars::schema_for!(DisconnectRequest).to_value(),
+        "disconnect_reply": schemars::schema_for!(DisconnectReply).to_value(),
+        "webhook_batch": schemars::schema_for!(WebhookBatch).to_value(),
+        "stats_query": schemars::schema_for!(StatsQuery).to_value(),
+        "stats_reply": schemars::schema_for!(StatsReply).to_value(),
     })
 }
 
@@ -58,7 +71,14 @@ mod tests {
     #[test]
     fn schemas_name_every_message_type() {
         let client = client_schema().to_string();
-        for kind in ["subscribe", "unsubscribe", "publish", "ping", "refresh"] {
+        for kind in [
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ping",
+            "refresh",
+            "presence",
+        ] {
             assert!(
                 client.contains(&format!("\"{kind}\"")),
                 "client schema lacks {kind}"
@@ -73,6 +93,9 @@ mod tests {
             "ack",
             "pong",
             "refreshed",
+            "presence",
+            "join",
+            "leave",
             "error",
         ] {
             assert!(
@@ -90,7 +113,15 @@ mod tests {
             "publish_reply",
             "history_query",
             "history_reply",
+            "presence_query",
+            "presence_reply",
             "error",
+            "channels_query",
+            "channels_reply",
+            "disconnect_request",
+            "disconnect_reply",
+            "webhook_batch",
+            "stats_reply",
         ] {
             assert!(
                 document["http"][body]["properties"].is_object(),

@@ -12,8 +12,11 @@ use std::time::Duration;
 use wirehub_broker_redis::RedisConfig;
 use wirehub_core::ChannelRules;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
+use crate::deflate::DeflateSettings;
 use crate::tls::TlsConfig;
+use crate::webhooks::WebhookConfig;
 
 /// Which origins may open a WebSocket from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,31 @@ pub struct ServerConfig {
     pub channels: ChannelRules,
     /// The Pusher apps served (`/app/KEY`, `/apps/ID/...`); none by default.
     pub pusher: crate::PusherConfig,
+    /// Lifecycle webhooks: when set, events are POSTed there.
+    pub webhooks: Option<WebhookConfig>,
+    /// The key of the webhooks' HMAC-SHA256 signature (`X-Wirehub-Signature`).
+    pub webhook_secret: Option<String>,
+    /// How long a channel's last subscriber must stay gone before `channel_vacated` (a new
+    /// subscriber within it cancels the vacate).
+    pub vacate_delay: Duration,
+    /// A node's lease on its channels' occupancy in Redis: a node that stops refreshing it
+    /// (refreshed every third of it) is taken for dead and its channels released.
+    pub occupancy_lease: Duration,
+    /// How long the member of a connection that ended without a goodbye (lost, heartbeat
+    /// timeout, shutdown, slow consumer) stays listed: a join of the same user on the same
+    /// channel within it takes the member over without a `leave` or `join`.
+    pub presence_grace: Duration,
+    /// Members listed at most by a `presence` reply or `GET /api/presence` (the count stays
+    /// exact; beyond it the list is truncated and says so).
+    pub presence_max_members: usize,
+    /// permessage-deflate with the clients that offer it (`None`: never negotiated).
+    pub deflate: Option<DeflateSettings>,
+    /// The listen backlog: connections the kernel completes and queues for the accept loop
+    /// (capped by `net.core.somaxconn`). A burst larger than the queue has SYNs dropped and
+    /// resent a second later.
+    pub listen_backlog: i32,
+    /// Admission control at the upgrade and the retry hints.
+    pub admission: AdmissionConfig,
 }
 
 impl ServerConfig {
@@ -116,7 +144,64 @@ impl ServerConfig {
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
             pusher: crate::PusherConfig::new(),
+            webhooks: None,
+            webhook_secret: None,
+            vacate_delay: Duration::from_secs(3),
+            occupancy_lease: Duration::from_secs(15),
+            presence_grace: Duration::from_secs(5),
+            presence_max_members: 1000,
+            deflate: Some(DeflateSettings::new()),
+            listen_backlog: 4096,
+            admission: AdmissionConfig::new(),
         }
+    }
+
+    /// Sets [`ServerConfig::webhooks`].
+    pub fn webhooks(mut self, value: Option<WebhookConfig>) -> Self {
+        self.webhooks = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::webhook_secret`].
+    pub fn webhook_secret(mut self, value: Option<String>) -> Self {
+        self.webhook_secret = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::vacate_delay`].
+    pub fn vacate_delay(mut self, value: Duration) -> Self {
+        self.vacate_delay = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::occupancy_lease`].
+    pub fn occupancy_lease(mut self, value: Duration) -> Self {
+        self.occupancy_lease = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::presence_grace`].
+    pub fn presence_grace(mut self, value: Duration) -> Self {
+        self.presence_grace = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::presence_max_members`].
+    pub fn presence_max_members(mut self, value: usize) -> Self {
+        self.presence_max_members = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::listen_backlog`].
+    pub fn listen_backlog(mut self, value: i32) -> Self {
+        self.listen_backlog = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::admission`].
+    pub fn admission(mut self, value: AdmissionConfig) -> Self {
+        self.admission = value;
+        self
     }
 
     /// Sets [`ServerConfig::heartbeat_interval`].
@@ -236,6 +321,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::channels`].
     pub fn channels(mut self, value: ChannelRules) -> Self {
         self.channels = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::deflate`].
+    pub fn deflate(mut self, value: Option<DeflateSettings>) -> Self {
+        self.deflate = value;
         self
     }
 

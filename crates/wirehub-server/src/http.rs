@@ -1,12 +1,12 @@
 //! The HTTP side of the one port: health, metrics, the publish and history API, the protocol
-//! schema, the demo page, and the WebSocket routes.
+//! schema, the page and the dashboard (`assets`), the stats (`stats`), and the WebSocket routes.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, StatusCode, header};
 use subtle::ConstantTimeEq as _;
@@ -23,13 +23,19 @@ use crate::upgrade::upgrade;
 /// Builds the router for one server's state (every route on one port).
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
-        .route("/", get(index))
+        .route("/", get(crate::assets::index))
+        .route("/dashboard", get(crate::assets::dashboard))
+        .route("/assets/{name}", get(crate::assets::file))
+        .route("/api/stats", get(crate::stats::stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(crate::ready::readyz))
         .route("/metrics", get(metrics))
         .route("/schema/protocol.json", get(schema))
         .route("/api/publish", post(publish))
         .route("/api/history", get(history))
+        .route("/api/channels", get(crate::http_admin::channels))
+        .route("/api/disconnect", post(crate::http_admin::disconnect))
+        .route("/api/presence", get(crate::presence::api_presence))
         .route("/ws", any(ws));
     if let Some(path) = state.config.echo_path.as_deref() {
         router = router.route(path, any(echo));
@@ -40,10 +46,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             .merge(crate::pusher::routes());
     }
     router.with_state(state)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -60,7 +62,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.hub),
+        {
+            let mut page = state.metrics.render(&state.hub, &state.webhooks);
+            crate::admission::render_metrics(&mut page, &state.admission);
+            page
+        },
     )
         .into_response()
 }
@@ -78,11 +84,15 @@ async fn echo(State(state): State<Arc<AppState>>, request: Request) -> Response 
 }
 
 /// An HTTP API error: `{"error": {"code": …, "message": …}}` ([`ApiError`]).
-fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response {
     (status, axum::Json(ApiError::new(code, message))).into_response()
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(key) = state.config.api_key.as_deref() else {
         return Ok(());
     };

@@ -6,35 +6,57 @@
 //!
 //! # Layout
 //! - `config`: [`ServerConfig`], the typed settings.
+//! - `admission`: admission control at the upgrade (connection rate, per-address cap,
+//!   `--max-connections`), the refusals' `Retry-After` and the close reasons' retry hints.
 //! - `http`: the routes (`/healthz`, `/metrics`, `/api/publish`, `/api/history`,
 //!   `/schema/protocol.json`, `/`, `/ws`, the echo route).
 //! - `upgrade`: the WebSocket handshake on hyper's upgrade.
+//! - `deflate`: permessage-deflate settings and the answer to a client's offer.
 //! - `session`: one connection's loop (reads, writes, heartbeat, shutdown, the close as one
 //!   phase); `session::requests`: one handler per request.
 //! - `auth`: tokens at the upgrade, channel permissions, refresh.
 //! - `tls`, `transport`: HTTPS/`wss://` on the same port; the session's socket, plain or TLS.
 //! - `heartbeat`: ping scheduling and pong deadlines.
 //! - `metrics`: counters and the Prometheus page.
+//! - `presence`: `GET /api/presence`, the presence housekeeping task and the members'
+//!   lifecycle events; `session::presence`: a subscription to a presence channel is a member.
 //! - `rate`: the per-connection publish limiter.
 //! - `pusher`: the Pusher protocol (`/app/KEY`, the HTTP API `/apps/ID/...`, Pusher-format
 //!   webhooks) on the same hub.
+//! - `assets`: the page at `/`, the dashboard at `/dashboard` and their files (`/assets/`),
+//!   built from `web/` and compiled in.
+//! - `stats`: `GET /api/stats`, the dashboard's figures and the samples of the last minutes.
 //! - `ready`: `/readyz` (the node serves fully: broker reachable, not shutting down).
 //! - `state`: what every connection shares, and the connection slots of `--max-connections`.
+//! - `activity`: connections and subscriptions as lifecycle events, the registry that
+//!   `POST /api/disconnect` closes; `occupancy`: the node's subscriber counts and the worker
+//!   announcing `channel_occupied` / `channel_vacated` (one node per transition).
+//! - `webhooks`: the lifecycle sink that POSTs signed batches, with retries and a
+//!   dead-letter file.
 //! - `shutdown` (in [`run`]): stop accepting, spread closes over the drain window, wait.
 
+mod activity;
+mod admission;
+mod assets;
 mod auth;
 mod config;
+mod deflate;
 mod heartbeat;
 mod http;
+mod http_admin;
 mod metrics;
+mod occupancy;
+mod presence;
 mod pusher;
 mod rate;
 mod ready;
 mod session;
 mod state;
+mod stats;
 mod tls;
 mod transport;
 mod upgrade;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,13 +71,16 @@ use tracing::{debug, info, warn};
 use wirehub_broker_redis::RedisBroker;
 use wirehub_core::{HistoryLimits, Hub, HubConfig};
 
+pub use admission::{AdmissionConfig, IpNet};
 pub use auth::{AuthConfig, AuthError, Authenticator, Claims};
 pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
+pub use deflate::DeflateSettings;
 pub use http::router;
 pub use metrics::Metrics;
 pub use pusher::{PusherApp, PusherConfig};
 pub use state::AppState;
 pub use tls::{TlsConfig, TlsError};
+pub use webhooks::WebhookConfig;
 pub use wirehub_broker_redis::{Error as RedisError, RedisConfig};
 pub use wirehub_core::{ChannelOptions, ChannelRules, OnSlow};
 
@@ -80,6 +105,9 @@ pub enum Error {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The webhook settings cannot be used.
+    #[error("webhooks: {0}")]
+    Webhooks(String),
 }
 
 /// A convenient result type.
@@ -96,6 +124,15 @@ pub async fn build_hub(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Hub>> {
+    Ok(build_node(config, tasks, shutdown).await?.0)
+}
+
+/// [`build_hub`], and for Redis the broker's cluster-wide occupancy and control bus.
+async fn build_node(
+    config: &ServerConfig,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Hub>, Option<wirehub_broker_redis::RedisCluster>)> {
     let hub_config = HubConfig {
         history: HistoryLimits {
             size: config.history_size,
@@ -106,7 +143,7 @@ pub async fn build_hub(
         channels: config.channels.clone(),
     };
     match &config.broker {
-        BrokerConfig::Memory => Ok(Arc::new(Hub::in_memory(hub_config))),
+        BrokerConfig::Memory => Ok((Arc::new(Hub::in_memory(hub_config)), None)),
         BrokerConfig::Redis(redis) => {
             let redis = redis
                 .clone()
@@ -116,12 +153,15 @@ pub async fn build_hub(
             let link = RedisBroker::connect(redis).await?;
             let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
             let channels = config.channels.clone();
-            Ok(Arc::new(Hub::new(hub_config, move |sink| {
-                Arc::new(
-                    link.start_on(sink, &tasks, shutdown)
-                        .with_channel_rules(channels),
-                )
-            })))
+            let mut cluster = None;
+            let hub = Arc::new(Hub::new(hub_config, |sink| {
+                let broker = link
+                    .start_on(sink, &tasks, shutdown)
+                    .with_channel_rules(channels);
+                cluster = Some(broker.cluster());
+                Arc::new(broker)
+            }));
+            Ok((hub, cluster))
         }
     }
 }
@@ -150,11 +190,80 @@ pub async fn run(
 /// As [`run`], and when the token key or TLS certificate cannot be used.
 pub async fn prepare(config: ServerConfig, shutdown: CancellationToken) -> Result<Arc<AppState>> {
     let tasks = TaskTracker::new();
-    let hub = build_hub(&config, &tasks, &shutdown).await?;
-    let mut state = AppState::new(config, hub, shutdown)?;
+    if let Some(webhooks) = &config.webhooks {
+        webhooks.validate().map_err(Error::Webhooks)?;
+    }
+    let (hub, cluster) = build_node(&config, &tasks, &shutdown).await?;
+    let mut state = AppState::new(config, hub, shutdown.clone())?;
     // The broker's tasks are on the tracker shutdown waits for.
     state.tracker = tasks;
-    Ok(Arc::new(state))
+    wire_lifecycle(&mut state, cluster)?;
+    let state = Arc::new(state);
+    for webhooks in &state.webhooks {
+        let weak = Arc::downgrade(&state);
+        webhooks.until_quiet(move || {
+            weak.upgrade().is_none_or(|state| {
+                state
+                    .metrics
+                    .connections
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                    && state.activity.occupancy().finished()
+            })
+        });
+    }
+    Ok(state)
+}
+
+/// Starts the webhook delivery (when configured), the occupancy worker (on the cluster's
+/// store for Redis) and the control bus, and hands them to the state.
+fn wire_lifecycle(
+    state: &mut AppState,
+    cluster: Option<wirehub_broker_redis::RedisCluster>,
+) -> Result<()> {
+    let config = &state.config;
+    let shutdown = state.shutdown.clone();
+    // Sessions close over the drain window, each within its close grace after it.
+    let stop_after = config.shutdown_drain + Duration::from_secs(2);
+    let mut lifecycle = wirehub_core::Lifecycle::default();
+    if let Some(webhooks) = &config.webhooks {
+        let format = Arc::new(webhooks::WirehubFormat::new(config.webhook_secret.clone()));
+        let delivery = webhooks::Webhooks::start(
+            "wirehub",
+            webhooks.clone().flush_window(stop_after),
+            format,
+            &state.tracker,
+            shutdown.clone(),
+        )
+        .map_err(|err| Error::Webhooks(err.to_string()))?;
+        lifecycle = wirehub_core::Lifecycle::new(delivery.clone());
+        state.webhooks.push(delivery);
+    }
+    let store: Arc<dyn wirehub_core::OccupancyStore> = match &cluster {
+        Some(cluster) => cluster.occupancy(config.vacate_delay, config.occupancy_lease),
+        None => Arc::new(wirehub_core::MemoryOccupancy::new(config.vacate_delay)),
+    };
+    let occupancy = Arc::new(occupancy::Occupancy::new(
+        store,
+        lifecycle.clone(),
+        config.vacate_delay,
+        config.occupancy_lease,
+    ));
+    state
+        .tracker
+        .spawn(occupancy.clone().run(shutdown.clone(), stop_after));
+    let activity = Arc::new(activity::Activity::new(lifecycle.clone(), occupancy));
+    if let Some(cluster) = &cluster {
+        let receiver = activity.clone();
+        let handler: wirehub_core::ControlHandler =
+            Arc::new(move |payload: &[u8]| http_admin::on_control(&receiver, payload));
+        let control: Arc<dyn wirehub_core::ControlBus> =
+            cluster.control(handler, &state.tracker, shutdown);
+        state.control = Some(control);
+    }
+    state.activity = activity;
+    state.lifecycle = lifecycle;
+    Ok(())
 }
 
 /// Socket options for every accepted connection: `TCP_NODELAY`, so that small pushes leave at
@@ -219,7 +328,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
             loop {
                 tokio::select! {
                     () = state.shutdown.cancelled() => break,
-                    _ = tick.tick() => state.hub.broker().sweep(),
+                    _ = tick.tick() => {
+                        state.hub.broker().sweep();
+                        state.stats.record(&state);
+                    }
                 }
             }
         });
@@ -229,6 +341,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     {
         let webhooks = pusher.webhooks.clone();
         state.tracker.spawn(webhooks.run(shutdown.clone()));
+    }
+    state
+        .tracker
+        .clone()
+        .spawn(crate::presence::sweep(state.clone()));
+    // The accept queue: tokio (mio) listens with a backlog of 128, which a burst of
+    // connections overflows while the accept loop is a moment behind; the kernel then drops
+    // the SYN and the client sends it again only after a second. Listening again on Linux
+    // only changes the backlog (the kernel caps it at net.core.somaxconn).
+    if let Err(err) = socket2::SockRef::from(&listener).listen(state.config.listen_backlog) {
+        warn!(error = %err, backlog = state.config.listen_backlog, "could not set the listen backlog");
     }
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, broker = state.hub.broker().name(), "listening (HTTP and WebSocket)");

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Upgrades refused (bad handshake, origin, auth).
     pub upgrades_refused_total: AtomicU64,
+    /// WebSocket connections that negotiated permessage-deflate.
+    pub deflate_connections_total: AtomicU64,
     /// Client messages (text frames) received.
     pub messages_in_total: AtomicU64,
     /// Frames written to clients.
@@ -59,13 +61,25 @@ impl Metrics {
         }
     }
 
+    /// Connections closed so far, by close code (every code the server uses).
+    pub fn closes(&self) -> impl Iterator<Item = (CloseCode, u64)> + '_ {
+        CloseCode::ALL
+            .iter()
+            .copied()
+            .zip(self.closes.iter().map(|c| c.load(Ordering::Relaxed)))
+    }
+
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, value: u64) {
         counter.fetch_add(value, Ordering::Relaxed);
     }
 
     /// Renders every metric in the Prometheus text exposition format.
-    pub fn render(&self, hub: &Hub) -> String {
+    pub fn render(
+        &self,
+        hub: &Hub,
+        webhooks: &[std::sync::Arc<crate::webhooks::Webhooks>],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let fanout = hub.fanout();
@@ -92,6 +106,18 @@ impl Metrics {
             "counter",
             "WebSocket upgrades refused.",
             get(&self.upgrades_refused_total),
+        );
+        metric(
+            "wirehub_deflate_connections_total",
+            "counter",
+            "WebSocket connections that negotiated permessage-deflate.",
+            get(&self.deflate_connections_total),
+        );
+        metric(
+            "wirehub_deflate_compressions_total",
+            "counter",
+            "Publications compressed for permessage-deflate subscribers (at most once each).",
+            fanout.compression_count(),
         );
         metric(
             "wirehub_subscriptions",
@@ -196,6 +222,9 @@ impl Metrics {
             );
         }
         crate::ready::broker_metrics(hub, &mut out);
+        for webhooks in webhooks {
+            webhooks.render_metrics(&mut out);
+        }
         render_policies(&mut out, hub);
         out
     }

@@ -19,13 +19,14 @@
 //! connection the server gave up on (no close reply, no pong) is reset rather than closed, so
 //! that the kernel frees what it still held for it at once.
 
+mod presence;
 mod requests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -36,7 +37,7 @@ use wirehub_core::{Outbox, OutboxLimits, text_frame};
 use wirehub_protocol::{
     CloseCode, ErrorCode, PROTOCOL_VERSION, ServerMessage, encode_server_message,
 };
-use wirehub_ws::{Decoder, Message, OpCode, ProtocolError};
+use wirehub_ws::{Decoder, Deflate, Message, OpCode, ProtocolError};
 
 use crate::auth::Claims;
 use crate::heartbeat::Heartbeat;
@@ -154,7 +155,8 @@ impl End {
 
 /// Runs a connection until it ends. `leftover` holds bytes that arrived with the upgrade
 /// request; `slot` is the connection's place under `--max-connections`, released when this
-/// returns (or when the task is dropped).
+/// returns (or when the task is dropped); `deflate` the permessage-deflate negotiated at the
+/// upgrade, if any.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     transport: Transport,
@@ -165,6 +167,7 @@ pub(crate) async fn run(
     claims: Option<Claims>,
     shutdown: CancellationToken,
     slot: ConnectionSlot,
+    deflate: Option<Deflate>,
     pusher: Option<crate::pusher::conn::Start>,
 ) {
     let id = state.next_session_id();
@@ -174,10 +177,14 @@ pub(crate) async fn run(
     };
     let user = claims.as_ref().map(|c| c.sub.clone());
     let span = tracing::info_span!("session", id, %peer, session = %name, user);
-    let mut session = Session::new(id, name, transport, leftover, state, mode);
+    let mut session = Session::new(id, name, transport, leftover, state, mode, deflate);
     session.set_claims(claims);
+    session.user = user.map(Arc::from);
     if let Some(start) = pusher {
         session.start_pusher(start);
+    }
+    if matches!(mode, Mode::PubSub | Mode::Pusher) {
+        session.register();
     }
     let end = session.run(shutdown).instrument(span.clone()).await;
     session.finish(end).instrument(span).await;
@@ -187,7 +194,7 @@ pub(crate) async fn run(
 pub(crate) struct Session {
     pub(crate) id: u64,
     /// The session id in `welcome` (and in the connection's log span).
-    name: String,
+    pub(crate) name: String,
     transport: Transport,
     pub(crate) state: Arc<AppState>,
     mode: Mode,
@@ -199,11 +206,22 @@ pub(crate) struct Session {
     writing: VecDeque<Bytes>,
     write_offset: usize,
     pub(crate) subscriptions: HashSet<String>,
+    /// Presence channels the connection is a member of, with the member's `client` (an
+    /// earlier connection's after a takeover within the grace).
+    presence: HashMap<String, String>,
     heartbeat: Heartbeat,
     publish_limiter: PublishLimiter,
     phase: Phase,
     /// The connection's token claims, when authentication is on.
     claims: Option<Claims>,
+    /// The session id as lifecycle events carry it.
+    pub(crate) client: Arc<str>,
+    /// The token's `sub`.
+    user: Option<Arc<str>>,
+    /// The close code and reason of an order to close the connection (`POST /api/disconnect`).
+    kicked: Arc<Mutex<Option<(u16, String)>>>,
+    /// The close code and reason the connection ended with, once its close started.
+    close_info: Option<(u16, String)>,
     /// When the token expires: the connection is closed with 4001 unless it is refreshed.
     /// `None` also for an expiry too far away for the clock to represent.
     token_deadline: Option<Instant>,
@@ -222,35 +240,40 @@ impl Session {
         leftover: Bytes,
         state: Arc<AppState>,
         mode: Mode,
+        deflate: Option<Deflate>,
     ) -> Self {
         let config = &state.config;
-        let limits = match mode {
-            Mode::PubSub | Mode::Pusher => OutboxLimits {
-                max_frames: config.max_queued_frames,
-                max_bytes: config.max_queued_bytes,
-            },
-            Mode::Echo => OutboxLimits {
-                max_frames: 1 << 16,
-                max_bytes: config.max_message_size.saturating_mul(4).max(1 << 20),
-            },
-        };
+        let mut decoder = Decoder::new(config.max_message_size);
+        let mut outbox = Outbox::new(limits_for(mode, config));
+        if let Some(deflate) = &deflate {
+            Metrics::add(&state.metrics.deflate_connections_total, 1);
+            // An inflated message is held to the same size limit as an uncompressed one.
+            decoder = decoder.with_deflate(deflate, config.max_message_size);
+            let threshold = config.deflate.map_or(0, |settings| settings.threshold);
+            outbox = outbox.with_deflate(deflate.compresses_outgoing().then_some(threshold));
+        }
         let heartbeat = match mode {
             Mode::PubSub | Mode::Pusher => Heartbeat::new(config.heartbeat_interval),
             Mode::Echo => Heartbeat::disabled(),
         };
         Session {
             id,
+            client: Arc::from(name.as_str()),
+            user: None,
+            kicked: Arc::new(Mutex::new(None)),
+            close_info: None,
             name,
             transport,
-            decoder: Decoder::new(config.max_message_size),
+            decoder,
             read_buf: BytesMut::from(&leftover[..]),
             publish_limiter: PublishLimiter::new(config.publish_rate, std::time::Instant::now()),
             state,
             mode,
-            outbox: Arc::new(Outbox::new(limits)),
+            outbox: Arc::new(outbox),
             writing: VecDeque::new(),
             write_offset: 0,
             subscriptions: HashSet::new(),
+            presence: HashMap::new(),
             heartbeat,
             phase: Phase::Open,
             claims: None,
@@ -271,6 +294,23 @@ impl Session {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.state.metrics
+    }
+
+    /// Reports the connection (lifecycle `connect`) and registers how to close it on order.
+    fn register(&self) {
+        let outbox = self.outbox.clone();
+        let kicked = self.kicked.clone();
+        let kick: crate::activity::Kick = Arc::new(move |code: u16, reason: &str| {
+            if outbox.closed().is_none() {
+                let mut slot = kicked.lock().unwrap_or_else(PoisonError::into_inner);
+                slot.get_or_insert_with(|| (code, reason.to_owned()));
+                drop(slot);
+                outbox.close(ordered_close(code));
+            }
+        });
+        self.state
+            .activity
+            .connected(&self.client, self.user.as_ref(), kick);
     }
 
     async fn run(&mut self, shutdown: CancellationToken) -> End {
@@ -567,14 +607,14 @@ impl Session {
             }
             _ if self.phase.is_closing() => {}
             Message::Text(text) => match self.mode {
-                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Text, &text)),
+                Mode::Echo => self.queue(self.data_frame(OpCode::Text, &text)),
                 // Boxed: a request handler's state (hub calls) is large and rarely alive;
                 // kept inline, it would be part of every idle session's task.
                 Mode::PubSub => Box::pin(self.on_text(&text)).await,
                 Mode::Pusher => Box::pin(self.on_pusher_text(&text)).await,
             },
             Message::Binary(data) => match self.mode {
-                Mode::Echo => self.queue(wirehub_ws::encode_frame(OpCode::Binary, &data)),
+                Mode::Echo => self.queue(self.data_frame(OpCode::Binary, &data)),
                 Mode::PubSub => self.send_error(
                     None,
                     ErrorCode::BinaryNotSupported,
@@ -591,7 +631,25 @@ impl Session {
     }
 
     fn send(&mut self, message: &ServerMessage) {
-        self.queue(text_frame(&encode_server_message(message)));
+        let json = encode_server_message(message);
+        let frame = match self.outbox.deflate() {
+            Some(threshold) if json.len() >= threshold => {
+                self.data_frame(OpCode::Text, json.as_bytes())
+            }
+            _ => text_frame(&json),
+        };
+        self.queue(frame);
+    }
+
+    /// A text or binary frame of this connection's own (a reply, an echo): compressed when
+    /// the connection negotiated permessage-deflate, the payload reaches the threshold and
+    /// compression makes it smaller.
+    fn data_frame(&self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        self.outbox
+            .deflate()
+            .filter(|threshold| payload.len() >= *threshold)
+            .and_then(|_| wirehub_ws::deflate_frame(opcode, payload))
+            .unwrap_or_else(|| wirehub_ws::encode_frame(opcode, payload))
     }
 
     fn send_error(&mut self, id: Option<u64>, code: ErrorCode, message: &str) {
@@ -634,11 +692,32 @@ impl Session {
                 "slow consumer; closing"
             );
         }
-        let frame = match closer {
-            Closer::Client(client_code) => wirehub_ws::encode_close(client_code, ""),
-            Closer::Server | Closer::BadInput => {
+        let ordered = self
+            .kicked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let frame = match (closer, ordered) {
+            (Closer::Client(client_code), _) => {
+                self.close_info = Some((client_code, "closed by the client".to_owned()));
+                wirehub_ws::encode_close(client_code, "")
+            }
+            (Closer::Server, Some((ordered_code, reason))) => {
+                let frame = wirehub_ws::encode_close(ordered_code, &reason);
+                self.close_info = Some((ordered_code, reason));
+                frame
+            }
+            (Closer::Server | Closer::BadInput, _) if self.mode == Mode::Pusher => {
+                // Pusher's code for the same cause, or the one set for this close.
                 let (number, reason) = self.close_frame_code(code);
+                self.close_info = Some((number, reason.to_owned()));
                 wirehub_ws::encode_close(number, reason)
+            }
+            (Closer::Server | Closer::BadInput, _) => {
+                let reason = crate::admission::close_reason(&self.state, code);
+                let frame = wirehub_ws::encode_close(code.code(), &reason);
+                self.close_info = Some((code.code(), reason.to_string()));
+                frame
             }
         };
         if code == CloseCode::SlowConsumer || matches!(closer, Closer::Client(_)) {
@@ -660,12 +739,31 @@ impl Session {
     /// kernel frees its send queue at once instead of holding it in FIN-WAIT-1.
     async fn finish(&mut self, end: End) {
         if self.pusher.is_some() {
-            self.pusher_finish();
+            let departure = self.departure(&end);
+            self.pusher_finish(departure).await;
         }
+        self.presence_end(&end).await;
         for channel in std::mem::take(&mut self.subscriptions) {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn!(%channel, error = %err, "releasing subscription failed");
             }
+            self.state.activity.unsubscribed(&self.client, &channel);
+        }
+        if self.mode == Mode::PubSub {
+            let (code, reason) = match (&end, self.close_info.take()) {
+                (End::Closed(_) | End::CloseTimeout(_), Some(info)) => info,
+                (End::Closed(code) | End::CloseTimeout(code), None) => {
+                    (code.code(), code.reason().to_owned())
+                }
+                (End::HeartbeatTimeout, _) => (
+                    CloseCode::HeartbeatTimeout.code(),
+                    CloseCode::HeartbeatTimeout.reason().to_owned(),
+                ),
+                (End::Abrupt(reason), _) => (1006, format!("connection lost: {reason}")),
+            };
+            self.state
+                .activity
+                .disconnected(&self.client, self.user.as_ref(), code, &reason);
         }
         self.outbox.close(CloseCode::Normal);
         match &end {
@@ -722,6 +820,32 @@ impl Session {
             Mode::Pusher => crate::pusher::close_code(code),
             Mode::PubSub | Mode::Echo => (code.code(), code.reason()),
         }
+    }
+}
+
+/// The close code counted for a connection closed by order with `code` (the close frame
+/// carries `code` itself).
+fn ordered_close(code: u16) -> CloseCode {
+    match code {
+        1000 => CloseCode::Normal,
+        1001 => CloseCode::GoingAway,
+        4100..=4199 => CloseCode::PolicyViolation,
+        4200..=4299 => CloseCode::Reconnect,
+        _ => CloseCode::Forbidden,
+    }
+}
+
+/// The outbox limits of a connection in `mode`.
+fn limits_for(mode: Mode, config: &crate::config::ServerConfig) -> OutboxLimits {
+    match mode {
+        Mode::PubSub | Mode::Pusher => OutboxLimits {
+            max_frames: config.max_queued_frames,
+            max_bytes: config.max_queued_bytes,
+        },
+        Mode::Echo => OutboxLimits {
+            max_frames: 1 << 16,
+            max_bytes: config.max_message_size.saturating_mul(4).max(1 << 20),
+        },
     }
 }
 

@@ -5,8 +5,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wirehub_core::{Hub, Lifecycle};
+use wirehub_core::{ControlBus, Hub, Lifecycle, MemoryOccupancy};
 
+use crate::activity::Activity;
+use crate::admission::{Admission, IpSlot};
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -30,6 +32,18 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// The Pusher protocol's shared state, when Pusher apps are configured.
     pub(crate) pusher: Option<Arc<crate::pusher::Pusher>>,
+    /// Connections and subscriptions as lifecycle events, occupancy counts, and the
+    /// connections that `POST /api/disconnect` closes.
+    pub(crate) activity: Arc<Activity>,
+    /// Orders to the other nodes (Redis broker), e.g. closing a user's connections.
+    pub(crate) control: Option<Arc<dyn ControlBus>>,
+    /// The webhook deliveries (their metrics).
+    pub(crate) webhooks: Vec<Arc<crate::webhooks::Webhooks>>,
+    /// Admission control at the upgrade: the connection-rate bucket and the places held
+    /// per client address.
+    pub(crate) admission: Arc<Admission>,
+    /// The samples of the last minutes, for `GET /api/stats`.
+    pub(crate) stats: crate::stats::StatsRecorder,
     /// The TLS settings when TLS is on; replaced by [`AppState::reload_tls`].
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     sessions: AtomicU64,
@@ -58,14 +72,26 @@ impl AppState {
             config.pusher.validate().map_err(crate::Error::Pusher)?;
             Some(Arc::new(crate::pusher::Pusher::new(config.pusher.clone())))
         };
+        // Replaced by `prepare`, which also starts the occupancy worker.
+        let occupancy = Arc::new(crate::occupancy::Occupancy::new(
+            Arc::new(MemoryOccupancy::new(config.vacate_delay)),
+            Lifecycle::default(),
+            config.vacate_delay,
+            config.occupancy_lease,
+        ));
         Ok(AppState {
             pusher,
+            admission: Arc::new(Admission::new(&config.admission)),
             authenticator,
+            activity: Arc::new(Activity::new(Lifecycle::default(), occupancy)),
+            control: None,
+            webhooks: Vec::new(),
             lifecycle: Lifecycle::default(),
             tls,
             config,
             hub,
             metrics: Metrics::default(),
+            stats: crate::stats::StatsRecorder::new(),
             tracker: TaskTracker::new(),
             shutdown,
             sessions: AtomicU64::new(0),
@@ -111,13 +137,18 @@ impl AppState {
 #[derive(Debug)]
 pub(crate) struct ConnectionSlot {
     state: Arc<AppState>,
+    /// The place among its client address's connections, with `max_connections_per_ip`.
+    _ip: Option<IpSlot>,
 }
 
 impl AppState {
     /// Reserves a connection slot, or `None` when `max_connections` are held already. The
     /// check and the count it guards are one atomic step, so a burst of upgrades cannot pass
-    /// the limit.
-    pub(crate) fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    /// the limit. The slot keeps `ip` (the client address's place) for as long as it lives.
+    pub(crate) fn reserve_connection(
+        self: &Arc<Self>,
+        ip: Option<IpSlot>,
+    ) -> Option<ConnectionSlot> {
         let max = self.config.max_connections as u64;
         self.metrics
             .connections
@@ -127,6 +158,7 @@ impl AppState {
             .ok()
             .map(|_| ConnectionSlot {
                 state: self.clone(),
+                _ip: ip,
             })
     }
 }

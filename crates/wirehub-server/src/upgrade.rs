@@ -99,23 +99,18 @@ fn upgrade_with(
             }
         }
     };
-    // The slot is taken here, atomically with the check, and travels with the connection:
-    // dropped on any early return below, when the upgrade fails, or when the session ends.
-    let Some(slot) = state.reserve_connection() else {
-        let max = state.config.max_connections;
-        Metrics::add(&state.metrics.upgrades_refused_total, 1);
-        warn!(%peer, max, "upgrade refused: connection limit reached");
-        let mut response =
-            (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return response;
+    // Admission control (per-address cap, --max-connections, connection rate). The slot is
+    // taken atomically with its check and travels with the connection: dropped on any early
+    // return below, when the upgrade fails, or when the session ends.
+    let slot = match crate::admission::admit(state, request.headers(), peer) {
+        Ok(slot) => slot,
+        Err(refusal) => return crate::admission::refuse(state, &mut request, peer, refusal),
     };
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
     let accept = wirehub_ws::accept_key(key.as_bytes());
+    let deflate = crate::deflate::negotiate(state.config.deflate.as_ref(), request.headers());
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
             StatusCode::UPGRADE_REQUIRED,
@@ -148,7 +143,7 @@ fn upgrade_with(
         Metrics::add(&task_state.metrics.connections_total, 1);
         let shutdown = task_state.shutdown.clone();
         session::run(
-            transport, leftover, peer, task_state, mode, claims, shutdown, slot, pusher,
+            transport, leftover, peer, task_state, mode, claims, shutdown, slot, deflate, pusher,
         )
         .await;
     });
@@ -160,6 +155,7 @@ fn upgrade_with(
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
+    crate::deflate::answer(deflate.as_ref(), headers);
     response
 }
 

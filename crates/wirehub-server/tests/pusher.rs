@@ -98,3 +98,128 @@ async fn issue_12_pusher_handshake_public_channel_and_refusals() {
     assert_eq!(error["data"]["code"], 4001);
     assert_eq!(next_event(&mut ws).await["closed"], 4001);
 }
+
+const KEY: &str = "app-key";
+const APP_SECRET: &str = "app-secret";
+
+/// `key:HMAC-SHA256(secret, "socket_id:channel:channel_data")`, as an auth endpoint signs
+/// a presence subscription.
+fn presence_auth(socket_id: &str, channel: &str, channel_data: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes()).expect("any key");
+    mac.update(format!("{socket_id}:{channel}:{channel_data}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{KEY}:{hex}")
+}
+
+/// A Pusher connection to `server`, with its socket id.
+async fn pusher_connect(server: &TestServer) -> (Ws, String) {
+    let url = format!("ws://{}/app/{KEY}?protocol=7", server.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    let established = next_event(&mut ws).await;
+    let data: Value =
+        serde_json::from_str(established["data"].as_str().expect("data")).expect("JSON");
+    let socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
+    (ws, socket_id)
+}
+
+/// Subscribes to a presence channel as `user`; returns `subscription_succeeded`'s presence.
+async fn join_presence(ws: &mut Ws, socket_id: &str, channel: &str, user: &str) -> Value {
+    let channel_data = json!({ "user_id": user, "user_info": { "name": user } }).to_string();
+    let subscribe = json!({
+        "event": "pusher:subscribe",
+        "data": {
+            "channel": channel,
+            "auth": presence_auth(socket_id, channel, &channel_data),
+            "channel_data": channel_data,
+        }
+    });
+    ws.send(Message::text(subscribe.to_string()))
+        .await
+        .expect("send");
+    let succeeded = next_event(ws).await;
+    assert_eq!(
+        succeeded["event"], "pusher_internal:subscription_succeeded",
+        "{succeeded}"
+    );
+    let data: Value =
+        serde_json::from_str(succeeded["data"].as_str().expect("data")).expect("JSON");
+    data["presence"].clone()
+}
+
+/// The next event that is not a ping reply; fails on anything else than `want`.
+async fn expect_event(ws: &mut Ws, want: &str) -> Value {
+    let event = next_event(ws).await;
+    assert_eq!(event["event"], want, "{event}");
+    serde_json::from_str(event["data"].as_str().expect("data")).expect("JSON")
+}
+
+/// Pusher presence on the hub's presence: users listed from either node, `member_added` on
+/// a user's first connection only (in the cluster), `member_removed` once its last one left,
+/// sent once to each subscriber, never to the connection that joined.
+async fn presence_across(nodes: &[&TestServer]) {
+    let channel = "presence-room";
+    let (mut ann, ann_id) = pusher_connect(nodes[0]).await;
+    let presence = join_presence(&mut ann, &ann_id, channel, "ann").await;
+    assert_eq!(presence["ids"], json!(["ann"]));
+    assert_eq!(presence["count"], 1);
+
+    let other = nodes[1 % nodes.len()];
+    let (mut bob, bob_id) = pusher_connect(other).await;
+    let presence = join_presence(&mut bob, &bob_id, channel, "bob").await;
+    assert_eq!(presence["ids"], json!(["ann", "bob"]), "{presence}");
+    assert_eq!(presence["hash"]["ann"]["name"], "ann");
+    let added = expect_event(&mut ann, "pusher_internal:member_added").await;
+    assert_eq!(added["user_id"], "bob");
+    assert_eq!(added["user_info"]["name"], "bob");
+
+    // A second connection of ann, on the other node: ann is already there, nothing is said.
+    let (mut ann2, ann2_id) = pusher_connect(other).await;
+    let presence = join_presence(&mut ann2, &ann2_id, channel, "ann").await;
+    assert_eq!(presence["count"], 2, "{presence}");
+    // bob leaves (closes cleanly): each of ann's connections hears it once, and nothing of
+    // ann's second connection came before it.
+    bob.close(None).await.expect("close");
+    for ws in [&mut ann, &mut ann2] {
+        let removed = expect_event(ws, "pusher_internal:member_removed").await;
+        assert_eq!(removed["user_id"], "bob");
+    }
+    // ann's first connection goes: ann still has one, so nobody hears of it; a ping answered
+    // right after shows that nothing else was queued.
+    ann.close(None).await.expect("close");
+    let (mut carl, carl_id) = pusher_connect(nodes[0]).await;
+    let presence = join_presence(&mut carl, &carl_id, channel, "carl").await;
+    assert_eq!(presence["ids"], json!(["ann", "carl"]), "{presence}");
+    let added = expect_event(&mut ann2, "pusher_internal:member_added").await;
+    assert_eq!(added["user_id"], "carl");
+    ann2.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+        .await
+        .expect("send");
+    assert_eq!(next_event(&mut ann2).await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn issue_12_pusher_presence_in_one_node() {
+    let server = TestServer::start(config()).await;
+    presence_across(&[&server]).await;
+}
+
+#[tokio::test]
+async fn issue_12_pusher_presence_across_two_nodes_on_redis() {
+    let redis = wirehub_testkit::RedisServer::start();
+    let broker = || {
+        wirehub_server::BrokerConfig::Redis(
+            wirehub_server::RedisConfig::new(redis.url()).timeout(Duration::from_secs(2)),
+        )
+    };
+    let a = TestServer::start(config().broker(broker())).await;
+    let b = TestServer::start(config().broker(broker())).await;
+    presence_across(&[&a, &b]).await;
+}

@@ -644,6 +644,12 @@ fn handle(
         }
         ClientMessage::Ping { id } => vec![encode_server_message(&ServerMessage::Pong { id })],
         ClientMessage::Refresh { .. } => Vec::new(),
+        // The fake server keeps no presence.
+        ClientMessage::Presence { id, .. } => vec![encode_server_message(&ServerMessage::Error {
+            id,
+            code: ErrorCode::PresenceDisabled,
+            message: "the fake server keeps no presence".into(),
+        })],
     }
 }
 

@@ -155,12 +155,7 @@ impl RedisServer {
     /// # Panics
     /// When the server cannot be reached.
     pub fn command(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("read timeout");
-        stream.write_all(&encode(args)).expect("send a command");
-        read_reply(&mut BufReader::new(stream)).expect("read a reply")
+        command_at(self.addr(), args)
     }
 }
 
@@ -170,13 +165,29 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// Runs one command on the Redis at `addr` (see [`RedisServer::command`]).
+///
+/// # Panics
+/// When the server cannot be reached or does not answer.
+pub(crate) fn command_at(addr: SocketAddr, args: &[&str]) -> String {
+    try_command_at(addr, args).expect("a reply from redis-server")
+}
+
+/// [`command_at`], `None` when the server cannot be reached or does not answer in time.
+pub(crate) fn try_command_at(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+    stream.write_all(&encode(args)).ok()?;
+    read_reply(&mut BufReader::new(stream))
+}
+
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
 }
 
 /// Starts redis-server on `port`; `None` when it exits (the port is taken) or never answers.
-fn spawn(port: u16, extra: &[String]) -> Option<Child> {
+pub(crate) fn spawn(port: u16, extra: &[String]) -> Option<Child> {
     let mut child = match Command::new("redis-server")
         .args(["--port", &port.to_string()])
         .args(extra)
@@ -209,7 +220,7 @@ fn spawn(port: u16, extra: &[String]) -> Option<Child> {
     None
 }
 
-fn ping(port: u16) -> bool {
+pub(crate) fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -267,6 +278,12 @@ pub struct Paused {
 }
 
 impl Paused {
+    /// Sends SIGSTOP to `pid`; the guard sends SIGCONT.
+    pub(crate) fn stop(pid: u32) -> Paused {
+        assert!(signal(pid, "STOP"), "kill -STOP {pid}");
+        Paused { pid: Some(pid) }
+    }
+
     /// Resumes the server (SIGCONT).
     ///
     /// # Panics
@@ -288,7 +305,7 @@ impl Drop for Paused {
 }
 
 /// Sends the signal `name` (`STOP`, `CONT`) to process `pid`; whether it was sent.
-fn signal(pid: u32, name: &str) -> bool {
+pub(crate) fn signal(pid: u32, name: &str) -> bool {
     Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status()

@@ -13,6 +13,7 @@
 use bytes::{Buf as _, Bytes, BytesMut};
 
 use crate::MAX_CONTROL_PAYLOAD;
+use crate::deflate::{Deflate, Inflater, RSV1};
 use crate::encode::OpCode;
 use crate::error::ProtocolError;
 use crate::mask::apply_mask;
@@ -46,9 +47,12 @@ pub struct CloseFrame {
 /// A fragmented message being reassembled.
 #[derive(Debug)]
 struct Partial {
-    /// Text (validated as it arrives) or binary.
+    /// Text (validated as it arrives unless compressed) or binary.
     text: bool,
-    /// Payload of the fragments received so far.
+    /// Compressed with permessage-deflate (RSV1 on its first frame): inflated and validated
+    /// once complete.
+    compressed: bool,
+    /// Payload of the fragments received so far (compressed as sent, if compressed).
     data: BytesMut,
 }
 
@@ -56,6 +60,8 @@ struct Partial {
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
     opcode: OpCode,
     /// Header size including the masking key.
     header_len: usize,
@@ -82,6 +88,8 @@ pub struct Decoder {
     /// Payload bytes of the text frame at the front of the buffer that were already unmasked
     /// in place and validated, while the rest of the frame has not arrived yet.
     scanned: usize,
+    /// permessage-deflate, when negotiated.
+    inflater: Option<Inflater>,
 }
 
 impl Decoder {
@@ -94,7 +102,25 @@ impl Decoder {
             partial: None,
             utf8: Utf8Validator::default(),
             scanned: 0,
+            inflater: None,
         }
+    }
+
+    /// The same decoder for a connection that negotiated permessage-deflate: messages with
+    /// RSV1 are inflated, and refused with [`ProtocolError::TooLarge`] (a deflate bomb) as
+    /// soon as they inflate to more than `max_inflated` bytes. The message size limit of
+    /// [`Decoder::new`] applies to the compressed bytes as they arrive.
+    #[must_use]
+    pub fn with_deflate(mut self, deflate: &Deflate, max_inflated: usize) -> Self {
+        self.inflater = Some(Inflater::new(deflate, max_inflated));
+        self
+    }
+
+    /// True while the connection keeps a decompressor between messages (client context
+    /// takeover, after its first compressed message).
+    #[must_use]
+    pub fn holds_inflate_state(&self) -> bool {
+        self.inflater.as_ref().is_some_and(Inflater::holds_state)
     }
 
     /// True while a fragmented message is partly received (for memory accounting / idle
@@ -123,13 +149,18 @@ impl Decoder {
                 return Ok(None);
             };
             let is_text = self.is_text_frame(header.opcode);
-            if is_text && header.opcode == OpCode::Text && self.scanned == 0 {
+            let compressed = header.compressed
+                || (header.opcode == OpCode::Continuation
+                    && self.partial.as_ref().is_some_and(|p| p.compressed));
+            // Compressed text is validated once inflated.
+            let validate = is_text && !compressed;
+            if validate && header.opcode == OpCode::Text && self.scanned == 0 {
                 // First look at the first frame of a new text message.
                 self.utf8.reset();
             }
             let available = buf.len().saturating_sub(header.header_len);
             if available < header.payload_len {
-                if is_text && available > self.scanned {
+                if validate && available > self.scanned {
                     let start = header.header_len + self.scanned;
                     let piece = buf.get_mut(start..).unwrap_or_default();
                     apply_mask(piece, header.mask, self.scanned);
@@ -146,7 +177,7 @@ impl Decoder {
             let mut payload = buf.split_to(header.payload_len);
             let rest = payload.get_mut(scanned..).unwrap_or_default();
             apply_mask(rest, header.mask, scanned);
-            if is_text {
+            if validate {
                 self.utf8
                     .feed(rest)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -160,16 +191,14 @@ impl Decoder {
                 OpCode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
                 OpCode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
                 OpCode::Text | OpCode::Binary if header.fin => {
-                    let data = payload.freeze();
-                    return Ok(Some(if is_text {
-                        Message::Text(data)
-                    } else {
-                        Message::Binary(data)
-                    }));
+                    return self
+                        .complete(is_text, compressed, payload.freeze())
+                        .map(Some);
                 }
                 OpCode::Text | OpCode::Binary => {
                     self.partial = Some(Partial {
                         text: is_text,
+                        compressed,
                         data: BytesMut::from(&payload[..]),
                     });
                 }
@@ -182,16 +211,38 @@ impl Decoder {
                     if header.fin
                         && let Some(done) = self.partial.take()
                     {
-                        let data = done.data.freeze();
-                        return Ok(Some(if done.text {
-                            Message::Text(data)
-                        } else {
-                            Message::Binary(data)
-                        }));
+                        return self
+                            .complete(done.text, done.compressed, done.data.freeze())
+                            .map(Some);
                     }
                 }
             }
         }
+    }
+
+    /// The message whose payload (as received, compressed or not) is complete: inflated and
+    /// validated if compressed.
+    fn complete(
+        &mut self,
+        text: bool,
+        compressed: bool,
+        payload: Bytes,
+    ) -> Result<Message, ProtocolError> {
+        let data = match (&mut self.inflater, compressed) {
+            (Some(inflater), true) => {
+                let inflated = inflater.inflate(&payload)?;
+                if text && std::str::from_utf8(&inflated).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                inflated
+            }
+            _ => payload,
+        };
+        Ok(if text {
+            Message::Text(data)
+        } else {
+            Message::Binary(data)
+        })
     }
 
     /// True when a data frame with this opcode carries text (a Text frame, or a continuation
@@ -210,12 +261,20 @@ impl Decoder {
         let Some(&b0) = buf.first() else {
             return Ok(None);
         };
-        if b0 & 0x70 != 0 {
+        if b0 & 0x30 != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         let fin = b0 & 0x80 != 0;
         let raw_opcode = b0 & 0x0F;
         let opcode = OpCode::from_u8(raw_opcode).ok_or(ProtocolError::UnknownOpCode(raw_opcode))?;
+        // RSV1 marks a compressed message: only with permessage-deflate, only on the first
+        // frame of a data message (never on a continuation or a control frame).
+        let compressed = b0 & RSV1 != 0;
+        if compressed
+            && (self.inflater.is_none() || !matches!(opcode, OpCode::Text | OpCode::Binary))
+        {
+            return Err(ProtocolError::ReservedBits);
+        }
         let control = opcode.is_control();
         if control && !fin {
             return Err(ProtocolError::FragmentedControl);
@@ -277,6 +336,7 @@ impl Decoder {
         mask.copy_from_slice(key);
         Ok(Some(Header {
             fin,
+            compressed,
             opcode,
             header_len,
             payload_len,

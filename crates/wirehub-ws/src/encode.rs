@@ -82,8 +82,13 @@ pub fn header_len(len: usize) -> usize {
 /// Appends only the header of an unmasked FIN frame for a payload of `len` bytes to `out`;
 /// the caller sends the payload right after it (e.g. as a separate buffer in a vectored write).
 pub fn write_header(out: &mut BytesMut, opcode: OpCode, len: usize) {
+    write_header_bits(out, 0x80 | opcode.as_u8(), len);
+}
+
+/// Appends a frame header whose first byte (FIN, RSV bits, opcode) is `first`.
+pub(crate) fn write_header_bits(out: &mut BytesMut, first: u8, len: usize) {
     out.reserve(header_len(len));
-    out.put_u8(0x80 | opcode.as_u8());
+    out.put_u8(first);
     if len < 126 {
         // Fits in 7 bits by the test above.
         out.put_u8(len as u8);

@@ -5,9 +5,13 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// RSV1, RSV2 or RSV3 is set, but no extension was negotiated.
+    /// RSV1, RSV2 or RSV3 is set where no negotiated extension allows it (RSV1 is allowed
+    /// only on the first frame of a data message, with permessage-deflate).
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
+    /// A compressed message is not valid deflate data (permessage-deflate).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// The opcode is not one RFC 6455 defines.
     #[error("unknown opcode {0:#x}")]
     UnknownOpCode(u8),
@@ -49,12 +53,13 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code to send for this violation: 1007 for invalid UTF-8, 1009 for a message
+    /// The close code to send for this violation: 1007 for invalid UTF-8 or compressed data
+    /// that does not inflate, 1009 for a message
     /// over the size limit, 1002 (protocol error) for everything else.
     #[must_use]
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::InvalidUtf8 => 1007,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => 1007,
             Self::TooLarge { .. } => 1009,
             _ => 1002,
         }

@@ -13,17 +13,22 @@
 //!   server frames; [`header_len`] tells the header size for a payload length.
 //! - [`accept_key`] computes the `Sec-WebSocket-Accept` value for the opening handshake.
 //!
-//! No extension is supported (RSV bits must be zero), so the HTTP upgrade must not accept
-//! `permessage-deflate`.
+//! - permessage-deflate (RFC 7692, `deflate`): [`negotiate`] picks a client's offer and
+//!   [`Deflate::response`] answers it; [`Decoder::with_deflate`] inflates compressed messages
+//!   (RSV1) under a cap; [`deflate_frame`] compresses one outgoing message on its own
+//!   (`server_no_context_takeover`), so that one compressed frame can be shared by every
+//!   connection that negotiated the extension. No other extension is supported.
 //!
 //! # Layout
 //! - `decode`: the [`Decoder`] and the [`Message`] / [`CloseFrame`] types.
+//! - `deflate`: permessage-deflate: negotiation, per-thread compressor and decompressor.
 //! - `encode`: [`OpCode`], server frame encoding and the handshake accept key.
 //! - `error`: [`ProtocolError`] and its close codes.
 //! - `mask`: word-at-a-time (un)masking.
 //! - `utf8`: the incremental UTF-8 validator used across fragments.
 
 mod decode;
+mod deflate;
 mod encode;
 mod error;
 mod mask;
@@ -33,6 +38,7 @@ mod utf8;
 mod tests;
 
 pub use decode::{CloseFrame, Decoder, Message};
+pub use deflate::{Deflate, DeflateConfig, PERMESSAGE_DEFLATE, deflate_frame, negotiate};
 pub use encode::{
     OpCode, accept_key, encode_close, encode_frame, header_len, write_frame, write_header,
 };

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -16,8 +17,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wirehub_server::{
-    AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules, OnSlow, RedisConfig,
-    ServerConfig, TlsConfig,
+    AdmissionConfig, AllowedOrigins, AuthConfig, BrokerConfig, ChannelOptions, ChannelRules,
+    DeflateSettings, IpNet, OnSlow, RedisConfig, ServerConfig, TlsConfig, WebhookConfig,
 };
 
 use crate::duration::Dur;
@@ -97,6 +98,15 @@ settings! {
     /// How often a canary checks that the Redis pub/sub connection still delivers.
     #[arg(long, env = "WIREHUB_REDIS_CANARY_INTERVAL")]
     redis_canary_interval: Dur,
+    /// With Redis: how long a presence member lives unless its node renews it (a dead node's members leave after it).
+    #[arg(long, env = "WIREHUB_REDIS_PRESENCE_LEASE")]
+    redis_presence_lease: Dur,
+    /// How long the member of a connection lost without a goodbye stays listed; the same user rejoining within it is no leave/join.
+    #[arg(long, env = "WIREHUB_PRESENCE_GRACE")]
+    presence_grace: Dur,
+    /// Members listed at most by `presence` and GET /api/presence (the count stays exact).
+    #[arg(long, env = "WIREHUB_PRESENCE_MAX_MEMBERS")]
+    presence_max_members: usize,
     /// Extra WebSocket route that echoes every frame (conformance testing only).
     #[arg(long, env = "WIREHUB_ECHO_PATH")]
     echo_path: String,
@@ -146,9 +156,75 @@ settings! {
     /// The kernel's send buffer per connection (SO_SNDBUF) in bytes; 0 leaves the kernel's autotuning.
     #[arg(long, env = "WIREHUB_SEND_BUFFER", value_name = "BYTES")]
     send_buffer: usize,
+    /// permessage-deflate with clients that offer it (true or false).
+    #[arg(long, env = "WIREHUB_DEFLATE", value_name = "BOOL")]
+    deflate: bool,
+    /// Messages shorter than this many bytes are sent uncompressed under permessage-deflate.
+    #[arg(long, env = "WIREHUB_DEFLATE_THRESHOLD", value_name = "BYTES")]
+    deflate_threshold: usize,
+    /// Let clients keep their compression context between messages (a decompressor per connection).
+    #[arg(long, env = "WIREHUB_DEFLATE_CLIENT_CONTEXT_TAKEOVER", value_name = "BOOL")]
+    deflate_client_context_takeover: bool,
     /// Log format on stderr: text or json (verbosity from RUST_LOG).
     #[arg(long, env = "WIREHUB_LOG_FORMAT")]
     log_format: String,
+    /// Lifecycle events are POSTed to this URL (empty: no webhooks).
+    #[arg(long, env = "WIREHUB_WEBHOOK_URL")]
+    webhook_url: String,
+    /// Key of the webhooks' HMAC-SHA256 signature (X-Wirehub-Signature).
+    #[arg(long, env = "WIREHUB_WEBHOOK_SECRET")]
+    webhook_secret: String,
+    /// Webhook events waiting at most; beyond, they go to the dead-letter file.
+    #[arg(long, env = "WIREHUB_WEBHOOK_QUEUE")]
+    webhook_queue: usize,
+    /// Webhook events per request at most.
+    #[arg(long, env = "WIREHUB_WEBHOOK_BATCH_SIZE")]
+    webhook_batch_size: usize,
+    /// How long a webhook event waits for others to share its request.
+    #[arg(long, env = "WIREHUB_WEBHOOK_BATCH_DELAY")]
+    webhook_batch_delay: Dur,
+    /// How long a webhook request may take before it is retried.
+    #[arg(long, env = "WIREHUB_WEBHOOK_TIMEOUT")]
+    webhook_timeout: Dur,
+    /// Attempts per webhook request before its events go to the dead-letter file.
+    #[arg(long, env = "WIREHUB_WEBHOOK_MAX_ATTEMPTS")]
+    webhook_max_attempts: u32,
+    /// File (JSON lines) for webhook events that could not be delivered.
+    #[arg(long, env = "WIREHUB_WEBHOOK_DEAD_LETTER")]
+    webhook_dead_letter: PathBuf,
+    /// How long a channel stays without subscribers before channel_vacated (a rejoin cancels it).
+    #[arg(long, env = "WIREHUB_VACATE_DELAY")]
+    vacate_delay: Dur,
+    /// With Redis: a node's lease on its channels' occupancy (a node silent for longer is taken for dead).
+    #[arg(long, env = "WIREHUB_OCCUPANCY_LEASE")]
+    occupancy_lease: Dur,
+    /// Connections the kernel queues for the accept loop (capped by net.core.somaxconn).
+    #[arg(long, env = "WIREHUB_LISTEN_BACKLOG")]
+    listen_backlog: i32,
+    /// New WebSocket connections admitted per second; beyond it upgrades get 503 (0: no limit).
+    #[arg(long, env = "WIREHUB_CONNECT_RATE")]
+    connect_rate: u32,
+    /// Connections the rate limiter admits at once after a quiet time (0: --connect-rate).
+    #[arg(long, env = "WIREHUB_CONNECT_BURST")]
+    connect_burst: u32,
+    /// WebSocket connections one client address may hold; beyond it upgrades get 429 (0: no limit).
+    #[arg(long, env = "WIREHUB_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: u32,
+    /// Comma-separated proxy addresses or CIDR blocks whose X-Forwarded-For names the client.
+    #[arg(long, env = "WIREHUB_TRUSTED_PROXIES")]
+    trusted_proxies: String,
+    /// Base wait told to clients refused by a connection limit (they get RETRY..2×RETRY).
+    #[arg(long, env = "WIREHUB_OVERLOAD_RETRY_AFTER")]
+    overload_retry_after: Dur,
+    /// Longest wait a connection-rate refusal is told.
+    #[arg(long, env = "WIREHUB_OVERLOAD_MAX_RETRY_AFTER")]
+    overload_max_retry_after: Dur,
+    /// Window in which clients closed on shutdown are told to come back (close reason retry=LO-HI); 0: no hint.
+    #[arg(long, env = "WIREHUB_DRAIN_RETRY")]
+    drain_retry: Dur,
+    /// Refuse browsers (requests with Origin) by upgrading and closing with 4103 and the retry hint.
+    #[arg(long, env = "WIREHUB_CLOSE_REFUSED_BROWSERS")]
+    close_refused_browsers: bool,
 }
 
 /// `wirehub serve --help` with each flag's default, read from the embedded settings (so that
@@ -189,6 +265,8 @@ struct ChannelTable {
     history_size: Option<usize>,
     /// How long messages are kept (instead of the server-wide `history_ttl`).
     history_ttl: Option<Dur>,
+    /// Members, `join`/`leave` and the `presence` request.
+    presence: Option<bool>,
 }
 
 /// A setting that could not be used: names the field (exit code 2).
@@ -255,6 +333,8 @@ pub(crate) fn resolve(args: &Settings) -> Result<Resolved, ConfigError> {
 /// The merged settings as a [`ServerConfig`] (and what only the binary uses).
 fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     let mut config = ServerConfig::new();
+    webhooks(&mut config, &settings)?;
+    let admission = admission(&settings)?;
     config.listen = need(settings.listen, "listen")?;
     config.heartbeat_interval = need(settings.heartbeat_interval, "heartbeat_interval")?.0;
     if config.heartbeat_interval.is_zero() {
@@ -314,6 +394,18 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         }
         bytes => Some(bytes),
     };
+    config.deflate = need(settings.deflate, "deflate")?.then_some(DeflateSettings {
+        threshold: need(settings.deflate_threshold, "deflate_threshold")?,
+        client_context_takeover: need(
+            settings.deflate_client_context_takeover,
+            "deflate_client_context_takeover",
+        )?,
+    });
+    config.listen_backlog = need(settings.listen_backlog, "listen_backlog")?;
+    if config.listen_backlog < 1 {
+        return Err(bad("listen_backlog", "must be at least 1"));
+    }
+    config.admission = admission;
     config.channels = channels(settings.channels.unwrap_or_default())?;
     config.pusher = match (
         settings.pusher_app_id.filter(|v| !v.is_empty()),
@@ -333,6 +425,8 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     if let Err(why) = config.pusher.validate() {
         return Err(bad("pusher_app_key", why));
     }
+    config.presence_grace = need(settings.presence_grace, "presence_grace")?.0;
+    config.presence_max_members = need(settings.presence_max_members, "presence_max_members")?;
     config.auth = auth(settings.jwt_secret, settings.jwt_public_key)?;
     let mut tls_files = None;
     config.tls = match (settings.tls_cert, settings.tls_key) {
@@ -359,6 +453,43 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     })
 }
 
+/// The webhook and occupancy settings.
+fn webhooks(config: &mut ServerConfig, settings: &Settings) -> Result<(), ConfigError> {
+    config.vacate_delay = need(settings.vacate_delay, "vacate_delay")?.0;
+    config.occupancy_lease = need(settings.occupancy_lease, "occupancy_lease")?.0;
+    if config.occupancy_lease < Duration::from_millis(30) {
+        return Err(bad("occupancy_lease", "must be at least 30ms"));
+    }
+    config.webhook_secret = settings
+        .webhook_secret
+        .clone()
+        .filter(|secret| !secret.is_empty());
+    let url = need(settings.webhook_url.clone(), "webhook_url")?;
+    if url.is_empty() {
+        return Ok(());
+    }
+    let webhooks = WebhookConfig::new(url)
+        .queue_capacity(need(settings.webhook_queue, "webhook_queue")?)
+        .batch_size(need(settings.webhook_batch_size, "webhook_batch_size")?)
+        .batch_delay(need(settings.webhook_batch_delay, "webhook_batch_delay")?.0)
+        .timeout(need(settings.webhook_timeout, "webhook_timeout")?.0)
+        .max_attempts(need(settings.webhook_max_attempts, "webhook_max_attempts")?)
+        .dead_letter(need(
+            settings.webhook_dead_letter.clone(),
+            "webhook_dead_letter",
+        )?);
+    webhooks.validate().map_err(|problem| {
+        let field = problem
+            .split(' ')
+            .next()
+            .unwrap_or("webhook_url")
+            .to_owned();
+        bad(field, problem)
+    })?;
+    config.webhooks = Some(webhooks);
+    Ok(())
+}
+
 /// The broker, with the Redis settings checked by [`RedisConfig::validate`].
 fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
     let url = need(settings.broker.clone(), "broker")?;
@@ -371,10 +502,21 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
         }
         return Ok(BrokerConfig::Memory);
     }
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+    let redis_schemes = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+    ];
+    if !redis_schemes.iter().any(|scheme| url.starts_with(scheme)) {
         return Err(bad(
             "broker",
-            format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
+            format!(
+                "{url:?}: use memory, redis://HOST:PORT (rediss:// for TLS), \
+                 redis+cluster://HOST:PORT,HOST:PORT… or redis+sentinel://HOST:PORT,HOST:PORT…/MASTER"
+            ),
         ));
     }
     let ca_cert = match &settings.redis_ca_cert {
@@ -386,7 +528,8 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
         .ca_cert_pem(ca_cert)
         .timeout(need(settings.redis_timeout, "redis_timeout")?.0)
         .ping_interval(need(settings.redis_ping_interval, "redis_ping_interval")?.0)
-        .canary_interval(need(settings.redis_canary_interval, "redis_canary_interval")?.0);
+        .canary_interval(need(settings.redis_canary_interval, "redis_canary_interval")?.0)
+        .presence_lease(need(settings.redis_presence_lease, "redis_presence_lease")?.0);
     if let Err(wirehub_server::RedisError::InvalidSetting { field, problem }) = redis.validate() {
         let field = match field {
             "url" => "broker",
@@ -395,6 +538,7 @@ fn broker(settings: &Settings) -> Result<BrokerConfig, ConfigError> {
             "timeout" => "redis_timeout",
             "ping_interval" => "redis_ping_interval",
             "canary_interval" => "redis_canary_interval",
+            "presence_lease" => "redis_presence_lease",
             other => other,
         };
         return Err(bad(field, problem));
@@ -433,6 +577,9 @@ fn channels(tables: Vec<ChannelTable>) -> Result<ChannelRules, ConfigError> {
         if let Some(ttl) = table.history_ttl {
             rule = rule.history_ttl(ttl.0);
         }
+        if let Some(presence) = table.presence {
+            rule = rule.presence(presence);
+        }
         rules.push(rule);
     }
     Ok(ChannelRules::new(rules))
@@ -464,6 +611,45 @@ fn auth(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// The admission settings.
+fn admission(settings: &Settings) -> Result<AdmissionConfig, ConfigError> {
+    let trusted_proxies = need(settings.trusted_proxies.clone(), "trusted_proxies")?
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse()
+                .map_err(|err: String| bad("trusted_proxies", err))
+        })
+        .collect::<Result<Vec<IpNet>, ConfigError>>()?;
+    let max_retry_after = need(
+        settings.overload_max_retry_after,
+        "overload_max_retry_after",
+    )?
+    .0;
+    if max_retry_after < Duration::from_secs(1) {
+        return Err(bad("overload_max_retry_after", "must be at least 1s"));
+    }
+    Ok(AdmissionConfig::new()
+        .connect_rate(
+            need(settings.connect_rate, "connect_rate")?,
+            need(settings.connect_burst, "connect_burst")?,
+        )
+        .max_connections_per_ip(need(
+            settings.max_connections_per_ip,
+            "max_connections_per_ip",
+        )?)
+        .trusted_proxies(trusted_proxies)
+        .retry_after(need(settings.overload_retry_after, "overload_retry_after")?.0)
+        .max_retry_after(max_retry_after)
+        .drain_retry(need(settings.drain_retry, "drain_retry")?.0)
+        .close_refused_browsers(need(
+            settings.close_refused_browsers,
+            "close_refused_browsers",
+        )?))
 }
 
 /// Reads the TLS certificate chain and key files (at start and on every SIGHUP).
@@ -563,7 +749,6 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -588,6 +773,24 @@ mod tests {
         );
         assert_eq!(resolved.server.history_size, 100);
         assert_eq!(resolved.server.send_buffer, Some(131_072));
+    }
+
+    #[test]
+    fn issue_11_the_embedded_webhook_defaults_are_webhook_config_new() {
+        let url = "http://127.0.0.1:9/hooks";
+        let settings = Settings {
+            webhook_url: Some(url.to_owned()),
+            webhook_secret: Some("s3cret".to_owned()),
+            ..Settings::default()
+        };
+        let resolved = resolve(&settings).expect("resolves");
+        assert_eq!(resolved.server.webhooks, Some(WebhookConfig::new(url)));
+        assert_eq!(resolved.server.webhook_secret.as_deref(), Some("s3cret"));
+        let bad_url = Settings {
+            webhook_url: Some("ftp://x".to_owned()),
+            ..Settings::default()
+        };
+        assert!(resolve(&bad_url).is_err());
     }
 
     #[test]
@@ -646,6 +849,20 @@ mod tests {
         })
         .expect_err("no canary");
         assert!(err.to_string().contains("redis_canary_interval"), "{err}");
+        for url in [
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main",
+        ] {
+            let config = resolve(&args("wirehub:", url, None)).expect(url).server;
+            assert_eq!(config.broker, BrokerConfig::Redis(RedisConfig::new(url)));
+        }
+        for url in [
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+cluster://a:1,,b:2",
+        ] {
+            let err = resolve(&args("wirehub:", url, None)).expect_err(url);
+            assert!(err.to_string().contains("broker"), "{err}");
+        }
     }
 
     #[test]

@@ -125,3 +125,18 @@ fn refuses_targets_off_this_machine() {
     assert!(stderr.contains("loopback"), "{stderr}");
     assert!(output.stdout.is_empty(), "no JSON line for a refused run");
 }
+
+#[test]
+fn issue_15_fanout_spreads_its_subscribers_over_several_nodes() {
+    let redis = wirehub_testkit::RedisServer::start();
+    let broker = redis.url();
+    let args = ["--publish-rate", "0", "--broker", broker.as_str()];
+    let a = ServerProcess::serve(BIN, &args);
+    let b = ServerProcess::serve(BIN, &args);
+    let urls = format!("{},{}", a.ws_url(), b.ws_url());
+    let (output, report) = bench(&["fanout", "--url", &urls, "-n", "10", "-m", "50"]);
+    assert_clean(&output, &report);
+    // Half the subscribers are on the node without the publisher: they get every message
+    // through Redis.
+    assert_eq!(report["deliveries"], 10 * 50);
+}

@@ -48,3 +48,5 @@ pub async fn read_through(client: &mut WsClient, mut previous: u64, last: u64) -
 pub fn epoch(subscribed: &Value) -> String {
     subscribed["epoch"].as_str().expect("epoch").to_owned()
 }
+
+pub mod failover;

@@ -257,23 +257,80 @@ async fn publish(
     Ok(())
 }
 
+/// What the HTTP API says of a channel: its subscriptions in the cluster (the occupancy
+/// counts of the hub channel, v1 subscribers included; at least this node's own Pusher
+/// subscriptions, which the counts may not show yet), and the users of a presence channel
+/// (from the hub's presence, cluster-wide).
+struct Counts {
+    subscriptions: u64,
+    users: Option<Vec<String>>,
+}
+
+async fn counts(
+    state: &AppState,
+    pusher: &Pusher,
+    app: usize,
+    channel: &str,
+    with_users: bool,
+) -> Result<Counts, Response> {
+    let hub_channel = pusher.hub_channel(app, channel);
+    let unavailable = |err: String| text(StatusCode::SERVICE_UNAVAILABLE, err);
+    let counted = state
+        .activity
+        .occupancy()
+        .store()
+        .channels(&hub_channel, None, 1)
+        .await
+        .map_err(|err| unavailable(err.to_string()))?
+        .into_iter()
+        .find(|count| count.channel == hub_channel)
+        .map_or(0, |count| count.subscribers);
+    let local = pusher.local_subscriptions(app, channel) as u64;
+    let users = if with_users && ChannelKind::of(channel).is_presence() {
+        let page = state
+            .hub
+            .presence(&hub_channel, super::conn::PRESENCE_MAX_MEMBERS)
+            .await
+            .map_err(|err| unavailable(err.to_string()))?;
+        Some(super::presence::users_of(&page.members))
+    } else {
+        None
+    };
+    Ok(Counts {
+        subscriptions: counted.max(local),
+        users,
+    })
+}
+
 /// The attributes `info` asks for, of one channel.
-fn channel_info(pusher: &Pusher, app: usize, channel: &str, info: &str) -> Map<String, Value> {
-    let (subscriptions, users) = pusher.counts(app, channel);
+async fn channel_info(
+    state: &AppState,
+    pusher: &Pusher,
+    app: usize,
+    channel: &str,
+    info: &str,
+) -> Result<(Map<String, Value>, u64), Response> {
+    let wants_users = info.split(',').any(|a| a.trim() == "user_count");
+    let counts = counts(state, pusher, app, channel, wants_users).await?;
     let mut out = Map::new();
     for attribute in info.split(',').map(str::trim) {
         match attribute {
             "subscription_count" => {
-                out.insert("subscription_count".into(), subscriptions.into());
+                out.insert("subscription_count".into(), counts.subscriptions.into());
             }
-            "user_count" if ChannelKind::of(channel).is_presence() => {
-                out.insert("user_count".into(), users.into());
+            "user_count" => {
+                if let Some(users) = &counts.users {
+                    out.insert("user_count".into(), users.len().into());
+                }
             }
             _ => {}
         }
     }
-    out
+    Ok((out, counts.subscriptions))
 }
+
+/// Channels listed at most by `GET /apps/ID/channels`.
+const MAX_CHANNELS_LISTED: usize = 10_000;
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
     serde_json::from_slice(body)
@@ -302,15 +359,15 @@ async fn events(
     }
     match &event.info {
         Some(info) => {
-            let infos: Map<String, Value> = channels
-                .iter()
-                .map(|c| {
-                    (
-                        c.clone(),
-                        Value::Object(channel_info(&signed.pusher, signed.app, c, info)),
-                    )
-                })
-                .collect();
+            let mut infos = Map::new();
+            for channel in &channels {
+                match channel_info(&state, &signed.pusher, signed.app, channel, info).await {
+                    Ok((attributes, _)) => {
+                        infos.insert(channel.clone(), Value::Object(attributes));
+                    }
+                    Err(response) => return response,
+                }
+            }
             json_reply(&json!({ "channels": infos }))
         }
         None => json_reply(&json!({})),
@@ -352,7 +409,10 @@ async fn batch_events(
         let info = match (&event.info, channels.first()) {
             (Some(info), Some(channel)) => {
                 any_info = true;
-                channel_info(&signed.pusher, signed.app, channel, info)
+                match channel_info(&state, &signed.pusher, signed.app, channel, info).await {
+                    Ok((attributes, _)) => attributes,
+                    Err(response) => return response,
+                }
             }
             _ => Map::new(),
         };
@@ -382,10 +442,42 @@ async fn channels(
             "user_count may only be requested for presence channels: filter_by_prefix=presence-",
         );
     }
+    // The app's occupied channels in the cluster, with this node's own (the counts may not
+    // show its latest subscriptions yet).
+    let app_prefix = &signed.pusher.app(signed.app).channel_prefix;
+    let listed = match state
+        .activity
+        .occupancy()
+        .store()
+        .channels(&format!("{app_prefix}{prefix}"), None, MAX_CHANNELS_LISTED)
+        .await
+    {
+        Ok(listed) => listed,
+        Err(err) => return text(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    };
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .filter(|count| count.subscribers > 0)
+        .filter_map(|count| Some(count.channel.strip_prefix(app_prefix.as_str())?.to_owned()))
+        .filter(|name| wire::valid_channel(name))
+        .collect();
+    names.extend(
+        signed
+            .pusher
+            .channels(signed.app, prefix)
+            .into_iter()
+            .map(|(name, _)| name),
+    );
+    names.sort();
+    names.dedup();
     let mut out = Map::new();
-    for (name, _, _) in signed.pusher.channels(signed.app, prefix) {
-        let attributes = channel_info(&signed.pusher, signed.app, &name, info);
-        out.insert(name, Value::Object(attributes));
+    for name in names {
+        match channel_info(&state, &signed.pusher, signed.app, &name, info).await {
+            Ok((attributes, _)) => {
+                out.insert(name, Value::Object(attributes));
+            }
+            Err(response) => return response,
+        }
     }
     json_reply(&json!({ "channels": out }))
 }
@@ -413,8 +505,11 @@ async fn channel(
             "user_count may only be requested for presence channels",
         );
     }
-    let (subscriptions, _) = signed.pusher.counts(signed.app, &channel);
-    let mut out = channel_info(&signed.pusher, signed.app, &channel, info);
+    let (mut out, subscriptions) =
+        match channel_info(&state, &signed.pusher, signed.app, &channel, info).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
     out.insert("occupied".into(), Value::from(subscriptions > 0));
     json_reply(&Value::Object(out))
 }
@@ -434,9 +529,11 @@ async fn users(
             "Users may only be listed for presence channels",
         );
     }
-    let users: Vec<Value> = signed
-        .pusher
-        .users(signed.app, &channel)
+    let users: Vec<Value> =
+        match counts(&state, &signed.pusher, signed.app, &channel, true).await {
+            Ok(counts) => counts.users.unwrap_or_default(),
+            Err(response) => return response,
+        }
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tracing::{debug, info};
-use wirehub_core::{Outbox, OutboxLimits, SessionRef};
+use wirehub_core::{Departure, Outbox, OutboxLimits, SessionRef};
 use wirehub_protocol::{CloseCode, StreamPosition, validate_channel};
 
 use super::wire::{self, ChannelKind, ClientEvent, SigninData, SubscribeData};
@@ -41,6 +41,9 @@ pub(crate) struct Conn {
     socket_id: Arc<str>,
     /// Pusher channel name → its kind and, for presence, the member's user id.
     channels: HashMap<String, (ChannelKind, Option<String>)>,
+    /// Presence channel (Pusher name) → the member's `client` in the hub's presence (this
+    /// socket's id, or an earlier connection's of the same user taken over in its grace).
+    members: HashMap<String, String>,
     /// The signed-in user's id.
     user: Option<String>,
     client_events: PublishLimiter,
@@ -70,6 +73,7 @@ impl Session {
             protocol: start.protocol,
             socket_id: start.socket_id,
             channels: HashMap::new(),
+            members: HashMap::new(),
             user: None,
             client_events: PublishLimiter::new(rate, std::time::Instant::now()),
         }));
@@ -235,11 +239,28 @@ impl Session {
             None
         };
         let user_id = member.as_ref().map(|(id, _)| id.clone());
-        let presence = pusher.join(app_index, &channel, self.id, &self.outbox, member);
-        let succeeded = match &presence {
-            Some(presence) => presence.to_json(),
-            None => json!({}),
-        };
+        let rosters = &pusher.dialect.rosters;
+        let mut joined = None;
+        if let Some((id, info)) = member {
+            rosters.open(&hub_channel);
+            match self
+                .pusher_presence_join(&pusher, app_index, &channel, &hub_channel, id, info)
+                .await
+            {
+                Some(client) => joined = Some(client),
+                None => {
+                    rosters.close(&hub_channel);
+                    return self.queue(wire::subscription_error(
+                        &channel,
+                        "ServerError",
+                        "presence is not available",
+                        503,
+                    ));
+                }
+            }
+        }
+        pusher.join(app_index, &channel, self.id);
+        let presence_of = joined.is_some().then(|| pusher.clone());
         let session = SessionRef {
             id: self.id,
             outbox: self.outbox.clone(),
@@ -249,7 +270,13 @@ impl Session {
         let result = self
             .state
             .hub
-            .subscribe_with(&session, &hub_channel, since, move |start| {
+            .subscribe_with(&session, &hub_channel, since, |start| {
+                // The users as this node knows them when the subscription goes live: the
+                // read, and every join and leave announced since.
+                let succeeded = match &presence_of {
+                    Some(pusher) => pusher.dialect.rosters.presence(&hub_channel).to_json(),
+                    None => json!({}),
+                };
                 let mut frames = vec![wire::string_data_frame(
                     "pusher_internal:subscription_succeeded",
                     Some(&reply_channel),
@@ -268,13 +295,27 @@ impl Session {
         match result {
             Ok(subscribed) => {
                 Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
+                self.state.activity.subscribed(&self.client, &hub_channel);
                 self.subscriptions.insert(hub_channel);
                 if let Some(conn) = self.pusher.as_deref_mut() {
+                    if let Some(client) = joined {
+                        conn.members.insert(channel.clone(), client);
+                    }
                     conn.channels.insert(channel, (kind, user_id));
                 }
             }
             Err(err) => {
                 pusher.leave(app_index, &channel, self.id);
+                if let Some(client) = joined {
+                    self.pusher_presence_leave(
+                        &pusher,
+                        app_index,
+                        &channel,
+                        &client,
+                        Departure::Now,
+                    )
+                    .await;
+                }
                 self.queue(wire::subscription_error(
                     &channel,
                     "ServerError",
@@ -295,12 +336,18 @@ impl Session {
         if conn.channels.remove(channel).is_none() {
             return;
         }
+        let member = conn.members.remove(channel);
         let pusher = conn.pusher.clone();
         pusher.leave(app, channel, self.id);
         let hub_channel = pusher.hub_channel(app, channel);
         self.subscriptions.remove(&hub_channel);
         if let Err(err) = self.state.hub.unsubscribe(&hub_channel, self.id).await {
             debug!(%channel, error = %err, "releasing a Pusher subscription failed");
+        }
+        self.state.activity.unsubscribed(&self.client, &hub_channel);
+        if let Some(client) = member {
+            self.pusher_presence_leave(&pusher, app, channel, &client, Departure::Now)
+                .await;
         }
     }
 
@@ -414,22 +461,113 @@ impl Session {
     }
 
     /// Releases what the Pusher side holds (presence members, the signed-in user); the
-    /// hub subscriptions are released with the session's.
-    pub(crate) fn pusher_finish(&mut self) {
+    /// hub subscriptions are released with the session's. A member leaves at once when the
+    /// connection was closed by the client or refused for good, after the grace otherwise.
+    pub(crate) async fn pusher_finish(&mut self, departure: Departure) {
         let Some(conn) = self.pusher.as_deref_mut() else {
             return;
         };
         let Some(app) = conn.app else {
             return;
         };
+        let pusher = conn.pusher.clone();
+        let members = std::mem::take(&mut conn.members);
         for channel in std::mem::take(&mut conn.channels).into_keys() {
-            conn.pusher.leave(app, &channel, self.id);
+            pusher.leave(app, &channel, self.id);
         }
         if let Some(user) = conn.user.take() {
-            conn.pusher.sign_out(app, &user, self.id);
+            pusher.sign_out(app, &user, self.id);
+        }
+        for (channel, client) in members {
+            self.pusher_presence_leave(&pusher, app, &channel, &client, departure)
+                .await;
+        }
+    }
+
+    /// Joins the hub's presence of `hub_channel` as user `id`, reads the members into the
+    /// node's roster and sends `member_added` as a webhook when this is the user's first
+    /// connection. Returns the member's `client`, `None` when the broker failed.
+    async fn pusher_presence_join(
+        &mut self,
+        pusher: &Pusher,
+        app: usize,
+        channel: &str,
+        hub_channel: &str,
+        id: String,
+        info: Value,
+    ) -> Option<String> {
+        let member = wirehub_protocol::Member {
+            client: self.name.clone(),
+            user: Some(id.clone()),
+            info: Some(info),
+        };
+        let hub = &self.state.hub;
+        let joined = match hub.presence_join(hub_channel, member).await {
+            Ok(joined) => joined,
+            Err(err) => {
+                tracing::warn!(%channel, error = %err, "joining the presence failed");
+                return None;
+            }
+        };
+        let client = joined.member.client;
+        match hub.presence(hub_channel, PRESENCE_MAX_MEMBERS).await {
+            Ok(page) => {
+                pusher.dialect.rosters.seed(hub_channel, &page.members);
+                let others = page
+                    .members
+                    .iter()
+                    .any(|m| m.user.as_deref() == Some(id.as_str()) && m.client != client);
+                if joined.announced && !others {
+                    pusher.member_webhook(app, channel, true, &id);
+                }
+            }
+            Err(err) => tracing::warn!(%channel, error = %err, "reading the presence failed"),
+        }
+        Some(client)
+    }
+
+    /// The member `client` leaves the hub's presence of `channel` (a Pusher name); when it
+    /// left at once and was its user's last connection, `member_removed` as a webhook.
+    async fn pusher_presence_leave(
+        &mut self,
+        pusher: &Pusher,
+        app: usize,
+        channel: &str,
+        client: &str,
+        departure: Departure,
+    ) {
+        let hub_channel = pusher.hub_channel(app, channel);
+        let hub = &self.state.hub;
+        let left = hub.presence_leave(&hub_channel, client, departure).await;
+        pusher.dialect.rosters.close(&hub_channel);
+        let member = match left {
+            Ok(Some(member)) => member,
+            Ok(None) => return,
+            Err(err) => {
+                return tracing::warn!(%channel, error = %err, "leaving the presence failed");
+            }
+        };
+        let Some(user_id) = member.user else {
+            return;
+        };
+        match hub.presence(&hub_channel, PRESENCE_MAX_MEMBERS).await {
+            Ok(page)
+                if !page
+                    .members
+                    .iter()
+                    .any(|m| m.user.as_ref() == Some(&user_id)) =>
+            {
+                pusher.member_webhook(app, channel, false, &user_id);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%channel, error = %err, "reading the presence failed"),
         }
     }
 }
+
+/// Members read at most from a presence channel: Pusher limits a presence channel to 100
+/// users, so a read of this many lists every connection of every user in practice.
+pub(crate) const PRESENCE_MAX_MEMBERS: usize = 10_000;
 
 /// Turns the v1 frames the hub queues itself (a `gap`) into Pusher events and drops the
 /// others; Pusher events, which start with `{"event"`, pass untouched.

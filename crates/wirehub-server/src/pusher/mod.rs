@@ -9,9 +9,11 @@
 //!   authorization, presence, cache channels, client events, sign-in.
 //! - `api`: the HTTP API (`/apps/ID/...`) the server SDKs call, each request's signature
 //!   checked.
+//! - `presence`: presence channels on the hub's presence (cluster-wide members), the node's
+//!   rosters of users that turn the hub's join/leave into `member_added` / `member_removed`.
 //! - `webhooks`: the app's webhooks in Pusher's format.
 //! - this file: [`Pusher`], what every Pusher connection of the node shares: the apps, the
-//!   node's Pusher subscriptions per channel, presence members, signed-in users.
+//!   node's Pusher subscriptions per channel, signed-in users.
 //!
 //! A Pusher connection is a session like any other (same hub, broker, limits, outbox and
 //! metrics); only its dialect differs: its outbox names `PusherDialect`, so publications
@@ -23,15 +25,15 @@
 pub(crate) mod api;
 mod config;
 pub(crate) mod conn;
+mod presence;
 pub(crate) mod sign;
 mod webhooks;
 pub(crate) mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use wirehub_core::Outbox;
 use wirehub_protocol::CloseCode;
@@ -56,25 +58,10 @@ pub(crate) fn close_code(code: CloseCode) -> (u16, &'static str) {
     }
 }
 
-/// One local subscriber of a Pusher channel.
-#[derive(Debug)]
-struct Subscriber {
-    session: u64,
-    outbox: Arc<Outbox>,
-    user_id: Option<String>,
-}
-
-/// A presence member on this node.
-#[derive(Debug)]
-struct Member {
-    info: Value,
-    connections: usize,
-}
-
+/// A channel's local Pusher subscribers (their session ids).
 #[derive(Debug, Default)]
 struct LocalChannel {
-    subscribers: Vec<Subscriber>,
-    members: BTreeMap<String, Member>,
+    subscribers: Vec<u64>,
 }
 
 /// A session signed in as a user, and its outbox (to close it).
@@ -82,7 +69,7 @@ type SignedIn = (u64, Arc<Outbox>);
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// (app, Pusher channel) → its local subscribers and members.
+    /// (app, Pusher channel) → its local subscribers.
     channels: HashMap<(usize, String), LocalChannel>,
     /// (app, user id) → the sessions signed in as that user, with their outboxes.
     users: HashMap<(usize, String), Vec<SignedIn>>,
@@ -117,7 +104,7 @@ impl Pusher {
         let webhooks = Arc::new(Webhooks::new(&config.apps));
         Pusher {
             config,
-            dialect: Arc::new(wire::PusherDialect),
+            dialect: Arc::new(wire::PusherDialect::default()),
             webhooks,
             registry: Mutex::new(Registry::default()),
             node: rand::random::<u32>() % 1_000_000_000,
@@ -153,61 +140,16 @@ impl Pusher {
         format!("{}{channel}", self.app(app).channel_prefix)
     }
 
-    /// Adds a local subscriber; for presence, `member` is its (user id, info). Returns the
-    /// members to announce in `subscription_succeeded` (presence channels). A user's first
-    /// connection to the channel is announced to the other subscribers (`member_added`)
-    /// and, like the channel's first subscriber, sent as a webhook.
-    pub(crate) fn join(
-        &self,
-        app: usize,
-        channel: &str,
-        session: u64,
-        outbox: &Arc<Outbox>,
-        member: Option<(String, Value)>,
-    ) -> Option<Presence> {
+    /// Adds a local subscriber (the channel's first on this node is sent as
+    /// `channel_occupied`).
+    pub(crate) fn join(&self, app: usize, channel: &str, session: u64) {
         let mut registry = self.registry();
         let entry = registry
             .channels
             .entry((app, channel.to_owned()))
             .or_default();
         let occupied = entry.subscribers.is_empty();
-        let user_id = member.as_ref().map(|(id, _)| id.clone());
-        let mut added = None;
-        if let Some((id, info)) = member {
-            let known = entry.members.entry(id.clone()).or_insert_with(|| {
-                added = Some(json!({ "user_id": id, "user_info": info }));
-                Member {
-                    info: Value::Null,
-                    connections: 0,
-                }
-            });
-            if known.connections == 0
-                && let Some(added) = &added
-            {
-                known.info = added["user_info"].clone();
-            }
-            known.connections += 1;
-        }
-        if let Some(added) = &added {
-            let frame =
-                wire::string_data_frame("pusher_internal:member_added", Some(channel), added);
-            push_to_others(&entry.subscribers, user_id.as_deref(), &frame);
-        }
-        entry.subscribers.push(Subscriber {
-            session,
-            outbox: outbox.clone(),
-            user_id,
-        });
-        let presence = wire::ChannelKind::of(channel)
-            .is_presence()
-            .then(|| Presence {
-                ids: entry.members.keys().cloned().collect(),
-                hash: entry
-                    .members
-                    .iter()
-                    .map(|(id, member)| (id.clone(), member.info.clone()))
-                    .collect(),
-            });
+        entry.subscribers.push(session);
         drop(registry);
         if occupied {
             self.webhooks.emit(
@@ -215,54 +157,25 @@ impl Pusher {
                 json!({ "name": "channel_occupied", "channel": channel }),
             );
         }
-        if let Some(added) = added {
-            self.webhooks.emit(
-                app,
-                json!({ "name": "member_added", "channel": channel, "user_id": added["user_id"] }),
-            );
-        }
-        presence
     }
 
-    /// Removes a local subscriber: a presence user's last connection is announced
-    /// (`member_removed`), the channel's last subscriber sent as `channel_vacated`.
+    /// Removes a local subscriber (the channel's last on this node is sent as
+    /// `channel_vacated`).
     pub(crate) fn leave(&self, app: usize, channel: &str, session: u64) {
         let mut registry = self.registry();
         let key = (app, channel.to_owned());
         let Some(entry) = registry.channels.get_mut(&key) else {
             return;
         };
-        let Some(index) = entry.subscribers.iter().position(|s| s.session == session) else {
+        let Some(index) = entry.subscribers.iter().position(|s| *s == session) else {
             return;
         };
-        let subscriber = entry.subscribers.swap_remove(index);
-        let mut removed = None;
-        if let Some(user_id) = subscriber.user_id
-            && let Some(member) = entry.members.get_mut(&user_id)
-        {
-            member.connections = member.connections.saturating_sub(1);
-            if member.connections == 0 {
-                entry.members.remove(&user_id);
-                let frame = wire::string_data_frame(
-                    "pusher_internal:member_removed",
-                    Some(channel),
-                    &json!({ "user_id": user_id }),
-                );
-                push_to_others(&entry.subscribers, Some(&user_id), &frame);
-                removed = Some(user_id);
-            }
-        }
+        entry.subscribers.swap_remove(index);
         let vacated = entry.subscribers.is_empty();
         if vacated {
             registry.channels.remove(&key);
         }
         drop(registry);
-        if let Some(user_id) = removed {
-            self.webhooks.emit(
-                app,
-                json!({ "name": "member_removed", "channel": channel, "user_id": user_id }),
-            );
-        }
         if vacated {
             self.webhooks.emit(
                 app,
@@ -271,36 +184,39 @@ impl Pusher {
         }
     }
 
-    /// Local Pusher subscriptions and presence users of a channel.
-    pub(crate) fn counts(&self, app: usize, channel: &str) -> (usize, usize) {
+    /// A presence member's user-level transition (`member_added` / `member_removed`), seen
+    /// by the node of the connection that caused it, as a webhook.
+    pub(crate) fn member_webhook(&self, app: usize, channel: &str, added: bool, user_id: &str) {
+        let name = if added {
+            "member_added"
+        } else {
+            "member_removed"
+        };
+        self.webhooks.emit(
+            app,
+            json!({ "name": name, "channel": channel, "user_id": user_id }),
+        );
+    }
+
+    /// Local Pusher subscriptions of a channel.
+    pub(crate) fn local_subscriptions(&self, app: usize, channel: &str) -> usize {
         self.registry()
             .channels
             .get(&(app, channel.to_owned()))
-            .map_or((0, 0), |entry| {
-                (entry.subscribers.len(), entry.members.len())
-            })
+            .map_or(0, |entry| entry.subscribers.len())
     }
 
     /// The app's occupied channels whose name starts with `prefix`, with their counts.
-    pub(crate) fn channels(&self, app: usize, prefix: &str) -> Vec<(String, usize, usize)> {
+    pub(crate) fn channels(&self, app: usize, prefix: &str) -> Vec<(String, usize)> {
         let registry = self.registry();
         let mut out: Vec<_> = registry
             .channels
             .iter()
             .filter(|((a, name), _)| *a == app && name.starts_with(prefix))
-            .map(|((_, name), entry)| (name.clone(), entry.subscribers.len(), entry.members.len()))
+            .map(|((_, name), entry)| (name.clone(), entry.subscribers.len()))
             .collect();
         out.sort();
         out
-    }
-
-    /// A presence channel's user ids.
-    pub(crate) fn users(&self, app: usize, channel: &str) -> Vec<String> {
-        self.registry()
-            .channels
-            .get(&(app, channel.to_owned()))
-            .map(|entry| entry.members.keys().cloned().collect())
-            .unwrap_or_default()
     }
 
     pub(crate) fn sign_in(&self, app: usize, user: &str, session: u64, outbox: &Arc<Outbox>) {
@@ -334,13 +250,5 @@ impl Pusher {
             outbox.close(CloseCode::Forbidden);
         }
         sessions.len()
-    }
-}
-
-fn push_to_others(subscribers: &[Subscriber], user_id: Option<&str>, frame: &Bytes) {
-    for subscriber in subscribers {
-        if user_id.is_none() || subscriber.user_id.as_deref() != user_id {
-            let _ = subscriber.outbox.push(frame.clone());
-        }
     }
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use wirehub_core::{Alternate, Dialect, Publication, text_frame};
+use wirehub_protocol::MemberEvent;
 
 /// The event name a v1 publish that is not `{"event", "data"}` gets.
 pub(crate) const V1_EVENT: &str = "message";
@@ -202,7 +203,10 @@ pub(crate) fn stored_event(
 
 /// The hub's publications as Pusher events (see the module's documentation).
 #[derive(Debug, Default)]
-pub(crate) struct PusherDialect;
+pub(crate) struct PusherDialect {
+    /// The users of the presence channels that this node's Pusher connections are on.
+    pub(crate) rosters: super::presence::Rosters,
+}
 
 #[derive(Deserialize)]
 struct V1Message<'a> {
@@ -275,6 +279,20 @@ impl Dialect for PusherDialect {
         let (json, skip) = PusherDialect::translate(publication.json())?;
         Some(Alternate {
             frame: text_frame(&json),
+            skip,
+        })
+    }
+
+    fn member(&self, channel: &str, event: MemberEvent, member: &[u8]) -> Option<Alternate> {
+        let change = self.rosters.apply(channel, event, member)?;
+        let skip = match &change {
+            super::presence::Change::Added { client, .. } => Some(Arc::from(client.as_str())),
+            super::presence::Change::Removed { .. } => None,
+        };
+        let (name, data) = super::presence::change_data(&change);
+        let pusher_channel = channel.split_once(':').map_or(channel, |(_, name)| name);
+        Some(Alternate {
+            frame: string_data_frame(name, Some(pusher_channel), &data),
             skip,
         })
     }

@@ -1,11 +1,12 @@
 //! The requests of protocol v1, one handler per request type, as the session runs them:
 //! `subscribe` (also the re-sync of a subscription the connection holds), `unsubscribe`,
-//! `publish`, `ping` and `refresh`, with one permission check for the token's claims.
+//! `publish`, `ping`, `refresh` and `presence` (in `presence`), with one permission check for
+//! the token's claims.
 //!
 //! A handler answers on the connection's outbox, with the reply or an `error`; only abuse
 //! (publishing far beyond the rate limit) closes the connection from here.
 
-use wirehub_core::SessionRef;
+use wirehub_core::{Departure, SessionRef};
 use wirehub_protocol::{
     ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition, parse_client_message,
 };
@@ -16,7 +17,7 @@ use crate::rate::Verdict;
 
 /// What a token's claims may allow on a channel.
 #[derive(Debug, Clone, Copy)]
-enum Action {
+pub(super) enum Action {
     Subscribe,
     Publish,
 }
@@ -59,12 +60,13 @@ impl Session {
             }
             ClientMessage::Ping { id } => self.on_ping(id),
             ClientMessage::Refresh { id, token } => self.on_refresh(id, &token).await,
+            ClientMessage::Presence { id, channel } => self.on_presence(id, &channel).await,
         }
     }
 
     /// Whether the connection's token allows `action` on `channel` (always, without
     /// authentication); answers `forbidden` when it does not.
-    fn authorize(&mut self, id: Option<u64>, action: Action, channel: &str) -> bool {
+    pub(super) fn authorize(&mut self, id: Option<u64>, action: Action, channel: &str) -> bool {
         let allowed = self.claims.as_ref().is_none_or(|claims| match action {
             Action::Subscribe => claims.may_subscribe(channel),
             Action::Publish => claims.may_publish(channel),
@@ -128,8 +130,20 @@ impl Session {
             Ok(subscribed) => {
                 Metrics::add(&self.metrics().replayed_total, subscribed.replayed as u64);
                 self.subscriptions.insert(channel.to_owned());
+                if !resync {
+                    self.state.activity.subscribed(&self.client, channel);
+                }
+                // A re-sync keeps the member it had.
+                self.presence_join(channel).await;
             }
-            Err(err) => self.send_error(id, err.code(), &err.to_string()),
+            Err(err) => {
+                if resync {
+                    // The re-sync failed: the subscription it replaced is gone.
+                    self.state.activity.unsubscribed(&self.client, channel);
+                    self.presence_leave(channel, Departure::Now).await;
+                }
+                self.send_error(id, err.code(), &err.to_string());
+            }
         }
     }
 
@@ -142,7 +156,12 @@ impl Session {
                 &format!("not subscribed to {channel:?}"),
             );
         }
-        match self.state.hub.unsubscribe(channel, self.id).await {
+        let released = self.state.hub.unsubscribe(channel, self.id).await;
+        // Gone from the fan-out either way.
+        self.state.activity.unsubscribed(&self.client, channel);
+        // After the unsubscribe: the leave goes to the others only.
+        self.presence_leave(channel, Departure::Now).await;
+        match released {
             Ok(()) => self.send(&ServerMessage::Unsubscribed {
                 id,
                 channel: channel.to_owned(),
@@ -242,6 +261,8 @@ impl Session {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
                 warn_release(&channel, &err);
             }
+            self.state.activity.unsubscribed(&self.client, &channel);
+            self.presence_leave(&channel, Departure::Now).await;
             self.send(&ServerMessage::Unsubscribed { id: None, channel });
         }
         let expires = claims.exp;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::client::{Target, WsConn};
+use super::client::{Targets, WsConn};
 use super::pubsub::subscribe;
 use super::stats::{Latency, ProcSample, Report, ServerUsage, round3};
 use super::{Common, Progress};
@@ -36,7 +36,7 @@ pub(crate) struct ChurnArgs {
 pub(crate) async fn run(args: &ChurnArgs, progress: &Progress) -> anyhow::Result<Report> {
     let common = &args.common;
     let mut report = Report::new("churn", common.label.as_deref(), &common.url);
-    let target = Target::resolve(&common.url).await?;
+    let targets = Targets::resolve(&common.url).await?;
     super::check_open_files(common, args.workers)?;
     // Cycles leave TIME_WAIT entries behind; spreading them over a few source addresses
     // keeps ephemeral ports available for long runs.
@@ -60,7 +60,7 @@ pub(crate) async fn run(args: &ChurnArgs, progress: &Progress) -> anyhow::Result
             failures.clone(),
             latency.clone(),
         );
-        let target: Target = target.clone();
+        let targets = targets.clone();
         let cycles = args.cycles;
         let timeout = common.reply_timeout;
         handles.push(tokio::task::spawn_local(async move {
@@ -68,10 +68,11 @@ pub(crate) async fn run(args: &ChurnArgs, progress: &Progress) -> anyhow::Result
             while issued.get() < cycles && Instant::now() < deadline {
                 let index = issued.get();
                 issued.set(index + 1);
+                let target = targets.get(index as usize);
                 let source = target.source(index as usize, sources);
                 let begun = Instant::now();
                 let result = async {
-                    let mut conn = WsConn::connect(&target, source, timeout).await?;
+                    let mut conn = WsConn::connect(target, source, timeout).await?;
                     subscribe(&mut conn, &channel, timeout).await?;
                     anyhow::Ok(conn)
                 }

@@ -43,6 +43,29 @@ pub(crate) struct Target {
     pub(crate) path: String,
 }
 
+/// One or more servers (nodes of one cluster); connection `i` goes to node `i mod n`.
+#[derive(Debug, Clone)]
+pub(crate) struct Targets(Vec<Target>);
+
+impl Targets {
+    /// Parses a comma-separated list of `ws://` URLs (see [`Target::resolve`]).
+    pub(crate) async fn resolve(urls: &str) -> anyhow::Result<Targets> {
+        let mut targets = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+            targets.push(Target::resolve(url).await?);
+        }
+        if targets.is_empty() {
+            bail!("no URL given");
+        }
+        Ok(Targets(targets))
+    }
+
+    /// The target of connection `index`.
+    pub(crate) fn get(&self, index: usize) -> &Target {
+        &self.0[index % self.0.len()]
+    }
+}
+
 impl Target {
     /// Parses a `ws://HOST:PORT/PATH` URL and resolves it, refusing anything that is not on
     /// this machine's loopback interface.
@@ -100,6 +123,47 @@ impl Target {
         )))
     }
 }
+
+/// The server answered the upgrade with something else than `101`.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    /// The status line, e.g. `HTTP/1.1 503 Service Unavailable`.
+    pub(crate) status_line: String,
+    /// The status code.
+    pub(crate) status: u16,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Refused {
+    fn parse(head: &str) -> Refused {
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default().to_owned();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let retry_after = lines
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("retry-after"))
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Refused {
+            status_line,
+            status,
+            retry_after,
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "handshake refused: {}", self.status_line)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// A frame cut out of the read buffer.
 #[derive(Debug)]
@@ -173,7 +237,7 @@ impl WsConn {
                 conn.pending.drain(..end + 4);
                 let status = head.lines().next().unwrap_or_default();
                 if !status.starts_with("HTTP/1.1 101") {
-                    bail!("handshake refused: {status}");
+                    return Err(Refused::parse(&head).into());
                 }
                 if conn.pending.capacity() > 4096 {
                     conn.pending.shrink_to_fit();

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Target, WsConn};
+use super::client::{Targets, WsConn};
 use super::pubsub::subscribe;
 use super::stats::{Latency, ProcSample, Report, ServerUsage, round3};
 use super::{Common, Progress};
@@ -45,7 +45,7 @@ pub(crate) struct ConnsArgs {
 pub(crate) async fn run(args: &ConnsArgs, progress: &Progress) -> anyhow::Result<Report> {
     let common = &args.common;
     let mut report = Report::new("conns", common.label.as_deref(), &common.url);
-    let target = Target::resolve(&common.url).await?;
+    let target = Targets::resolve(&common.url).await?;
     super::check_open_files(common, args.connections)?;
     let server_before = common.server_sample()?;
     let self_before = ProcSample::read(None)?;
@@ -129,7 +129,7 @@ impl IdleSet {
     /// subscribed to `{prefix}-{i mod channels}`; returns once every one is set up or failed.
     pub(super) async fn open(
         common: &Common,
-        target: &Target,
+        target: &Targets,
         count: usize,
         channels: usize,
         prefix: &str,
@@ -150,8 +150,8 @@ impl IdleSet {
         let sources = common.sources(count);
         for index in 0..count {
             let channel = format!("{prefix}-{}", index % channels.max(1));
+            let target = target.get(index).clone();
             let source = target.source(index, sources);
-            let target = target.clone();
             let gate = gate.clone();
             let done = done.clone();
             let stop = set.stop.clone();

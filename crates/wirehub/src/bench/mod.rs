@@ -3,8 +3,9 @@
 //! Scenarios (one file each): `conns` (many idle subscribed connections: connect rate and the
 //! server's memory per connection), `fanout` (one channel, many subscribers: deliveries per
 //! second, latency, server CPU per delivery), `rooms` (many small channels, chat-like rates),
-//! `ping` (app-level round trip beside idle connections) and `churn` (connect, subscribe,
-//! disconnect in a loop).
+//! `ping` (app-level round trip beside idle connections), `churn` (connect, subscribe,
+//! disconnect in a loop) and `connect-storm` (every client connecting at once: setup time
+//! p50/p99/max, the kernel's listen drops, and the spread of arrivals under admission limits).
 //!
 //! Every run is bounded in count and in time (`--max-time`), targets loopback addresses
 //! only, prints a progress bar and a human summary on stderr and exactly one JSON line on
@@ -28,6 +29,7 @@ mod ping;
 mod pubsub;
 mod rooms;
 mod stats;
+mod storm;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,12 +62,16 @@ enum Scenario {
     Ping(ping::PingArgs),
     /// Connect, subscribe, disconnect in a loop: cycles/s, failures, server memory growth.
     Churn(churn::ChurnArgs),
+    /// N clients connecting at once, C at a time (a restart or a load-balancer flip):
+    /// connect-and-subscribe p50/p99/max, rate, listen drops, retries of refused upgrades.
+    ConnectStorm(storm::StormArgs),
 }
 
 /// Options every scenario has.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Common {
-    /// WebSocket URL of the server; loopback addresses only.
+    /// WebSocket URL of the server, or several separated by commas (nodes of one cluster:
+    /// connection i goes to URL i mod n; publishers to the first); loopback addresses only.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
     /// Process id of the server: report its memory (VmRSS) and CPU time from /proc.
@@ -213,6 +219,7 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Report> {
         Scenario::Rooms(args) => args.common.clone(),
         Scenario::Ping(args) => args.common.clone(),
         Scenario::Churn(args) => args.common.clone(),
+        Scenario::ConnectStorm(args) => args.common.clone(),
     };
     let progress = Progress::new(common.quiet);
     let work = async {
@@ -222,6 +229,7 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Report> {
             Scenario::Rooms(args) => rooms::run(&args, &progress).await,
             Scenario::Ping(args) => ping::run(&args, &progress).await,
             Scenario::Churn(args) => churn::run(&args, &progress).await,
+            Scenario::ConnectStorm(args) => storm::run(&args, &progress).await,
         }
     };
     let result = tokio::time::timeout(common.max_time, work).await;

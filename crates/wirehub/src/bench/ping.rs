@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::client::{Target, WsConn, number_after};
+use super::client::{Targets, WsConn, number_after};
 use super::conns::IdleSet;
 use super::pubsub::expect_type;
 use super::stats::{Integrity, Latency, ProcSample, Report, ServerUsage, round3};
@@ -36,9 +36,10 @@ pub(crate) struct PingArgs {
 pub(crate) async fn run(args: &PingArgs, progress: &Progress) -> anyhow::Result<Report> {
     let common = &args.common;
     let mut report = Report::new("ping", common.label.as_deref(), &common.url);
-    let target = Target::resolve(&common.url).await?;
+    let targets = Targets::resolve(&common.url).await?;
+    let target = targets.get(0).clone();
     super::check_open_files(common, args.idle + 1)?;
-    let idle = IdleSet::open(common, &target, args.idle, 10, "bench-idle", progress).await;
+    let idle = IdleSet::open(common, &targets, args.idle, 10, "bench-idle", progress).await;
     report.set("connections", idle.established());
     idle.report_failures(&mut report);
     let mut conn = WsConn::connect(

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{OP_TEXT, Target, WsConn, number_after, number_after_last};
+use super::client::{OP_TEXT, Targets, WsConn, number_after, number_after_last};
 use super::stats::{Integrity, Latency, ProcSample, Report, ServerUsage, Track, now_ns, round3};
 use super::{Common, Progress};
 
@@ -86,7 +86,8 @@ pub(crate) async fn run(
     report: &mut Report,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let target = Target::resolve(&common.url).await?;
+    let targets = Targets::resolve(&common.url).await?;
+    let target = targets.get(0).clone();
     let subscribers = plan.channels.len() * plan.subscribers_per_channel;
     super::check_open_files(common, subscribers + plan.publishers)?;
     let sources = common.sources(subscribers + plan.publishers);
@@ -113,7 +114,7 @@ pub(crate) async fn run(
     for index in 0..subscribers {
         let channel = index % plan.channels.len();
         let name = plan.channels[channel].clone();
-        let target = target.clone();
+        let target = targets.get(index).clone();
         let source = target.source(index, sources);
         let (gate, ready, failures, shared) = (
             gate.clone(),
