@@ -239,6 +239,14 @@ fn wire_lifecycle(
         lifecycle = wirehub_core::Lifecycle::new(delivery.clone());
         state.webhooks.push(delivery);
     }
+    if let Some(pusher) = &state.pusher
+        && pusher.webhooks.is_on()
+    {
+        lifecycle = wirehub_core::Lifecycle::new(Arc::new(pusher::PusherLifecycle::new(
+            pusher.clone(),
+            lifecycle,
+        )));
+    }
     let store: Arc<dyn wirehub_core::OccupancyStore> = match &cluster {
         Some(cluster) => cluster.occupancy(config.vacate_delay, config.occupancy_lease),
         None => Arc::new(wirehub_core::MemoryOccupancy::new(config.vacate_delay)),

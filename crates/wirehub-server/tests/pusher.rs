@@ -223,3 +223,156 @@ async fn issue_12_pusher_presence_across_two_nodes_on_redis() {
     let b = TestServer::start(config().broker(broker())).await;
     presence_across(&[&a, &b]).await;
 }
+
+/// A receiver of Pusher-format webhooks: checks `X-Pusher-Key` and `X-Pusher-Signature`
+/// (hex HMAC-SHA256 of the body with the app secret) and keeps the events of valid ones.
+struct PusherReceiver {
+    url: String,
+    events: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    bad: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PusherReceiver {
+    async fn start() -> PusherReceiver {
+        use axum::http::{HeaderMap, StatusCode};
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bad = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, refused) = (events.clone(), bad.clone());
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (kept, refused) = (kept.clone(), refused.clone());
+                async move {
+                    use hmac::{Hmac, Mac};
+                    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes())
+                        .expect("any key");
+                    mac.update(&body);
+                    let expected: String = mac
+                        .finalize()
+                        .into_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    if header("x-pusher-key") != KEY || header("x-pusher-signature") != expected {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    let batch: Value = serde_json::from_slice(&body).expect("JSON body");
+                    let mut kept = kept.lock().expect("lock");
+                    kept.extend(batch["events"].as_array().cloned().unwrap_or_default());
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        PusherReceiver { url, events, bad }
+    }
+
+    fn count(&self, name: &str, channel: &str) -> usize {
+        self.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| e["name"] == name && e["channel"] == channel)
+            .count()
+    }
+
+    /// Waits until `name` on `channel` arrived `n` times.
+    async fn wait(&self, name: &str, channel: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.count(name, channel) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} on {channel}: {:?}",
+                self.events.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Two nodes on Redis send each Pusher webhook once: channel_occupied for the first
+/// subscriber anywhere, channel_vacated after the last one is gone, member_added for a
+/// user's first connection in the cluster and member_removed after its last.
+#[tokio::test]
+async fn issue_12_pusher_webhooks_once_per_transition_across_two_nodes() {
+    let receiver = PusherReceiver::start().await;
+    let redis = wirehub_testkit::RedisServer::start();
+    let node = || {
+        ServerConfig::new()
+            .pusher(PusherConfig::new().apps(vec![
+                PusherApp::new("1", KEY, APP_SECRET).webhook_url(Some(receiver.url.clone())),
+            ]))
+            .vacate_delay(Duration::from_millis(300))
+            // The v1 presence API reads the same members (the test waits on it).
+            .channels(wirehub_server::ChannelRules::new(vec![
+                wirehub_server::ChannelOptions::new("presence-*").presence(true),
+            ]))
+            .broker(wirehub_server::BrokerConfig::Redis(
+                wirehub_server::RedisConfig::new(redis.url()).timeout(Duration::from_secs(2)),
+            ))
+    };
+    let a = TestServer::start(node()).await;
+    let b = TestServer::start(node()).await;
+    let (mut on_a, a_id) = pusher_connect(&a).await;
+    let (mut on_b, b_id) = pusher_connect(&b).await;
+    let channel = "presence-lobby";
+    join_presence(&mut on_a, &a_id, channel, "ann").await;
+    receiver.wait("member_added", channel, 1).await;
+    receiver.wait("channel_occupied", channel, 1).await;
+    join_presence(&mut on_b, &b_id, channel, "ann").await;
+    on_a.close(None).await.expect("close");
+    // ann is still there through node b; once node a's leave took effect (one member left,
+    // read through the v1 API), b hears nothing of it and then leaves too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read: Value = reqwest::get(b.http_url(&format!("/api/presence?channel={channel}")))
+            .await
+            .expect("GET /api/presence")
+            .json()
+            .await
+            .expect("JSON");
+        if read["count"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{read}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    on_b.send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+        .await
+        .expect("send");
+    assert_eq!(next_event(&mut on_b).await["event"], "pusher:pong");
+    on_b.close(None).await.expect("close");
+    receiver.wait("member_removed", channel, 1).await;
+    receiver.wait("channel_vacated", channel, 1).await;
+    // A subscriber within the debounce would have cancelled it; none came, and nothing else
+    // arrives late: a second channel's transition, sent after, is the last thing seen.
+    let (mut again, again_id) = pusher_connect(&a).await;
+    join_presence(&mut again, &again_id, "presence-other", "bob").await;
+    receiver.wait("channel_occupied", "presence-other", 1).await;
+    for name in [
+        "member_added",
+        "member_removed",
+        "channel_occupied",
+        "channel_vacated",
+    ] {
+        assert_eq!(
+            receiver.count(name, channel),
+            1,
+            "{name}: {:?}",
+            receiver.events.lock().expect("lock")
+        );
+    }
+    assert_eq!(receiver.bad.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
-use wirehub_core::Outbox;
+use wirehub_core::{Lifecycle, LifecycleEvent, LifecycleSink, Outbox};
 use wirehub_protocol::CloseCode;
 
 pub(crate) use api::routes;
@@ -140,27 +140,18 @@ impl Pusher {
         format!("{}{channel}", self.app(app).channel_prefix)
     }
 
-    /// Adds a local subscriber (the channel's first on this node is sent as
-    /// `channel_occupied`).
+    /// Adds a local subscriber. (`channel_occupied` / `channel_vacated` come from the
+    /// occupancy, once per transition in the cluster: see [`PusherLifecycle`].)
     pub(crate) fn join(&self, app: usize, channel: &str, session: u64) {
-        let mut registry = self.registry();
-        let entry = registry
+        self.registry()
             .channels
             .entry((app, channel.to_owned()))
-            .or_default();
-        let occupied = entry.subscribers.is_empty();
-        entry.subscribers.push(session);
-        drop(registry);
-        if occupied {
-            self.webhooks.emit(
-                app,
-                json!({ "name": "channel_occupied", "channel": channel }),
-            );
-        }
+            .or_default()
+            .subscribers
+            .push(session);
     }
 
-    /// Removes a local subscriber (the channel's last on this node is sent as
-    /// `channel_vacated`).
+    /// Removes a local subscriber.
     pub(crate) fn leave(&self, app: usize, channel: &str, session: u64) {
         let mut registry = self.registry();
         let key = (app, channel.to_owned());
@@ -171,17 +162,24 @@ impl Pusher {
             return;
         };
         entry.subscribers.swap_remove(index);
-        let vacated = entry.subscribers.is_empty();
-        if vacated {
+        if entry.subscribers.is_empty() {
             registry.channels.remove(&key);
         }
-        drop(registry);
-        if vacated {
-            self.webhooks.emit(
-                app,
-                json!({ "name": "channel_vacated", "channel": channel }),
-            );
-        }
+    }
+
+    /// The app and Pusher name of a hub channel: the app whose prefix it starts with, else
+    /// the app without a prefix, if any.
+    fn app_of<'a>(&self, hub_channel: &'a str) -> Option<(usize, &'a str)> {
+        let apps = &self.config.apps;
+        apps.iter()
+            .enumerate()
+            .filter(|(_, app)| !app.channel_prefix.is_empty())
+            .find_map(|(index, app)| Some((index, hub_channel.strip_prefix(&app.channel_prefix)?)))
+            .or_else(|| {
+                let index = apps.iter().position(|app| app.channel_prefix.is_empty())?;
+                Some((index, hub_channel))
+            })
+            .filter(|(_, name)| wire::valid_channel(name))
     }
 
     /// A presence member's user-level transition (`member_added` / `member_removed`), seen
@@ -250,5 +248,39 @@ impl Pusher {
             outbox.close(CloseCode::Forbidden);
         }
         sessions.len()
+    }
+}
+
+/// The lifecycle sink in front of the server's own: `channel_occupied` / `channel_vacated`,
+/// which the occupancy emits once per transition in the cluster (the first subscriber
+/// anywhere, the last one gone, vacated debounced), become the Pusher apps' webhooks.
+#[derive(Debug)]
+pub(crate) struct PusherLifecycle {
+    pusher: Arc<Pusher>,
+    next: Lifecycle,
+}
+
+impl PusherLifecycle {
+    /// Pusher webhooks from the events, which then go on to `next`.
+    pub(crate) fn new(pusher: Arc<Pusher>, next: Lifecycle) -> Self {
+        PusherLifecycle { pusher, next }
+    }
+}
+
+impl LifecycleSink for PusherLifecycle {
+    fn emit(&self, event: LifecycleEvent) {
+        let transition = match &event {
+            LifecycleEvent::ChannelOccupied { channel } => Some(("channel_occupied", channel)),
+            LifecycleEvent::ChannelVacated { channel } => Some(("channel_vacated", channel)),
+            _ => None,
+        };
+        if let Some((name, channel)) = transition
+            && let Some((app, pusher_name)) = self.pusher.app_of(channel)
+        {
+            self.pusher
+                .webhooks
+                .emit(app, json!({ "name": name, "channel": pusher_name }));
+        }
+        self.next.emit(event);
     }
 }
