@@ -119,6 +119,9 @@ settings! {
     /// Pusher app secret (signs channel authorizations, API requests and webhooks).
     #[arg(long, env = "WIREHUB_PUSHER_APP_SECRET")]
     pusher_app_secret: String,
+    /// Where the Pusher app's webhooks (Pusher's format, signed with the secret) are POSTed; empty: none.
+    #[arg(long, env = "WIREHUB_PUSHER_WEBHOOK_URL")]
+    pusher_webhook_url: String,
     /// Origins allowed at the upgrade: comma-separated, `*` for any, empty for the same host.
     #[arg(long, env = "WIREHUB_ALLOWED_ORIGINS")]
     allowed_origins: String,
@@ -321,8 +324,20 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
         settings.pusher_app_secret.filter(|v| !v.is_empty()),
     ) {
         (None, None, None) => wirehub_server::PusherConfig::new(),
-        (Some(id), Some(key), Some(secret)) => wirehub_server::PusherConfig::new()
-            .apps(vec![wirehub_server::PusherApp::new(id, key, secret)]),
+        (Some(id), Some(key), Some(secret)) => {
+            let webhook_url = settings.pusher_webhook_url.filter(|v| !v.is_empty());
+            if let Some(url) = &webhook_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(bad(
+                    "pusher_webhook_url",
+                    format!("{url:?}: use an http:// or https:// URL"),
+                ));
+            }
+            wirehub_server::PusherConfig::new().apps(vec![
+                wirehub_server::PusherApp::new(id, key, secret).webhook_url(webhook_url),
+            ])
+        }
         _ => {
             return Err(bad(
                 "pusher_app_id",
