@@ -606,6 +606,24 @@ mod tests {
     }
 
     #[test]
+    fn the_pusher_webhook_url_reaches_the_app() {
+        let file = |url: &str| {
+            from_file(&format!(
+                "pusher_app_id = \"1\"\npusher_app_key = \"k\"\npusher_app_secret = \"s\"\npusher_webhook_url = \"{url}\"\n"
+            ))
+        };
+        let config = file("http://127.0.0.1:9/hook").expect("resolves").server;
+        assert_eq!(
+            config.pusher.apps[0].webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        let none = file("").expect("resolves").server;
+        assert_eq!(none.pusher.apps[0].webhook_url, None);
+        let err = file("ftp://x").expect_err("not http");
+        assert!(err.to_string().contains("pusher_webhook_url"), "{err}");
+    }
+
+    #[test]
     fn the_embedded_redis_defaults_are_redis_config_new() {
         let url = "redis://127.0.0.1:6379";
         let settings = Settings {
