@@ -305,16 +305,25 @@ fn pusher_apps(
     webhook_url: Option<String>,
     tables: Vec<PusherAppTable>,
 ) -> Result<wirehub_server::PusherConfig, ConfigError> {
+    let url = |field: String, url: Option<String>| -> Result<Option<String>, ConfigError> {
+        match url.filter(|url| !url.is_empty()) {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(bad(
+                field,
+                format!("{url:?}: use an http:// or https:// URL"),
+            )),
+            url => Ok(url),
+        }
+    };
+    let webhook_url = url("pusher_webhook_url".to_owned(), webhook_url)?;
     let mut apps = match (
         id.filter(|v| !v.is_empty()),
         key.filter(|v| !v.is_empty()),
         secret.filter(|v| !v.is_empty()),
     ) {
         (None, None, None) => Vec::new(),
-        (Some(id), Some(key), Some(secret)) => vec![
-            wirehub_server::PusherApp::new(id, key, secret)
-                .webhook_url(webhook_url.filter(|url| !url.is_empty())),
-        ],
+        (Some(id), Some(key), Some(secret)) => {
+            vec![wirehub_server::PusherApp::new(id, key, secret).webhook_url(webhook_url)]
+        }
         _ => {
             return Err(bad(
                 "pusher_app_id",
@@ -322,9 +331,13 @@ fn pusher_apps(
             ));
         }
     };
-    for table in tables {
+    for (index, table) in tables.into_iter().enumerate() {
+        let webhook_url = url(
+            format!("pusher_apps[{index}].webhook_url"),
+            table.webhook_url,
+        )?;
         let mut app = wirehub_server::PusherApp::new(table.id, table.key, table.secret)
-            .webhook_url(table.webhook_url.filter(|url| !url.is_empty()));
+            .webhook_url(webhook_url);
         if let Some(prefix) = table.channel_prefix {
             app = app.channel_prefix(prefix);
         }
@@ -852,6 +865,24 @@ mod tests {
             ..Settings::default()
         };
         assert!(resolve(&bad_url).is_err());
+    }
+
+    #[test]
+    fn the_pusher_webhook_url_reaches_the_app() {
+        let file = |url: &str| {
+            from_file(&format!(
+                "pusher_app_id = \"1\"\npusher_app_key = \"k\"\npusher_app_secret = \"s\"\npusher_webhook_url = \"{url}\"\n"
+            ))
+        };
+        let config = file("http://127.0.0.1:9/hook").expect("resolves").server;
+        assert_eq!(
+            config.pusher.apps[0].webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        let none = file("").expect("resolves").server;
+        assert_eq!(none.pusher.apps[0].webhook_url, None);
+        let err = file("ftp://x").expect_err("not http");
+        assert!(err.to_string().contains("pusher_webhook_url"), "{err}");
     }
 
     #[test]
