@@ -1,18 +1,10 @@
 // Two nodes of the release binary on one real redis-server: Pusher events reach pusher-js
 // clients of every node, whichever node's HTTP API triggered them.
-//
-// Presence members and channel counts are kept per node on this branch (README, Pusher
-// protocol, Status): the tests that need them cluster-wide are skipped with that reason
-// unless WIREHUB_PUSHER_CLUSTER_PRESENCE=1 runs them.
+// Presence members and channel counts are the cluster's.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { Collector, connect, next, RedisServer, Server, startApp, subscribe } from "./helpers.js";
-
-const clusterPresence =
-  process.env.WIREHUB_PUSHER_CLUSTER_PRESENCE === "1"
-    ? false
-    : "presence members and channel counts are per node until the cluster-wide presence store is used (README, Pusher protocol, Status)";
 
 describe("two nodes on Redis", () => {
   let redis;
@@ -100,7 +92,7 @@ describe("two nodes on Redis", () => {
     assert.deepEqual(await seenByA.waitFor(1, "the second post on node A"), [{ n: 2 }]);
   });
 
-  test("presence members are seen across nodes", { skip: clusterPresence }, async () => {
+  test("presence members are seen across nodes", async () => {
     const alice = await client(nodeA, appA, { user_id: "alice" });
     const { channel: room } = await subscribe(alice, "presence-cluster");
     const added = next(room, "pusher:member_added", "member_added from node B");
@@ -110,7 +102,7 @@ describe("two nodes on Redis", () => {
     assert.equal(data.count, 2);
   });
 
-  test("channel queries count the subscribers of every node", { skip: clusterPresence }, async () => {
+  test("channel queries count the subscribers of every node", async () => {
     const onA = await client(nodeA, appA);
     await subscribe(onA, "cluster-counted");
     const info = await (await nodeB.sdk().get({ path: "/channels/cluster-counted", params: { info: "subscription_count" } })).json();

@@ -181,10 +181,12 @@ describe("the pusher server SDK", () => {
     await subscribe(second, "presence-hooked");
     await disconnect(second);
     const events = await webhookEvents("presence-hooked", 4, "member webhooks");
+    // channel_occupied comes from the occupancy (once per cluster), on its own schedule:
+    // its place among the member events is not fixed; the member events keep their order.
+    assert.equal(events.filter((e) => e.name === "channel_occupied").length, 1);
     assert.deepEqual(
-      events.map((e) => [e.name, e.user_id]),
+      events.filter((e) => e.name !== "channel_occupied").map((e) => [e.name, e.user_id]),
       [
-        ["channel_occupied", undefined],
         ["member_added", "hook-a"],
         ["member_added", "hook-b"],
         ["member_removed", "hook-b"],
