@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "redis-server (the Redis broker's tests start their own, one per test) and Chromium (the browser tests of the TypeScript client)"
+step "redis-server (the Redis broker's tests start their own, one per test) and Chromium (the browser tests of the TypeScript client and of pusher-js)"
 SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
 apt_updated=0
 apt_install() {
@@ -49,6 +49,11 @@ step "TypeScript client (clients/typescript): unit tests and tests against the r
 (cd clients/typescript && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=$REQUIRE_BROWSER npm test) 2>&1 | tee "$WORK/ts-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
+
+step "Pusher compatibility (clients/pusher-compat): pusher-js, Laravel Echo, the pusher server SDK, Chromium, two nodes on Redis"
+(cd clients/pusher-compat && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=$REQUIRE_BROWSER npm test) 2>&1 | tee "$WORK/pusher-test.log"
+passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/pusher-test.log" | awk '{s+=$3} END {print s+0}')))
+failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/pusher-test.log" | awk '{s+=$3} END {print s+0}')))
 
 if [[ "${SKIP_AUDIT:-0}" != "1" ]]; then
   # After the TypeScript step, which built clients/typescript/dist; bounded by its own timeout.

@@ -33,12 +33,43 @@ pub struct Publication {
     pub frame: Bytes,
     /// Where the JSON text starts inside `frame` (after the WebSocket header).
     pub json_start: usize,
+    /// The publication as the connections of another [`Dialect`] get it, built on first use
+    /// by the first such subscriber and shared by the others.
+    pub alternate: OnceLock<Option<Alternate>>,
     /// The same delivery as a permessage-deflate frame, built at most once, by the first
     /// subscriber that negotiated the extension and for whom the message is large enough
     /// (`None` inside: compression would not make it smaller). Every such subscriber gets a
     /// clone of the same `Bytes`; clones of the publication made afterwards (its history
     /// entry) share it too.
     deflated: OnceLock<Option<Bytes>>,
+}
+
+/// A publication encoded for another wire dialect (see [`Dialect`]).
+#[derive(Debug, Clone)]
+pub struct Alternate {
+    /// The complete WebSocket frame.
+    pub frame: Bytes,
+    /// The connection (by its dialect tag) that must not get it, e.g. the sender of a
+    /// client event or the connection an API call excluded.
+    pub skip: Option<Arc<str>>,
+}
+
+/// Another wire format for deliveries, for connections of another protocol (the Pusher
+/// protocol). A connection whose outbox names a dialect gets each publication as the
+/// dialect encodes it: encoded once per node on first use and shared, like the v1 frame.
+pub trait Dialect: Send + Sync + fmt::Debug + 'static {
+    /// The frame for `publication`, or `None` when the dialect's connections get nothing.
+    fn encode(&self, publication: &Publication) -> Option<Alternate>;
+
+    /// The frame a presence transition on `channel` is sent as to the dialect's connections
+    /// (`member`: the member's JSON text, [`Member::to_json`]), or `None`. Called once per
+    /// node for each transition on a channel with at least one such local subscriber, also
+    /// one still being set up, so that the dialect may keep its own view of the members.
+    /// The default sends nothing.
+    fn member(&self, channel: &str, event: MemberEvent, member: &[u8]) -> Option<Alternate> {
+        let _ = (channel, event, member);
+        None
+    }
 }
 
 impl Publication {
@@ -276,6 +307,7 @@ pub fn encode_publication(
         offset,
         frame,
         json_start,
+        alternate: OnceLock::new(),
         deflated: OnceLock::new(),
     }
 }

@@ -42,8 +42,6 @@ struct Subscriber {
     /// Tags this subscription's frames in the outbox.
     slot: u32,
     policy: OnSlow,
-    /// The outbox's permessage-deflate threshold ([`Outbox::deflate`]).
-    deflate: Option<usize>,
     /// Set while the subscription is being set up.
     setup: Option<Box<Setup>>,
 }
@@ -92,7 +90,6 @@ pub(crate) struct Replay<'a> {
     outbox: &'a Outbox,
     slot: u32,
     policy: OnSlow,
-    deflate: Option<usize>,
     compressions: &'a AtomicU64,
 }
 
@@ -111,11 +108,14 @@ impl Replay<'_> {
     /// Queues a replayed message under the subscription's policy. Returns false when the
     /// connection is closing.
     pub(crate) fn message(&self, publication: &Publication) -> bool {
+        let Some(frame) = self.outbox.frame_for(publication, Some(self.compressions)) else {
+            return true;
+        };
         !matches!(
             self.outbox.offer_replayed(
                 self.slot,
                 self.policy,
-                publication.frame_counting(self.deflate, Some(self.compressions)),
+                frame,
                 &publication.epoch,
                 publication.offset
             ),
@@ -203,7 +203,6 @@ impl Fanout {
             outbox: session.outbox.clone(),
             slot,
             policy,
-            deflate: session.outbox.deflate(),
             setup: Some(Box::default()),
         });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -235,7 +234,6 @@ impl Fanout {
             outbox: &subscriber.outbox,
             slot: subscriber.slot,
             policy: subscriber.policy,
-            deflate: subscriber.deflate,
             compressions: &self.compressions,
         };
         let (epoch, offset) = before_live(&replay);
@@ -329,7 +327,8 @@ impl Fanout {
 
 impl Deliver for Fanout {
     /// Queues one `join`/`leave` frame, built once, for every live local subscriber of the
-    /// channel (one still being set up reads the members after its `subscribed` instead). A
+    /// channel (one still being set up reads the members after its `subscribed` instead);
+    /// a connection of another dialect gets the dialect's frame ([`crate::Dialect::member`]). A
     /// subscriber whose queue cannot take it is a slow consumer.
     fn member(&self, channel: &str, event: wirehub_protocol::MemberEvent, member: &[u8]) {
         let shard = lock(self.shard(channel));
@@ -340,8 +339,21 @@ impl Deliver for Fanout {
         wirehub_protocol::encode_member_event(&mut json, event, channel, member);
         let frame = wirehub_ws::encode_frame(wirehub_ws::OpCode::Text, &json);
         let mut delivered = 0;
-        for subscriber in subscribers.iter().filter(|s| s.setup.is_none()) {
-            if subscriber.outbox.push(frame.clone()).is_ok() {
+        // Connections of another dialect get the dialect's frame, asked for once.
+        let mut alternate: Option<Option<crate::broker::Alternate>> = None;
+        for subscriber in subscribers.iter() {
+            let frame = match subscriber.outbox.dialect() {
+                None => Some(&frame),
+                Some((dialect, tag)) => alternate
+                    .get_or_insert_with(|| dialect.member(channel, event, member))
+                    .as_ref()
+                    .filter(|alternate| alternate.skip.as_deref() != Some(tag))
+                    .map(|alternate| &alternate.frame),
+            };
+            if let Some(frame) = frame
+                && subscriber.setup.is_none()
+                && subscriber.outbox.push(frame.clone()).is_ok()
+            {
                 delivered += 1;
             }
         }
@@ -360,8 +372,14 @@ impl Deliver for Fanout {
                 continue;
             }
             // Without permessage-deflate, the plain frame; with it, the compressed frame,
-            // built by the first such subscriber and shared by the others.
-            let frame = publication.frame_counting(subscriber.deflate, Some(&self.compressions));
+            // built by the first such subscriber and shared by the others; for a connection
+            // of another dialect, the dialect's frame, also built once.
+            let Some(frame) = subscriber
+                .outbox
+                .frame_for(publication, Some(&self.compressions))
+            else {
+                continue;
+            };
             let offered = subscriber.outbox.offer(
                 subscriber.slot,
                 subscriber.policy,

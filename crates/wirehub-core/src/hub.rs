@@ -67,6 +67,21 @@ pub struct Subscribed {
     pub replayed: usize,
 }
 
+/// What a subscription starts from, for the frames that announce it
+/// ([`Hub::subscribe_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionStart<'a> {
+    /// The stream's epoch.
+    pub epoch: &'a str,
+    /// The stream's latest offset.
+    pub offset: u64,
+    /// Whether recovery was complete, when `since` was given.
+    pub recovered: Option<bool>,
+    /// How many messages from history follow (at most; a replay that does not fit the
+    /// connection's queue is cut short by a `gap`).
+    pub replaying: usize,
+}
+
 /// Subscriptions, publishing and history for one node.
 #[derive(Debug)]
 pub struct Hub {
@@ -120,6 +135,32 @@ impl Hub {
         id: Option<u64>,
         since: Option<StreamPosition>,
     ) -> Result<Subscribed, HubError> {
+        self.subscribe_with(session, channel, since, |start| {
+            let reply = ServerMessage::Subscribed {
+                id,
+                channel: channel.to_owned(),
+                epoch: start.epoch.to_owned(),
+                offset: start.offset,
+                recovered: start.recovered,
+            };
+            vec![text_frame(&encode_server_message(&reply))]
+        })
+        .await
+    }
+
+    /// As [`Hub::subscribe`], with the first frames queued (instead of the v1 `subscribed`
+    /// reply, before replayed and live messages) built by `reply`: how a connection of
+    /// another protocol says that its subscription took effect.
+    ///
+    /// # Errors
+    /// As [`Hub::subscribe`].
+    pub async fn subscribe_with(
+        &self,
+        session: &SessionRef,
+        channel: &str,
+        since: Option<StreamPosition>,
+        reply: impl FnOnce(&SubscriptionStart<'_>) -> Vec<Bytes> + Send,
+    ) -> Result<Subscribed, HubError> {
         if self.fanout.add_pending(channel, session) == Added::Duplicate {
             return Err(HubError::AlreadySubscribed);
         }
@@ -150,14 +191,15 @@ impl Hub {
         let recovered = since.as_ref().map(|_| complete);
         let mut replayed = 0;
         self.fanout.activate(channel, session.id, |queue| {
-            let reply = ServerMessage::Subscribed {
-                id,
-                channel: channel.to_owned(),
-                epoch: epoch.to_string(),
+            let start = SubscriptionStart {
+                epoch: &epoch,
                 offset: top,
                 recovered,
+                replaying: if complete { publications.len() } else { 0 },
             };
-            queue.reply(text_frame(&encode_server_message(&reply)));
+            for frame in reply(&start) {
+                queue.reply(frame);
+            }
             let mut last = top;
             if complete {
                 for publication in &publications {

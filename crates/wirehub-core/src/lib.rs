@@ -32,13 +32,13 @@ mod policy;
 mod presence;
 
 pub use broker::{
-    BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, HistoryPage, HistoryQuery, Publication,
-    Published, encode_publication,
+    Alternate, BoxFuture, Broker, BrokerError, BrokerHealth, Deliver, Dialect, HistoryPage,
+    HistoryQuery, Publication, Published, encode_publication,
 };
 pub use channel::{Fanout, SessionRef};
 pub use control::{ControlBus, ControlHandler};
 pub use history::HistoryLimits;
-pub use hub::{Hub, HubConfig, HubError, Subscribed, text_frame};
+pub use hub::{Hub, HubConfig, HubError, Subscribed, SubscriptionStart, text_frame};
 pub use lifecycle::{Lifecycle, LifecycleEvent, LifecycleSink};
 pub use memory::{MemoryBroker, new_epoch};
 pub use occupancy::{

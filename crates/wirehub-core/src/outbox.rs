@@ -39,6 +39,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use wirehub_protocol::{CloseCode, ServerMessage, encode_server_message};
 
+use crate::broker::{Dialect, Publication};
 use crate::policy::OnSlow;
 
 /// Limits of one outbound queue.
@@ -145,6 +146,8 @@ pub struct Outbox {
     limits: OutboxLimits,
     /// The node's counters, attached when the connection first subscribes.
     stats: OnceLock<Arc<QueueStats>>,
+    /// The connection's wire dialect and its tag in it, when it is not protocol v1.
+    dialect: Option<(Arc<dyn Dialect>, Arc<str>)>,
     /// permessage-deflate: the connection is sent compressed frames for messages of at
     /// least this many bytes.
     deflate: Option<usize>,
@@ -363,7 +366,46 @@ impl Outbox {
             notify: Notify::new(),
             limits,
             stats: OnceLock::new(),
+            dialect: None,
             deflate: None,
+        }
+    }
+
+    /// The outbox of a connection that speaks another wire `dialect`, known in it as `tag`:
+    /// publications reach it as the dialect encodes them (see [`Dialect`]).
+    #[must_use]
+    pub fn with_dialect(mut self, dialect: Arc<dyn Dialect>, tag: Arc<str>) -> Self {
+        self.dialect = Some((dialect, tag));
+        self
+    }
+
+    /// The connection's wire dialect and its tag in it, when it is not protocol v1.
+    pub(crate) fn dialect(&self) -> Option<(&Arc<dyn Dialect>, &str)> {
+        self.dialect
+            .as_ref()
+            .map(|(dialect, tag)| (dialect, &**tag))
+    }
+
+    /// The frame this connection gets for `publication`: for protocol v1, the shared frame
+    /// (compressed once for all when the connection negotiated permessage-deflate, counting
+    /// each compression in `compressions`); for another dialect, the dialect's frame
+    /// (encoded once per node, sent uncompressed, which RFC 7692 allows per message); `None`
+    /// when it must not get it.
+    pub(crate) fn frame_for<'a>(
+        &self,
+        publication: &'a Publication,
+        compressions: Option<&AtomicU64>,
+    ) -> Option<&'a Bytes> {
+        let Some((dialect, tag)) = &self.dialect else {
+            return Some(publication.frame_counting(self.deflate, compressions));
+        };
+        let alternate = publication
+            .alternate
+            .get_or_init(|| dialect.encode(publication))
+            .as_ref()?;
+        match &alternate.skip {
+            Some(skip) if **skip == **tag => None,
+            _ => Some(&alternate.frame),
         }
     }
 

@@ -89,6 +89,8 @@ pub struct ServerConfig {
     /// Options per kind of channel (`[[channels]]` in the settings file): the first pattern
     /// that matches a channel's name wins.
     pub channels: ChannelRules,
+    /// The Pusher apps served (`/app/KEY`, `/apps/ID/...`); none by default.
+    pub pusher: crate::PusherConfig,
     /// Lifecycle webhooks: when set, events are POSTed there.
     pub webhooks: Option<WebhookConfig>,
     /// The key of the webhooks' HMAC-SHA256 signature (`X-Wirehub-Signature`).
@@ -141,6 +143,7 @@ impl ServerConfig {
             tls: None,
             send_buffer: Some(128 << 10),
             channels: ChannelRules::default(),
+            pusher: crate::PusherConfig::new(),
             webhooks: None,
             webhook_secret: None,
             vacate_delay: Duration::from_secs(3),
@@ -306,6 +309,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::send_buffer`].
     pub fn send_buffer(mut self, value: Option<usize>) -> Self {
         self.send_buffer = value;
+        self
+    }
+
+    /// Sets [`ServerConfig::pusher`].
+    pub fn pusher(mut self, value: crate::PusherConfig) -> Self {
+        self.pusher = value;
         self
     }
 

@@ -40,6 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(path) = state.config.echo_path.as_deref() {
         router = router.route(path, any(echo));
     }
+    if state.pusher.is_some() {
+        router = router
+            .route("/app/{key}", any(crate::pusher::api::websocket))
+            .merge(crate::pusher::routes());
+    }
     router.with_state(state)
 }
 

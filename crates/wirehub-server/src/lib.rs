@@ -21,6 +21,8 @@
 //! - `presence`: `GET /api/presence`, the presence housekeeping task and the members'
 //!   lifecycle events; `session::presence`: a subscription to a presence channel is a member.
 //! - `rate`: the per-connection publish limiter.
+//! - `pusher`: the Pusher protocol (`/app/KEY`, the HTTP API `/apps/ID/...`, Pusher-format
+//!   webhooks) on the same hub.
 //! - `assets`: the page at `/`, the dashboard at `/dashboard` and their files (`/assets/`),
 //!   built from `web/` and compiled in.
 //! - `stats`: `GET /api/stats`, the dashboard's figures and the samples of the last minutes.
@@ -45,6 +47,7 @@ mod http_admin;
 mod metrics;
 mod occupancy;
 mod presence;
+mod pusher;
 mod rate;
 mod ready;
 mod session;
@@ -74,6 +77,7 @@ pub use config::{AllowedOrigins, BrokerConfig, ServerConfig};
 pub use deflate::DeflateSettings;
 pub use http::router;
 pub use metrics::Metrics;
+pub use pusher::{PusherApp, PusherConfig};
 pub use state::AppState;
 pub use tls::{TlsConfig, TlsError};
 pub use webhooks::WebhookConfig;
@@ -95,6 +99,9 @@ pub enum Error {
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The Pusher apps' settings cannot be used.
+    #[error("Pusher apps: {0}")]
+    Pusher(String),
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -232,6 +239,14 @@ fn wire_lifecycle(
         lifecycle = wirehub_core::Lifecycle::new(delivery.clone());
         state.webhooks.push(delivery);
     }
+    if let Some(pusher) = &state.pusher
+        && pusher.webhooks.is_on()
+    {
+        lifecycle = wirehub_core::Lifecycle::new(Arc::new(pusher::PusherLifecycle::new(
+            pusher.clone(),
+            lifecycle,
+        )));
+    }
     let store: Arc<dyn wirehub_core::OccupancyStore> = match &cluster {
         Some(cluster) => cluster.occupancy(config.vacate_delay, config.occupancy_lease),
         None => Arc::new(wirehub_core::MemoryOccupancy::new(config.vacate_delay)),
@@ -328,6 +343,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             }
         });
+    }
+    if let Some(pusher) = &state.pusher
+        && pusher.webhooks.is_on()
+    {
+        let webhooks = pusher.webhooks.clone();
+        state.tracker.spawn(webhooks.run(shutdown.clone()));
     }
     state
         .tracker

@@ -53,6 +53,8 @@ pub(crate) enum Mode {
     PubSub,
     /// Echo every data frame back (protocol-conformance testing).
     Echo,
+    /// The Pusher protocol (`/app/KEY`), handled in `crate::pusher::conn`.
+    Pusher,
 }
 
 /// Bytes read from the socket per readiness event at most, so that a client that floods the
@@ -108,7 +110,7 @@ impl Phase {
 /// Who ends the connection, which decides what goes out before the close frame and what the
 /// loop waits for after it.
 #[derive(Debug, Clone, Copy)]
-enum Closer {
+pub(crate) enum Closer {
     /// The server (shutdown, token expiry, abuse, a full outbox): what is queued goes first
     /// (for a slow consumer it is dropped), then the client's close frame is awaited.
     Server,
@@ -166,15 +168,22 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     slot: ConnectionSlot,
     deflate: Option<Deflate>,
+    pusher: Option<crate::pusher::conn::Start>,
 ) {
     let id = state.next_session_id();
-    let name = format!("{:016x}", rand::random::<u64>());
+    let name = match &pusher {
+        Some(start) => start.socket_id.to_string(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    };
     let user = claims.as_ref().map(|c| c.sub.clone());
     let span = tracing::info_span!("session", id, %peer, session = %name, user);
     let mut session = Session::new(id, name, transport, leftover, state, mode, deflate);
     session.set_claims(claims);
     session.user = user.map(Arc::from);
-    if mode == Mode::PubSub {
+    if let Some(start) = pusher {
+        session.start_pusher(start);
+    }
+    if matches!(mode, Mode::PubSub | Mode::Pusher) {
         session.register();
     }
     let end = session.run(shutdown).instrument(span.clone()).await;
@@ -182,21 +191,21 @@ pub(crate) async fn run(
     drop(slot);
 }
 
-struct Session {
-    id: u64,
+pub(crate) struct Session {
+    pub(crate) id: u64,
     /// The session id in `welcome` (and in the connection's log span).
-    name: String,
+    pub(crate) name: String,
     transport: Transport,
-    state: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
     mode: Mode,
-    outbox: Arc<Outbox>,
+    pub(crate) outbox: Arc<Outbox>,
     decoder: Decoder,
     read_buf: BytesMut,
     /// Frames taken from the outbox and not yet fully written; the first one is written from
     /// `write_offset` on.
     writing: VecDeque<Bytes>,
     write_offset: usize,
-    subscriptions: HashSet<String>,
+    pub(crate) subscriptions: HashSet<String>,
     /// Presence channels the connection is a member of, with the member's `client` (an
     /// earlier connection's after a takeover within the grace).
     presence: HashMap<String, String>,
@@ -206,7 +215,7 @@ struct Session {
     /// The connection's token claims, when authentication is on.
     claims: Option<Claims>,
     /// The session id as lifecycle events carry it.
-    client: Arc<str>,
+    pub(crate) client: Arc<str>,
     /// The token's `sub`.
     user: Option<Arc<str>>,
     /// The close code and reason of an order to close the connection (`POST /api/disconnect`).
@@ -216,6 +225,11 @@ struct Session {
     /// When the token expires: the connection is closed with 4001 unless it is refreshed.
     /// `None` also for an expiry too far away for the clock to represent.
     token_deadline: Option<Instant>,
+    /// The Pusher side of a `/app/KEY` connection.
+    pub(crate) pusher: Option<Box<crate::pusher::conn::Conn>>,
+    /// The close code and reason sent instead of the close code's own (a Pusher
+    /// connection's code for the same cause).
+    pub(crate) close_as: Option<(u16, &'static str)>,
 }
 
 impl Session {
@@ -239,7 +253,7 @@ impl Session {
             outbox = outbox.with_deflate(deflate.compresses_outgoing().then_some(threshold));
         }
         let heartbeat = match mode {
-            Mode::PubSub => Heartbeat::new(config.heartbeat_interval),
+            Mode::PubSub | Mode::Pusher => Heartbeat::new(config.heartbeat_interval),
             Mode::Echo => Heartbeat::disabled(),
         };
         Session {
@@ -264,6 +278,8 @@ impl Session {
             phase: Phase::Open,
             claims: None,
             token_deadline: None,
+            pusher: None,
+            close_as: None,
         }
     }
 
@@ -276,7 +292,7 @@ impl Session {
         self.claims = claims;
     }
 
-    fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.state.metrics
     }
 
@@ -305,6 +321,9 @@ impl Session {
                 heartbeat: self.state.config.heartbeat_interval.as_secs_f64(),
             };
             self.send(&welcome);
+        }
+        if self.mode == Mode::Pusher {
+            self.pusher_welcome();
         }
         // The accept loop set TCP_NODELAY; the upgraded stream must still have it.
         let nodelay = self.transport.tcp().nodelay().unwrap_or(false);
@@ -460,6 +479,9 @@ impl Session {
                 if self.writing.is_empty() {
                     return Ok(());
                 }
+                if self.mode == Mode::Pusher {
+                    crate::pusher::conn::rewrite_v1_frames(&mut self.writing);
+                }
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -589,6 +611,7 @@ impl Session {
                 // Boxed: a request handler's state (hub calls) is large and rarely alive;
                 // kept inline, it would be part of every idle session's task.
                 Mode::PubSub => Box::pin(self.on_text(&text)).await,
+                Mode::Pusher => Box::pin(self.on_pusher_text(&text)).await,
             },
             Message::Binary(data) => match self.mode {
                 Mode::Echo => self.queue(self.data_frame(OpCode::Binary, &data)),
@@ -597,6 +620,12 @@ impl Session {
                     ErrorCode::BinaryNotSupported,
                     "binary frames are not part of protocol v1; send JSON in text frames",
                 ),
+                Mode::Pusher => {
+                    self.queue(crate::pusher::wire::error(
+                        None,
+                        "binary frames are not supported",
+                    ));
+                }
             },
         }
     }
@@ -635,7 +664,7 @@ impl Session {
 
     /// Queues a frame behind everything queued before it. A full outbox closes the
     /// connection as a slow consumer (seen by the loop).
-    fn queue(&mut self, frame: Bytes) {
+    pub(crate) fn queue(&mut self, frame: Bytes) {
         let _ = self.outbox.push(frame);
     }
 
@@ -645,7 +674,7 @@ impl Session {
     /// handshake's end, bounded by [`CLOSE_TIMEOUT`].
     ///
     /// Once closing, a client's close frame or a protocol error only stops the reading.
-    fn start_close(&mut self, code: CloseCode, closer: Closer) {
+    pub(crate) fn start_close(&mut self, code: CloseCode, closer: Closer) {
         match (self.phase, closer) {
             (Phase::Open | Phase::Draining { .. }, _) => {}
             (Phase::Closing { code, deadline }, Closer::BadInput | Closer::Client(_)) => {
@@ -678,6 +707,12 @@ impl Session {
                 self.close_info = Some((ordered_code, reason));
                 frame
             }
+            (Closer::Server | Closer::BadInput, _) if self.mode == Mode::Pusher => {
+                // Pusher's code for the same cause, or the one set for this close.
+                let (number, reason) = self.close_frame_code(code);
+                self.close_info = Some((number, reason.to_owned()));
+                wirehub_ws::encode_close(number, reason)
+            }
             (Closer::Server | Closer::BadInput, _) => {
                 let reason = crate::admission::close_reason(&self.state, code);
                 let frame = wirehub_ws::encode_close(code.code(), &reason);
@@ -703,6 +738,10 @@ impl Session {
     /// server gave up on is reset (`SO_LINGER` 0) when the socket is dropped, so that the
     /// kernel frees its send queue at once instead of holding it in FIN-WAIT-1.
     async fn finish(&mut self, end: End) {
+        if self.pusher.is_some() {
+            let departure = self.departure(&end);
+            self.pusher_finish(departure).await;
+        }
         self.presence_end(&end).await;
         for channel in std::mem::take(&mut self.subscriptions) {
             if let Err(err) = self.state.hub.unsubscribe(&channel, self.id).await {
@@ -749,10 +788,8 @@ impl Session {
                 warn!("no pong before the next heartbeat; terminating connection");
                 // Best effort: a dead peer will not read it, and the reset below discards it
                 // unless the kernel could send it at once.
-                let frame = wirehub_ws::encode_close(
-                    CloseCode::HeartbeatTimeout.code(),
-                    CloseCode::HeartbeatTimeout.reason(),
-                );
+                let (number, reason) = self.close_frame_code(CloseCode::HeartbeatTimeout);
+                let frame = wirehub_ws::encode_close(number, reason);
                 if self.write_offset == 0 {
                     let _ = self.transport.try_write_vectored(&[IoSlice::new(&frame)]);
                     let _ = self.transport.flush_pending();
@@ -772,6 +809,20 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The close code and reason sent for `code`: its own, or, on a Pusher connection,
+    /// Pusher's code for the same cause (or the one set for this close).
+    fn close_frame_code(&self, code: CloseCode) -> (u16, &'static str) {
+        if let Some(close_as) = self.close_as {
+            return close_as;
+        }
+        match self.mode {
+            Mode::Pusher => crate::pusher::close_code(code),
+            Mode::PubSub | Mode::Echo => (code.code(), code.reason()),
+        }
+    }
+}
+
 /// The close code counted for a connection closed by order with `code` (the close frame
 /// carries `code` itself).
 fn ordered_close(code: u16) -> CloseCode {
@@ -787,7 +838,7 @@ fn ordered_close(code: u16) -> CloseCode {
 /// The outbox limits of a connection in `mode`.
 fn limits_for(mode: Mode, config: &crate::config::ServerConfig) -> OutboxLimits {
     match mode {
-        Mode::PubSub => OutboxLimits {
+        Mode::PubSub | Mode::Pusher => OutboxLimits {
             max_frames: config.max_queued_frames,
             max_bytes: config.max_queued_bytes,
         },

@@ -30,6 +30,8 @@ pub struct AppState {
     pub authenticator: Option<Authenticator>,
     /// Where lifecycle events (connect, subscribe, occupancy, presence) go; off by default.
     pub lifecycle: Lifecycle,
+    /// The Pusher protocol's shared state, when Pusher apps are configured.
+    pub(crate) pusher: Option<Arc<crate::pusher::Pusher>>,
     /// Connections and subscriptions as lifecycle events, occupancy counts, and the
     /// connections that `POST /api/disconnect` closes.
     pub(crate) activity: Arc<Activity>,
@@ -64,6 +66,12 @@ impl AppState {
             .map(crate::tls::server_config)
             .transpose()?
             .map(RwLock::new);
+        let pusher = if config.pusher.apps.is_empty() {
+            None
+        } else {
+            config.pusher.validate().map_err(crate::Error::Pusher)?;
+            Some(Arc::new(crate::pusher::Pusher::new(config.pusher.clone())))
+        };
         // Replaced by `prepare`, which also starts the occupancy worker.
         let occupancy = Arc::new(crate::occupancy::Occupancy::new(
             Arc::new(MemoryOccupancy::new(config.vacate_delay)),
@@ -72,6 +80,7 @@ impl AppState {
             config.occupancy_lease,
         ));
         Ok(AppState {
+            pusher,
             admission: Arc::new(Admission::new(&config.admission)),
             authenticator,
             activity: Arc::new(Activity::new(Lifecycle::default(), occupancy)),

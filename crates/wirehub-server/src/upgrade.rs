@@ -30,7 +30,38 @@ use crate::transport::Transport;
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// Answers a WebSocket upgrade request and starts a session in `mode`.
-pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -> Response {
+pub(crate) fn upgrade(state: &Arc<AppState>, request: Request, mode: Mode) -> Response {
+    upgrade_with(state, request, mode, None)
+}
+
+/// Answers a Pusher upgrade (`/app/KEY`): an unknown key is still upgraded, then told
+/// (`pusher:error` 4001) and closed, as Pusher clients expect. Neither the origin rule nor
+/// tokens apply: a Pusher app's channels are guarded by their signed authorizations.
+pub(crate) fn upgrade_pusher(state: &Arc<AppState>, request: Request, key: &str) -> Response {
+    let Some(pusher) = state.pusher.clone() else {
+        return (StatusCode::NOT_FOUND, "Pusher protocol not enabled").into_response();
+    };
+    let protocol = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|part| part.strip_prefix("protocol="))
+            .and_then(|v| v.parse().ok())
+    });
+    let start = crate::pusher::conn::Start {
+        app: pusher.app_by_key(key),
+        protocol,
+        socket_id: pusher.next_socket_id().into(),
+        pusher,
+    };
+    upgrade_with(state, request, Mode::Pusher, Some(start))
+}
+
+fn upgrade_with(
+    state: &Arc<AppState>,
+    mut request: Request,
+    mode: Mode,
+    pusher: Option<crate::pusher::conn::Start>,
+) -> Response {
     let peer = request
         .extensions()
         .get::<PeerAddr>()
@@ -47,7 +78,11 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
         debug!(%peer, reason = refusal.1, "upgrade refused");
         return refusal.into_response();
     }
-    let claims = match &state.authenticator {
+    let authenticator = state
+        .authenticator
+        .as_ref()
+        .filter(|_| mode == Mode::PubSub);
+    let claims = match authenticator {
         None => None,
         Some(authenticator) => {
             let token = token_from_request(request.headers(), request.uri().query());
@@ -108,7 +143,7 @@ pub(crate) fn upgrade(state: &Arc<AppState>, mut request: Request, mode: Mode) -
         Metrics::add(&task_state.metrics.connections_total, 1);
         let shutdown = task_state.shutdown.clone();
         session::run(
-            transport, leftover, peer, task_state, mode, claims, shutdown, slot, deflate,
+            transport, leftover, peer, task_state, mode, claims, shutdown, slot, deflate, pusher,
         )
         .await;
     });

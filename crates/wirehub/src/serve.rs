@@ -43,6 +43,10 @@ macro_rules! settings {
             /// `[[channels]]` tables (file only): options by channel-name pattern.
             #[arg(skip)]
             channels: Option<Vec<ChannelTable>>,
+            /// `[[pusher_apps]]` tables (file only): Pusher apps, each with its own
+            /// credentials, channel prefix, limits and webhook URL.
+            #[arg(skip)]
+            pusher_apps: Option<Vec<PusherAppTable>>,
         }
 
         impl Settings {
@@ -52,6 +56,7 @@ macro_rules! settings {
                     config: self.config.or(lower.config),
                     $( $field: self.$field.or(lower.$field), )*
                     channels: self.channels.or(lower.channels),
+                    pusher_apps: self.pusher_apps.or(lower.pusher_apps),
                 }
             }
         }
@@ -119,6 +124,19 @@ settings! {
     /// When set, POST /api/publish and GET /api/history need `Authorization: Bearer KEY`.
     #[arg(long, env = "WIREHUB_API_KEY")]
     api_key: String,
+    /// Pusher app id: with --pusher-app-key and --pusher-app-secret, serve the Pusher protocol
+    /// (/app/KEY, /apps/ID/...) for this app.
+    #[arg(long, env = "WIREHUB_PUSHER_APP_ID")]
+    pusher_app_id: String,
+    /// Pusher app key (the WebSocket path /app/KEY and every signature).
+    #[arg(long, env = "WIREHUB_PUSHER_APP_KEY")]
+    pusher_app_key: String,
+    /// Pusher app secret (signs channel authorizations, API requests and webhooks).
+    #[arg(long, env = "WIREHUB_PUSHER_APP_SECRET")]
+    pusher_app_secret: String,
+    /// Where the Pusher app of the flags POSTs its webhooks (Pusher's format), when set.
+    #[arg(long, env = "WIREHUB_PUSHER_WEBHOOK_URL")]
+    pusher_webhook_url: String,
     /// Origins allowed at the upgrade: comma-separated, `*` for any, empty for the same host.
     #[arg(long, env = "WIREHUB_ALLOWED_ORIGINS")]
     allowed_origins: String,
@@ -259,6 +277,83 @@ struct ChannelTable {
     presence: Option<bool>,
 }
 
+/// A `[[pusher_apps]]` table of the settings file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct PusherAppTable {
+    /// The app id (`/apps/ID/...`).
+    id: String,
+    /// The public key (`/app/KEY`).
+    key: String,
+    /// The secret of every signature.
+    secret: String,
+    /// `NAME:` keeps the app's channels apart from other apps' (default: none).
+    channel_prefix: Option<String>,
+    /// Client events per connection per second (default 10; 0: no limit).
+    client_event_rate: Option<u32>,
+    /// Largest event data of the HTTP API in bytes (default 10 240).
+    max_event_size: Option<usize>,
+    /// Where the app's webhooks (Pusher's format) are POSTed.
+    webhook_url: Option<String>,
+}
+
+/// The Pusher apps: the one of the flags (`--pusher-app-*`), then the `[[pusher_apps]]`.
+fn pusher_apps(
+    id: Option<String>,
+    key: Option<String>,
+    secret: Option<String>,
+    webhook_url: Option<String>,
+    tables: Vec<PusherAppTable>,
+) -> Result<wirehub_server::PusherConfig, ConfigError> {
+    let url = |field: String, url: Option<String>| -> Result<Option<String>, ConfigError> {
+        match url.filter(|url| !url.is_empty()) {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(bad(
+                field,
+                format!("{url:?}: use an http:// or https:// URL"),
+            )),
+            url => Ok(url),
+        }
+    };
+    let webhook_url = url("pusher_webhook_url".to_owned(), webhook_url)?;
+    let mut apps = match (
+        id.filter(|v| !v.is_empty()),
+        key.filter(|v| !v.is_empty()),
+        secret.filter(|v| !v.is_empty()),
+    ) {
+        (None, None, None) => Vec::new(),
+        (Some(id), Some(key), Some(secret)) => {
+            vec![wirehub_server::PusherApp::new(id, key, secret).webhook_url(webhook_url)]
+        }
+        _ => {
+            return Err(bad(
+                "pusher_app_id",
+                "--pusher-app-id, --pusher-app-key and --pusher-app-secret go together",
+            ));
+        }
+    };
+    for (index, table) in tables.into_iter().enumerate() {
+        let webhook_url = url(
+            format!("pusher_apps[{index}].webhook_url"),
+            table.webhook_url,
+        )?;
+        let mut app = wirehub_server::PusherApp::new(table.id, table.key, table.secret)
+            .webhook_url(webhook_url);
+        if let Some(prefix) = table.channel_prefix {
+            app = app.channel_prefix(prefix);
+        }
+        if let Some(rate) = table.client_event_rate {
+            app = app.client_event_rate(rate);
+        }
+        if let Some(size) = table.max_event_size {
+            app = app.max_event_size(size);
+        }
+        apps.push(app);
+    }
+    let config = wirehub_server::PusherConfig::new().apps(apps);
+    config.validate().map_err(|why| bad("pusher_apps", why))?;
+    Ok(config)
+}
+
 /// A setting that could not be used: names the field (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting `{field}`: {problem}")]
@@ -397,6 +492,13 @@ fn convert(settings: Settings) -> Result<Resolved, ConfigError> {
     }
     config.admission = admission;
     config.channels = channels(settings.channels.unwrap_or_default())?;
+    config.pusher = pusher_apps(
+        settings.pusher_app_id,
+        settings.pusher_app_key,
+        settings.pusher_app_secret,
+        settings.pusher_webhook_url,
+        settings.pusher_apps.unwrap_or_default(),
+    )?;
     config.presence_grace = need(settings.presence_grace, "presence_grace")?.0;
     config.presence_max_members = need(settings.presence_max_members, "presence_max_members")?;
     config.auth = auth(settings.jwt_secret, settings.jwt_public_key)?;
@@ -766,6 +868,24 @@ mod tests {
     }
 
     #[test]
+    fn the_pusher_webhook_url_reaches_the_app() {
+        let file = |url: &str| {
+            from_file(&format!(
+                "pusher_app_id = \"1\"\npusher_app_key = \"k\"\npusher_app_secret = \"s\"\npusher_webhook_url = \"{url}\"\n"
+            ))
+        };
+        let config = file("http://127.0.0.1:9/hook").expect("resolves").server;
+        assert_eq!(
+            config.pusher.apps[0].webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        let none = file("").expect("resolves").server;
+        assert_eq!(none.pusher.apps[0].webhook_url, None);
+        let err = file("ftp://x").expect_err("not http");
+        assert!(err.to_string().contains("pusher_webhook_url"), "{err}");
+    }
+
+    #[test]
     fn the_embedded_redis_defaults_are_redis_config_new() {
         let url = "redis://127.0.0.1:6379";
         let settings = Settings {
@@ -862,6 +982,49 @@ mod tests {
         std::fs::write(&path, "shutdown_drain = \"soon\"\n").expect("write");
         let err = resolve(&args).expect_err("bad duration");
         assert!(err.to_string().contains("shutdown_drain"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn issue_12_pusher_apps_from_the_flags_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("wirehub-pusher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("wirehub.toml");
+        std::fs::write(
+            &path,
+            "[[pusher_apps]]\nid = \"2\"\nkey = \"shop-key\"\nsecret = \"s2\"\n\
+             channel_prefix = \"shop:\"\nclient_event_rate = 3\n\
+             webhook_url = \"http://127.0.0.1:9/hooks\"\n",
+        )
+        .expect("write");
+        let args = Settings {
+            config: Some(path.clone()),
+            pusher_app_id: Some("1".into()),
+            pusher_app_key: Some("app-key".into()),
+            pusher_app_secret: Some("s1".into()),
+            ..Settings::default()
+        };
+        let apps = resolve(&args).expect("resolves").server.pusher.apps;
+        assert_eq!(apps.len(), 2);
+        assert_eq!(
+            (apps[0].id.as_str(), apps[0].channel_prefix.as_str()),
+            ("1", "")
+        );
+        assert_eq!(apps[1].key, "shop-key");
+        assert_eq!(apps[1].channel_prefix, "shop:");
+        assert_eq!(apps[1].client_event_rate, 3);
+        assert_eq!(
+            apps[1].webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/hooks")
+        );
+        // Two apps without a prefix share the server's channels: refused, naming the setting.
+        std::fs::write(
+            &path,
+            "[[pusher_apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+        )
+        .expect("write");
+        let err = resolve(&args).expect_err("two apps without a prefix");
+        assert!(err.to_string().contains("pusher_apps"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

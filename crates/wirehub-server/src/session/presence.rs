@@ -54,13 +54,19 @@ impl Session {
 
     /// The connection ended: each of its members leaves, at once or after the grace.
     pub(super) async fn presence_end(&mut self, end: &End) {
-        let departure = match end {
-            End::Closed(code) | End::CloseTimeout(code) if leaves_at_once(*code) => Departure::Now,
-            _ => Departure::Grace(self.state.config.presence_grace),
-        };
+        let departure = self.departure(end);
         let channels: Vec<String> = self.presence.keys().cloned().collect();
         for channel in channels {
             self.presence_leave(&channel, departure).await;
+        }
+    }
+
+    /// How the members of a connection that ended with `end` leave: at once, or after the
+    /// grace.
+    pub(super) fn departure(&self, end: &End) -> Departure {
+        match end {
+            End::Closed(code) | End::CloseTimeout(code) if leaves_at_once(*code) => Departure::Now,
+            _ => Departure::Grace(self.state.config.presence_grace),
         }
     }
 
