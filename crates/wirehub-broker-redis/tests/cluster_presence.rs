@@ -76,6 +76,7 @@ async fn issue_11_two_nodes_on_a_redis_cluster_list_the_same_members_and_each_le
     let (mut quitter, id_quit) = member(&nodes[0].ws_url()).await;
     let proxy = TcpProxy::start(nodes[1].addr()).await;
     let (lost, id_lost) = member(&proxy.ws_url()).await;
+    expect_member(&mut quitter, "join", &id_lost).await;
     for watcher in [&mut watch_a, &mut watch_b] {
         expect_member(watcher, "join", &id_quit).await;
         expect_member(watcher, "join", &id_lost).await;
