@@ -248,7 +248,7 @@ pub(crate) async fn run(args: &PresenceArgs, progress: &Progress) -> anyhow::Res
             let from = started;
             let fill_started = Instant::now();
             while started < at {
-                if started % 64 == 0 {
+                if started.is_multiple_of(64) {
                     keep_alive(&mut reader)?;
                 }
                 tally
