@@ -51,6 +51,10 @@ use crate::shared::Shared;
 /// Channels looked at per reaping round, and entries removed per channel and script run.
 const REAP_BATCH: usize = 100;
 
+/// Script runs per channel and reaping round at most (so a sweep removes up to 5 000 ended
+/// entries of one channel).
+const REAP_ROUNDS: usize = 50;
+
 const COMMON: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -464,29 +468,39 @@ impl Presence {
         let mut left = Vec::new();
         for channel in channels {
             let [members, info, graced] = channel_keys(shared, &channel);
-            let mut invocation = self.scripts.reap.prepare_invoke();
-            invocation
-                .key(members)
-                .key(info)
-                .key(graced)
-                .arg(shared.keys.messages(&channel))
-                .arg(REAP_BATCH)
-                .arg(shared.publish_command());
-            let reply: Vec<Vec<u8>> = shared.commands.invoke(&invocation).await?;
-            let mut reply = reply.into_iter();
-            let (Some(now), Some(next)) = (reply.next(), reply.next()) else {
-                return Err(Error::Reply("a reap without its times".to_owned()));
-            };
             let name: Arc<str> = Arc::from(channel.as_str());
-            for json in reply {
-                match parse_member(&json) {
-                    Ok(member) => left.push(Left {
-                        channel: name.clone(),
-                        member,
-                    }),
-                    Err(err) => debug!(%channel, error = %err, "reaped an unreadable member"),
+            let mut rounds = 0;
+            // A full batch may leave more ended entries behind (a node with many members
+            // died): go on at once, up to REAP_ROUNDS batches per channel and sweep.
+            let (now, next) = loop {
+                rounds += 1;
+                let mut invocation = self.scripts.reap.prepare_invoke();
+                invocation
+                    .key(&members)
+                    .key(&info)
+                    .key(&graced)
+                    .arg(shared.keys.messages(&channel))
+                    .arg(REAP_BATCH)
+                    .arg(shared.publish_command());
+                let reply: Vec<Vec<u8>> = shared.commands.invoke(&invocation).await?;
+                let mut reply = reply.into_iter();
+                let (Some(now), Some(next)) = (reply.next(), reply.next()) else {
+                    return Err(Error::Reply("a reap without its times".to_owned()));
+                };
+                let removed = reply.len();
+                for json in reply {
+                    match parse_member(&json) {
+                        Ok(member) => left.push(Left {
+                            channel: name.clone(),
+                            member,
+                        }),
+                        Err(err) => debug!(%channel, error = %err, "reaped an unreadable member"),
+                    }
                 }
-            }
+                if removed < REAP_BATCH || rounds >= REAP_ROUNDS {
+                    break (now, next);
+                }
+            };
             let mut invocation = self.scripts.reschedule.prepare_invoke();
             invocation
                 .key(due_key(shared))

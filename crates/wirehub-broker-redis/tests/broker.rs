@@ -261,3 +261,39 @@ async fn a_flush_is_reported_as_lost_publications() {
         vec!["f".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_sweep_reaps_more_than_one_batch_of_ended_members_of_a_channel() {
+    // A node with many members of one channel died (here: their graces end together): one
+    // sweep removes them all, each with its leave, not a batch of 100 per second.
+    let redis = RedisServer::start();
+    let broker = broker(&redis, 10, Arc::new(Recorder::default())).await;
+    const MEMBERS: usize = 250;
+    for n in 0..MEMBERS {
+        let member = wirehub_protocol::Member {
+            client: format!("c{n}"),
+            user: None,
+            info: None,
+        };
+        let joined = broker.presence_join("room", member).await.expect("join");
+        assert!(joined.announced);
+    }
+    for n in 0..MEMBERS {
+        let grace = wirehub_core::Departure::Grace(Duration::from_millis(1));
+        let left = broker
+            .presence_leave("room", &format!("c{n}"), grace)
+            .await
+            .expect("grace");
+        assert_eq!(left, None, "listed during the grace");
+    }
+    // The graces end a millisecond later by Redis' clock.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let left = broker.presence_sweep().await.expect("sweep");
+    assert_eq!(left.len(), MEMBERS);
+    let mut clients: Vec<String> = left.into_iter().map(|l| l.member.client).collect();
+    clients.sort();
+    clients.dedup();
+    assert_eq!(clients.len(), MEMBERS, "each member once");
+    assert_eq!(broker.presence("room", 10).await.expect("read").count, 0);
+    assert!(broker.presence_sweep().await.expect("sweep").is_empty());
+}

@@ -200,3 +200,120 @@ fn issue_14_connect_storm_against_the_connection_rate_retries_after_retry_after(
     let seconds = report["arrivals_per_s"].as_array().expect("arrivals_per_s");
     assert!(seconds.len() >= 2, "arrivals spread over seconds: {report}");
 }
+
+/// A settings file that turns presence on for the bench's channels; removed on drop.
+struct PresenceConfig(std::path::PathBuf);
+
+impl PresenceConfig {
+    fn new(name: &str) -> PresenceConfig {
+        let path = std::env::temp_dir().join(format!(
+            "wirehub-bench-presence-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            "[[channels]]\npattern = \"bench-presence:*\"\npresence = true\n",
+        )
+        .expect("write the settings file");
+        PresenceConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for PresenceConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn presence_counts_every_probe_join_once_per_member() {
+    let config = PresenceConfig::new("memory");
+    let server = ServerProcess::serve(BIN, &["--config", config.path()]);
+    let url = server.ws_url();
+    let (output, report) = bench(&[
+        "presence",
+        "--url",
+        &url,
+        "-n",
+        "60",
+        "--probe-at",
+        "10",
+        "--probe-joins",
+        "10",
+        "--reads",
+        "5",
+    ]);
+    assert_clean(&output, &report);
+    assert_eq!(report["scenario"], "presence");
+    assert_eq!(report["members"], 60);
+    let probes = report["probes"].as_array().expect("probes");
+    assert_eq!(probes.len(), 2, "{report}");
+    // 10 joins into 10 members, one at a time: 11 + 12 + … + 20 join frames.
+    assert_eq!(probes[0]["members_before"], 10);
+    assert_eq!(probes[0]["deliveries"], 155);
+    assert_eq!(probes[0]["deliveries_expected"], 155);
+    assert_eq!(probes[1]["members_before"], 50);
+    assert_eq!(probes[1]["deliveries"], 10 * 50 + 55);
+    assert_eq!(probes[1]["join_us"]["count"], 10);
+    let reads = report["reads"].as_array().expect("reads");
+    assert_eq!(reads[1]["members"], 60);
+    assert_eq!(reads[1]["listed"], 60);
+    assert_eq!(reads[1]["latency_us"]["count"], 5);
+    assert!(report["join_frames"].as_u64() >= report["join_frames_min"].as_u64());
+    assert_eq!(report["leaves"], 0);
+}
+
+#[test]
+fn presence_on_two_nodes_reports_the_redis_traffic_per_join() {
+    let redis = wirehub_testkit::RedisServer::start();
+    let config = PresenceConfig::new("redis");
+    let broker = redis.url();
+    let args = [
+        "--config",
+        config.path(),
+        "--broker",
+        broker.as_str(),
+        "--presence-max-members",
+        "20",
+    ];
+    let a = ServerProcess::serve(BIN, &args);
+    let b = ServerProcess::serve(BIN, &args);
+    let urls = format!("{},{}", a.ws_url(), b.ws_url());
+    let (output, report) = bench(&[
+        "presence",
+        "--url",
+        &urls,
+        "-n",
+        "40",
+        "--probe-at",
+        "5",
+        "--probe-joins",
+        "5",
+        "--reads",
+        "3",
+        "--redis",
+        &broker,
+    ]);
+    assert_clean(&output, &report);
+    assert_eq!(report["members"], 40);
+    let probes = report["probes"].as_array().expect("probes");
+    for probe in probes {
+        // Members on both nodes, each join once to each of them.
+        assert_eq!(probe["deliveries"], probe["deliveries_expected"], "{probe}");
+        let redis = &probe["redis_per_join"];
+        assert!(redis["in_bytes"].as_f64().unwrap_or(0.0) > 0.0, "{probe}");
+        assert!(redis["out_bytes"].as_f64().unwrap_or(0.0) > 0.0, "{probe}");
+        assert!(
+            redis["calls"]["evalsha"].as_f64().unwrap_or(0.0) >= 1.0,
+            "the join script at least: {probe}"
+        );
+    }
+    let last = &report["reads"][1];
+    assert_eq!(last["members"], 40);
+    assert_eq!(last["listed"], 20, "--presence-max-members: {last}");
+    assert_eq!(last["truncated"], true);
+}

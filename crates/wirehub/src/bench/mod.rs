@@ -4,8 +4,10 @@
 //! server's memory per connection), `fanout` (one channel, many subscribers: deliveries per
 //! second, latency, server CPU per delivery), `rooms` (many small channels, chat-like rates),
 //! `ping` (app-level round trip beside idle connections), `churn` (connect, subscribe,
-//! disconnect in a loop) and `connect-storm` (every client connecting at once: setup time
-//! p50/p99/max, the kernel's listen drops, and the spread of arrivals under admission limits).
+//! disconnect in a loop), `connect-storm` (every client connecting at once: setup time
+//! p50/p99/max, the kernel's listen drops, and the spread of arrivals under admission limits)
+//! and `presence` (members joining one presence channel: joins/s, the cost of one join at
+//! small and large sizes, `presence` read latency, Redis traffic per join).
 //!
 //! Every run is bounded in count and in time (`--max-time`), targets loopback addresses
 //! only, prints a progress bar and a human summary on stderr and exactly one JSON line on
@@ -26,7 +28,9 @@ mod client;
 mod conns;
 mod fanout;
 mod ping;
+mod presence;
 mod pubsub;
+mod redis_stats;
 mod rooms;
 mod stats;
 mod storm;
@@ -65,6 +69,9 @@ enum Scenario {
     /// N clients connecting at once, C at a time (a restart or a load-balancer flip):
     /// connect-and-subscribe p50/p99/max, rate, listen drops, retries of refused upgrades.
     ConnectStorm(storm::StormArgs),
+    /// N members joining one presence channel (one connection each): joins/s, the cost of a
+    /// join (time, server CPU, Redis traffic) at small and large sizes, `presence` latency.
+    Presence(presence::PresenceArgs),
 }
 
 /// Options every scenario has.
@@ -220,6 +227,7 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Report> {
         Scenario::Ping(args) => args.common.clone(),
         Scenario::Churn(args) => args.common.clone(),
         Scenario::ConnectStorm(args) => args.common.clone(),
+        Scenario::Presence(args) => args.common.clone(),
     };
     let progress = Progress::new(common.quiet);
     let work = async {
@@ -230,6 +238,7 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Report> {
             Scenario::Ping(args) => ping::run(&args, &progress).await,
             Scenario::Churn(args) => churn::run(&args, &progress).await,
             Scenario::ConnectStorm(args) => storm::run(&args, &progress).await,
+            Scenario::Presence(args) => presence::run(&args, &progress).await,
         }
     };
     let result = tokio::time::timeout(common.max_time, work).await;

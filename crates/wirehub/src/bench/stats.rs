@@ -53,7 +53,7 @@ impl Latency {
         })
     }
 
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.histogram.is_empty() {
             return "no samples".into();
         }
