@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { Collector, connect, next, RedisServer, Server, startApp, subscribe } from "./helpers.js";
+import { Collector, connect, next, RedisServer, Server, startApp, subscribe, withTimeout } from "./helpers.js";
 
 describe("two nodes on Redis", () => {
   let redis;
@@ -38,6 +38,28 @@ describe("two nodes on Redis", () => {
     await nodeA?.stop();
     await nodeB?.stop();
     await redis?.stop();
+  });
+
+  test("terminateUserConnections through node B closes the user's connection on node A with 4009", async () => {
+    const params = { user_id: "cluster-erin" };
+    const onA = await connect(nodeA, {
+      channelAuthorization: { endpoint: `${appA.url}/pusher/auth`, transport: "ajax", params },
+      userAuthentication: { endpoint: `${appA.url}/pusher/user-auth`, transport: "ajax", params },
+    });
+    clients.push(onA);
+    onA.signin();
+    await withTimeout(onA.user.signinDonePromise, 5_000, "signin_success on node A");
+    const errors = new Collector();
+    onA.connection.bind("error", errors.push);
+    const closed = next(onA.connection, "disconnected", "the connection on node A to be closed");
+    const response = await nodeB.sdk().terminateUserConnections("cluster-erin");
+    assert.equal(response.status, 200);
+    await closed;
+    assert.ok(
+      errors.items.some((e) => e.error?.data?.code === 4009 || e.data?.code === 4009),
+      JSON.stringify(errors.items),
+    );
+    assert.equal(onA.connection.state, "disconnected");
   });
 
   test("a pusher-js client on node A gets an event triggered through node B's HTTP API", async () => {

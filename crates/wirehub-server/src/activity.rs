@@ -53,6 +53,14 @@ impl Activity {
     }
 
     /// A connection was established; `kick` closes it.
+    /// The user a connection is known as from now on (a Pusher sign-in), for
+    /// [`Activity::disconnect`] by user.
+    pub(crate) fn set_user(&self, client: &Arc<str>, user: Arc<str>) {
+        if let Some(registered) = self.sessions().get_mut(client) {
+            registered.user = Some(user);
+        }
+    }
+
     pub(crate) fn connected(&self, client: &Arc<str>, user: Option<&Arc<str>>, kick: Kick) {
         self.sessions().insert(
             client.clone(),

@@ -551,6 +551,25 @@ async fn terminate(
     };
     let closed = signed.pusher.terminate(signed.app, &user);
     debug!(user, closed, "Pusher user's connections terminated");
+    // And on the other nodes, through the control bus, as a disconnect order by user.
+    if let Some(control) = &state.control {
+        let order = wirehub_protocol::DisconnectRequest {
+            user: Some(super::signed_in_user(
+                &signed.pusher.app(signed.app).id,
+                &user,
+            )),
+            client: None,
+            code: Some(4009),
+            reason: Some("connection is unauthorized".to_owned()),
+        };
+        let payload = serde_json::to_vec(&order).unwrap_or_default();
+        if let Err(err) = control.broadcast(payload).await {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("terminated {closed} here; the other nodes were not reached: {err}"),
+            );
+        }
+    }
     json_reply(&json!({}))
 }
 

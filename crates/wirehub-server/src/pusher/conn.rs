@@ -373,6 +373,11 @@ impl Session {
             pusher.sign_out(app_index, &previous, self.id);
         }
         pusher.sign_in(app_index, &user, self.id, &self.outbox);
+        // Known to every node's disconnect orders by this name (terminate_connections).
+        let known_as = super::signed_in_user(&pusher.app(app_index).id, &user);
+        self.state
+            .activity
+            .set_user(&self.client, Arc::from(known_as));
         if let Some(conn) = self.pusher.as_deref_mut() {
             conn.user = Some(user);
         }

@@ -251,6 +251,12 @@ impl Pusher {
     }
 }
 
+/// The user a signed-in Pusher connection is known as to the server's disconnect orders
+/// (`POST /api/disconnect`, the control bus): `pusher:APP_ID:USER_ID`.
+pub(crate) fn signed_in_user(app_id: &str, user: &str) -> String {
+    format!("pusher:{app_id}:{user}")
+}
+
 /// The lifecycle sink in front of the server's own: `channel_occupied` / `channel_vacated`,
 /// which the occupancy emits once per transition in the cluster (the first subscriber
 /// anywhere, the last one gone, vacated debounced), become the Pusher apps' webhooks.
