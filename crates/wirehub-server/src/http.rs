@@ -92,6 +92,34 @@ pub(crate) fn api_error(
     (status, axum::Json(ApiError::new(code, message))).into_response()
 }
 
+/// The API key check and the query of a `GET /api/...` request: the query, or the answer
+/// to send instead (401, or 400 `invalid_message` naming what is wrong with the query).
+pub(crate) fn authorized_query<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, Response> {
+    authorized(state, headers).map_err(|response| *response)?;
+    params.map(|Query(params)| params).map_err(|err| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage,
+            err.body_text(),
+        )
+    })
+}
+
+/// A query's `channel`, checked: nothing, or the 400 `invalid_channel` answer.
+pub(crate) fn checked_channel(channel: &str) -> Result<(), Response> {
+    validate_channel(channel).map_err(|err| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidChannel,
+            err.to_string(),
+        )
+    })
+}
+
 pub(crate) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(key) = state.config.api_key.as_deref() else {
         return Ok(());
@@ -189,25 +217,12 @@ async fn history(
     headers: HeaderMap,
     params: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(response) = authorized(&state, &headers) {
-        return *response;
-    }
-    let Query(params) = match params {
+    let params = match authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(err) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidMessage,
-                err.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
-    if let Err(err) = validate_channel(&params.channel) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidChannel,
-            err.to_string(),
-        );
+    if let Err(response) = checked_channel(&params.channel) {
+        return response;
     }
     // Without an epoch the offset is taken in the current epoch.
     let limit = params.page_size();

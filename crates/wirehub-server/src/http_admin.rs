@@ -26,18 +26,9 @@ pub(crate) async fn channels(
     headers: HeaderMap,
     params: Result<Query<ChannelsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(response) = authorized(&state, &headers) {
-        return *response;
-    }
-    let Query(params) = match params {
+    let params = match crate::http::authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(err) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidMessage,
-                err.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
     let limit = params.page_size();
     let store = state.activity.occupancy().store();

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use tracing::debug;
 use wirehub_core::{LifecycleEvent, PresencePage};
-use wirehub_protocol::{ErrorCode, Member, PresenceQuery, PresenceReply, validate_channel};
+use wirehub_protocol::{ErrorCode, Member, PresenceQuery, PresenceReply};
 
-use crate::http::{api_error, authorized};
+use crate::http::api_error;
 use crate::state::AppState;
 
 /// `GET /api/presence?channel=C`: the members of a presence channel (behind the API key when
@@ -27,25 +27,12 @@ pub(crate) async fn api_presence(
     headers: HeaderMap,
     params: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(response) = authorized(&state, &headers) {
-        return *response;
-    }
-    let Query(params) = match params {
+    let params = match crate::http::authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(err) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidMessage,
-                err.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
-    if let Err(err) = validate_channel(&params.channel) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidChannel,
-            err.to_string(),
-        );
+    if let Err(response) = crate::http::checked_channel(&params.channel) {
+        return response;
     }
     if !state.hub.presence_enabled(&params.channel) {
         return api_error(

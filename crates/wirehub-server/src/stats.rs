@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode, header};
-use wirehub_protocol::{BrokerStats, CloseCount, ErrorCode, StatsQuery, StatsReply, StatsSample};
+use http::{HeaderMap, header};
+use wirehub_protocol::{BrokerStats, CloseCount, StatsQuery, StatsReply, StatsSample};
 
 use crate::state::AppState;
 
@@ -87,18 +87,9 @@ pub(crate) async fn stats(
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(response) = crate::http::authorized(&state, &headers) {
-        return *response;
-    }
-    let Query(query) = match query {
+    let query = match crate::http::authorized_query(&state, &headers, query) {
         Ok(query) => query,
-        Err(err) => {
-            return crate::http::api_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidMessage,
-                err.body_text(),
-            );
-        }
+        Err(response) => return response,
     };
     let broker = state.hub.broker();
     let health = broker.health();
