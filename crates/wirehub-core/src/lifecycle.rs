@@ -68,6 +68,12 @@ pub enum LifecycleEvent {
         /// Who.
         member: Member,
     },
+    /// An event of another webhook format (a Pusher app's `client_event`, `member_added`,
+    /// ...), as its JSON text, sent as is: emitted straight to the delivery that sends it.
+    Foreign {
+        /// The event's JSON text.
+        json: Arc<str>,
+    },
 }
 
 /// Where lifecycle events go. `emit` is called on hot-ish paths (connect, subscribe): it must

@@ -242,6 +242,17 @@ fn wire_lifecycle(
     if let Some(pusher) = &state.pusher
         && pusher.webhooks.is_on()
     {
+        let started = pusher
+            .webhooks
+            .start(
+                &pusher.config.apps,
+                config.webhooks.as_ref(),
+                stop_after,
+                &state.tracker,
+                &shutdown,
+            )
+            .map_err(Error::Webhooks)?;
+        state.webhooks.extend(started);
         lifecycle = wirehub_core::Lifecycle::new(Arc::new(pusher::PusherLifecycle::new(
             pusher.clone(),
             lifecycle,
@@ -343,12 +354,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             }
         });
-    }
-    if let Some(pusher) = &state.pusher
-        && pusher.webhooks.is_on()
-    {
-        let webhooks = pusher.webhooks.clone();
-        state.tracker.spawn(webhooks.run(shutdown.clone()));
     }
     state
         .tracker

@@ -1,180 +1,205 @@
-//! The apps' webhooks in Pusher's format: `POST` of `{"time_ms": T, "events": [EVENT...]}`
-//! with `X-Pusher-Key` (the app key) and `X-Pusher-Signature` (hex HMAC-SHA256 of the body
-//! with the app secret), for `channel_occupied`, `channel_vacated`, `member_added`,
-//! `member_removed` and `client_event`.
-//!
-//! Events are queued (bounded: beyond [`MAX_QUEUED`] they are counted and dropped), sent in
-//! batches of at most [`MAX_BATCH`] per app by one task per node, and a batch that gets no
-//! 2xx answer is sent again after 1, 2, 4... s (up to [`ATTEMPTS`] times): at least once
-//! while the receiver comes back within a minute. Occupancy and presence are this node's
-//! (see the README's Pusher section).
+//! The apps' webhooks in Pusher's format, on the server's webhook delivery (`crate::webhooks`:
+//! a bounded queue, batches, retries with backoff, the dead-letter file, the metrics, with
+//! the target label `pusher:APP_ID`): `POST` of `{"time_ms": T, "events": [EVENT...]}` with
+//! `X-Pusher-Key` (the app key) and `X-Pusher-Signature` (hex HMAC-SHA256 of the body with
+//! the app secret), for `channel_occupied`, `channel_vacated`, `member_added`,
+//! `member_removed` and `client_event`. Each event is queued as a foreign lifecycle event
+//! holding its Pusher JSON, straight into its app's delivery.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::sync::Notify;
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use wirehub_core::{LifecycleEvent, LifecycleSink};
 
 use super::config::PusherApp;
 use super::sign;
+use crate::webhooks::{Encoded, Envelope, WebhookConfig, WebhookFormat};
 
-/// Events held for delivery at most, over all apps.
-pub(crate) const MAX_QUEUED: usize = 10_000;
-/// Events in one POST at most.
-pub(crate) const MAX_BATCH: usize = 100;
-/// Tries per batch.
-pub(crate) const ATTEMPTS: u32 = 6;
-
+/// Pusher's webhook body and headers for one app.
 #[derive(Debug)]
-struct Target {
-    url: String,
-    key: String,
+struct PusherFormat {
+    key: HeaderValue,
     secret: String,
 }
 
-/// The node's webhook queue; emitting never blocks.
-#[derive(Debug)]
+impl WebhookFormat for PusherFormat {
+    fn accepts(&self, event: &LifecycleEvent) -> bool {
+        matches!(event, LifecycleEvent::Foreign { .. })
+    }
+
+    fn encode(&self, batch: &[Envelope]) -> Encoded {
+        // `time_ms` is the first event's, so that a retried batch is the same request.
+        let time_ms = batch.first().map_or(0, |envelope| envelope.time_ms);
+        let mut body = format!("{{\"time_ms\":{time_ms},\"events\":[");
+        let mut first = true;
+        for envelope in batch {
+            if let LifecycleEvent::Foreign { json } = &envelope.event {
+                if !first {
+                    body.push(',');
+                }
+                first = false;
+                body.push_str(json);
+            }
+        }
+        body.push_str("]}");
+        let mut headers = vec![(HeaderName::from_static("x-pusher-key"), self.key.clone())];
+        if let Ok(signature) = HeaderValue::from_str(&sign::sign(&self.secret, body.as_bytes())) {
+            headers.push((HeaderName::from_static("x-pusher-signature"), signature));
+        }
+        Encoded {
+            body: body.into_bytes(),
+            headers,
+        }
+    }
+}
+
+/// The node's Pusher webhook deliveries, one per app with a webhook URL.
+#[derive(Debug, Default)]
 pub(crate) struct Webhooks {
-    /// Per app: where its webhooks go, when anywhere.
-    targets: Vec<Option<Target>>,
-    queue: Mutex<VecDeque<(usize, Value)>>,
-    notify: Notify,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) sent: AtomicU64,
-    pub(crate) failed: AtomicU64,
+    /// Per app (by index): its delivery; set once when the server starts.
+    deliveries: OnceLock<Vec<Option<Arc<crate::webhooks::Webhooks>>>>,
+    on: bool,
 }
 
 impl Webhooks {
     pub(crate) fn new(apps: &[PusherApp]) -> Self {
         Webhooks {
-            targets: apps
-                .iter()
-                .map(|app| {
-                    app.webhook_url.as_ref().map(|url| Target {
-                        url: url.clone(),
-                        key: app.key.clone(),
-                        secret: app.secret.clone(),
-                    })
-                })
-                .collect(),
-            queue: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            dropped: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            deliveries: OnceLock::new(),
+            on: apps.iter().any(|app| app.webhook_url.is_some()),
         }
     }
 
     /// Whether any app has a webhook URL.
     pub(crate) fn is_on(&self) -> bool {
-        self.targets.iter().any(Option::is_some)
+        self.on
+    }
+
+    /// Starts the deliveries: each app's with the server's webhook settings when it has
+    /// some (`base`: queue, batches, retries; the dead-letter file gets the app's id in its
+    /// name), the defaults otherwise. Returns them, for the metrics and the shutdown.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub(crate) fn start(
+        &self,
+        apps: &[PusherApp],
+        base: Option<&WebhookConfig>,
+        stop_after: Duration,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Arc<crate::webhooks::Webhooks>>, String> {
+        let mut started = Vec::new();
+        let mut deliveries = Vec::with_capacity(apps.len());
+        for app in apps {
+            let Some(url) = &app.webhook_url else {
+                deliveries.push(None);
+                continue;
+            };
+            let mut config = match base {
+                Some(base) => WebhookConfig {
+                    url: url.clone(),
+                    ..base.clone()
+                },
+                None => WebhookConfig::new(url.clone()),
+            };
+            config.dead_letter = dead_letter_for(&config.dead_letter, &app.id);
+            let format = Arc::new(PusherFormat {
+                key: HeaderValue::from_str(&app.key).map_err(|err| err.to_string())?,
+                secret: app.secret.clone(),
+            });
+            let delivery = crate::webhooks::Webhooks::start(
+                format!("pusher:{}", app.id),
+                config.flush_window(stop_after),
+                format,
+                tracker,
+                shutdown.clone(),
+            )
+            .map_err(|err| err.to_string())?;
+            started.push(delivery.clone());
+            deliveries.push(Some(delivery));
+        }
+        let _ = self.deliveries.set(deliveries);
+        Ok(started)
     }
 
     /// Queues one event of `app` (nothing when the app has no webhook URL).
     pub(crate) fn emit(&self, app: usize, event: Value) {
-        if !matches!(self.targets.get(app), Some(Some(_))) {
-            return;
-        }
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= MAX_QUEUED {
-            drop(queue);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        queue.push_back((app, event));
-        drop(queue);
-        self.notify.notify_one();
-    }
-
-    fn take_batch(&self) -> Option<(usize, Vec<Value>)> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let app = queue.front()?.0;
-        let mut events = Vec::new();
-        let mut rest = VecDeque::with_capacity(queue.len());
-        while let Some((index, event)) = queue.pop_front() {
-            if index == app && events.len() < MAX_BATCH {
-                events.push(event);
-            } else {
-                rest.push_back((index, event));
-            }
-        }
-        *queue = rest;
-        Some((app, events))
-    }
-
-    /// Delivers queued events until `shutdown`, then what is still queued (one try each).
-    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        loop {
-            while let Some((app, events)) = self.take_batch() {
-                self.deliver(&client, app, events, &shutdown).await;
-            }
-            tokio::select! {
-                () = self.notify.notified() => {}
-                () = shutdown.cancelled() => break,
-            }
-        }
-        while let Some((app, events)) = self.take_batch() {
-            self.deliver(&client, app, events, &shutdown).await;
+        if let Some(Some(delivery)) = self.deliveries.get().and_then(|all| all.get(app)) {
+            delivery.emit(LifecycleEvent::Foreign {
+                json: Arc::from(event.to_string()),
+            });
         }
     }
+}
 
-    async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        app: usize,
-        events: Vec<Value>,
-        shutdown: &CancellationToken,
-    ) {
-        let Some(Some(target)) = self.targets.get(app) else {
-            return;
+/// `wirehub-webhooks.dead.jsonl` → `wirehub-webhooks.pusher-ID.dead.jsonl`, beside it.
+fn dead_letter_for(base: &std::path::Path, app_id: &str) -> std::path::PathBuf {
+    let name = base
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("wirehub-webhooks.dead.jsonl");
+    let safe: String = app_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let renamed = match name.split_once('.') {
+        Some((stem, rest)) => format!("{stem}.pusher-{safe}.{rest}"),
+        None => format!("{name}.pusher-{safe}"),
+    };
+    base.with_file_name(renamed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_pushers_body_signed_with_the_app_secret() {
+        let format = PusherFormat {
+            key: HeaderValue::from_static("app-key"),
+            secret: "app-secret".into(),
         };
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| t.as_millis() as u64);
-        let body = json!({ "time_ms": time_ms, "events": events }).to_string();
-        let signature = sign::sign(&target.secret, body.as_bytes());
-        let mut delay = Duration::from_secs(1);
-        for attempt in 1..=ATTEMPTS {
-            let answer = client
-                .post(&target.url)
-                .header("Content-Type", "application/json")
-                .header("X-Pusher-Key", &target.key)
-                .header("X-Pusher-Signature", &signature)
-                .body(body.clone())
-                .send()
-                .await;
-            match answer {
-                Ok(response) if response.status().is_success() => {
-                    self.sent.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    debug!(events = events.len(), "Pusher webhook delivered");
-                    return;
-                }
-                Ok(response) => {
-                    warn!(attempt, status = %response.status(), url = %target.url, "Pusher webhook refused");
-                }
-                Err(err) => {
-                    warn!(attempt, error = %err, url = %target.url, "Pusher webhook failed")
-                }
-            }
-            if attempt == ATTEMPTS || shutdown.is_cancelled() {
-                break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.cancelled() => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
-        self.failed
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        warn!(events = events.len(), "Pusher webhook batch given up");
+        let envelope = |json: &str| Envelope {
+            id: "n-1".into(),
+            time_ms: 7,
+            event: LifecycleEvent::Foreign {
+                json: Arc::from(json),
+            },
+        };
+        let encoded = format.encode(&[
+            envelope(r#"{"name":"channel_occupied","channel":"a"}"#),
+            envelope(r#"{"name":"channel_vacated","channel":"a"}"#),
+        ]);
+        let body = String::from_utf8(encoded.body.clone()).expect("UTF-8");
+        assert_eq!(
+            body,
+            r#"{"time_ms":7,"events":[{"name":"channel_occupied","channel":"a"},{"name":"channel_vacated","channel":"a"}]}"#
+        );
+        let header = |name: &str| {
+            encoded
+                .headers
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v.to_str().expect("ASCII").to_owned())
+        };
+        assert_eq!(header("x-pusher-key").as_deref(), Some("app-key"));
+        assert_eq!(
+            header("x-pusher-signature"),
+            Some(sign::sign("app-secret", body.as_bytes()))
+        );
+        assert!(!format.accepts(&LifecycleEvent::ChannelOccupied {
+            channel: Arc::from("a")
+        }));
+        assert_eq!(
+            dead_letter_for(
+                std::path::Path::new("/var/x/wirehub-webhooks.dead.jsonl"),
+                "1"
+            ),
+            std::path::PathBuf::from("/var/x/wirehub-webhooks.pusher-1.dead.jsonl")
+        );
     }
 }

@@ -11,7 +11,6 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wirehub_protocol::WebhookEvent;
 
 use super::{DeadReason, Envelope};
 
@@ -31,7 +30,7 @@ pub struct DeadLetter {
 struct Line<'a> {
     reason: &'static str,
     url: &'a str,
-    event: WebhookEvent,
+    event: serde_json::Value,
 }
 
 impl DeadLetter {
@@ -54,7 +53,7 @@ impl DeadLetter {
             let line = Line {
                 reason: reason.as_str(),
                 url,
-                event: envelope.to_wire(),
+                event: envelope.to_json(),
             };
             serde_json::to_writer(&mut text, &line)?;
             text.push(b'\n');

@@ -51,9 +51,13 @@ impl WirehubFormat {
 pub const SIGNATURE_HEADER: &str = "x-wirehub-signature";
 
 impl WebhookFormat for WirehubFormat {
+    fn accepts(&self, event: &LifecycleEvent) -> bool {
+        !matches!(event, LifecycleEvent::Foreign { .. })
+    }
+
     fn encode(&self, batch: &[Envelope]) -> Encoded {
         let body = WebhookBatch {
-            events: batch.iter().map(Envelope::to_wire).collect(),
+            events: batch.iter().filter_map(Envelope::to_wire).collect(),
         };
         // A batch of wire types always serializes.
         let body = serde_json::to_vec(&body).unwrap_or_default();

@@ -170,19 +170,33 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The event as the wire type of the webhook body (and of the dead-letter file).
-    pub fn to_wire(&self) -> WebhookEvent {
-        WebhookEvent {
+    /// The event as the wire type of wirehub's webhook body; `None` for a foreign event.
+    pub fn to_wire(&self) -> Option<WebhookEvent> {
+        Some(WebhookEvent {
             id: self.id.clone(),
             time_ms: self.time_ms,
-            kind: wire_kind(&self.event),
+            kind: wire_kind(&self.event)?,
+        })
+    }
+
+    /// The event as a line of the dead-letter file holds it: the wire type, or a foreign
+    /// event's own JSON with the envelope's `id` and `time_ms` beside it.
+    pub fn to_json(&self) -> serde_json::Value {
+        match (&self.event, self.to_wire()) {
+            (_, Some(wire)) => serde_json::to_value(wire).unwrap_or_default(),
+            (LifecycleEvent::Foreign { json }, None) => serde_json::json!({
+                "id": self.id,
+                "time_ms": self.time_ms,
+                "foreign": serde_json::from_str::<serde_json::Value>(json).unwrap_or_default(),
+            }),
+            (_, None) => serde_json::Value::Null,
         }
     }
 }
 
-fn wire_kind(event: &LifecycleEvent) -> WebhookEventKind {
+fn wire_kind(event: &LifecycleEvent) -> Option<WebhookEventKind> {
     let s = |value: &Arc<str>| value.to_string();
-    match event {
+    Some(match event {
         LifecycleEvent::Connect { client, user } => WebhookEventKind::Connect {
             client: s(client),
             user: user.as_ref().map(s),
@@ -220,7 +234,8 @@ fn wire_kind(event: &LifecycleEvent) -> WebhookEventKind {
             channel: s(channel),
             member: member.clone(),
         },
-    }
+        LifecycleEvent::Foreign { .. } => return None,
+    })
 }
 
 /// The counters of one delivery (`wirehub_webhook_*{target="NAME"}` on `/metrics`).
