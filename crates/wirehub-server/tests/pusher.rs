@@ -233,15 +233,17 @@ struct PusherReceiver {
 }
 
 impl PusherReceiver {
-    async fn start() -> PusherReceiver {
+    /// A receiver that answers the first `fail` valid requests with 500.
+    async fn start(fail: usize) -> PusherReceiver {
         use axum::http::{HeaderMap, StatusCode};
         let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let bad = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (kept, refused) = (events.clone(), bad.clone());
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fail));
         let app = axum::Router::new().route(
             "/",
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let (kept, refused) = (kept.clone(), refused.clone());
+                let (kept, refused, failing) = (kept.clone(), refused.clone(), failing.clone());
                 async move {
                     use hmac::{Hmac, Mac};
                     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes())
@@ -263,6 +265,14 @@ impl PusherReceiver {
                     if header("x-pusher-key") != KEY || header("x-pusher-signature") != expected {
                         refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return StatusCode::UNAUTHORIZED;
+                    }
+                    let fail = failing.fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |left| left.checked_sub(1),
+                    );
+                    if fail.is_ok() {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
                     }
                     let batch: Value = serde_json::from_slice(&body).expect("JSON body");
                     let mut kept = kept.lock().expect("lock");
@@ -302,12 +312,13 @@ impl PusherReceiver {
     }
 }
 
-/// Two nodes on Redis send each Pusher webhook once: channel_occupied for the first
+/// Two nodes on Redis send each Pusher webhook once (retried after the receiver's 500s): channel_occupied for the first
 /// subscriber anywhere, channel_vacated after the last one is gone, member_added for a
 /// user's first connection in the cluster and member_removed after its last.
 #[tokio::test]
 async fn issue_12_pusher_webhooks_once_per_transition_across_two_nodes() {
-    let receiver = PusherReceiver::start().await;
+    // The first two requests fail: the delivery tries again, and nothing arrives twice.
+    let receiver = PusherReceiver::start(2).await;
     let redis = wirehub_testkit::RedisServer::start();
     let node = || {
         ServerConfig::new()
