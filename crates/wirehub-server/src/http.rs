@@ -98,25 +98,25 @@ pub(crate) fn authorized_query<T>(
     state: &AppState,
     headers: &HeaderMap,
     params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, Response> {
-    authorized(state, headers).map_err(|response| *response)?;
+) -> Result<T, Box<Response>> {
+    authorized(state, headers)?;
     params.map(|Query(params)| params).map_err(|err| {
-        api_error(
+        Box::new(api_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidMessage,
             err.body_text(),
-        )
+        ))
     })
 }
 
 /// A query's `channel`, checked: nothing, or the 400 `invalid_channel` answer.
-pub(crate) fn checked_channel(channel: &str) -> Result<(), Response> {
+pub(crate) fn checked_channel(channel: &str) -> Result<(), Box<Response>> {
     validate_channel(channel).map_err(|err| {
-        api_error(
+        Box::new(api_error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidChannel,
             err.to_string(),
-        )
+        ))
     })
 }
 
@@ -219,10 +219,10 @@ async fn history(
 ) -> Response {
     let params = match authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Err(response) = checked_channel(&params.channel) {
-        return response;
+        return *response;
     }
     // Without an epoch the offset is taken in the current epoch.
     let limit = params.page_size();

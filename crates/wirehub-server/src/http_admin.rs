@@ -28,7 +28,7 @@ pub(crate) async fn channels(
 ) -> Response {
     let params = match crate::http::authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = params.page_size();
     let store = state.activity.occupancy().store();

@@ -29,10 +29,10 @@ pub(crate) async fn api_presence(
 ) -> Response {
     let params = match crate::http::authorized_query(&state, &headers, params) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Err(response) = crate::http::checked_channel(&params.channel) {
-        return response;
+        return *response;
     }
     if !state.hub.presence_enabled(&params.channel) {
         return api_error(

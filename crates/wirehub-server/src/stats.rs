@@ -89,7 +89,7 @@ pub(crate) async fn stats(
 ) -> Response {
     let query = match crate::http::authorized_query(&state, &headers, query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let broker = state.hub.broker();
     let health = broker.health();

@@ -75,7 +75,7 @@ impl DeadLetter {
         result
     }
 
-    /// Logs that the queue overflowed, at most once per [`WARN_EVERY`], with the count.
+    /// Logs that the queue overflowed, at most once per `WARN_EVERY`, with the count.
     pub fn warn_overflow(&self, target: &str, capacity: usize) {
         let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         warned.1 += 1;

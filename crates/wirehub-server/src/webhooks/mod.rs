@@ -11,7 +11,7 @@
 //!
 //! Nothing is dropped in silence: an event that finds the queue full, a batch refused
 //! `max_attempts` times, and what is still queued when the server stops (after the shutdown
-//! drain) are written to the dead-letter file (JSON lines, [`dead_letter`]), counted, and
+//! drain) are written to the dead-letter file (JSON lines, see `dead_letter`), counted, and
 //! logged (rate-limited).
 //!
 //! The body and headers are the format's ([`WirehubFormat`]: `{"events": [...]}` signed
