@@ -232,7 +232,14 @@ async fn grace(cluster: &Cluster) {
     bob_proxy.reset();
     carol_proxy.reset();
     drop((bob, carol));
-    // Bob comes back at once, to the other node: he continues his member, no leave/join.
+    // Once their node has seen both links go (a member is taken over only in its grace; a
+    // reconnect faster than the server can notice the loss is a second connection), Bob
+    // comes back at once, to the other node: he continues his member, no leave/join.
+    let left_on_node = if cluster.nodes.len() == 1 { 1 } else { 0 }; // Ann's, on one node
+    cluster
+        .node(1)
+        .wait_for_metric("wirehub_connections", left_on_node)
+        .await;
     let (mut bob, bob_again) = connect(&cluster.node(0).ws_url(), "bob").await;
     bob.subscribe("room:g").await;
     let reply = presence(&mut bob, "room:g").await;
