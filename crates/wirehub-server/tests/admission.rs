@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use wirehub_protocol::{RetryWindow, parse_retry_hint};
 use wirehub_server::{AdmissionConfig, ServerConfig};
-use wirehub_testkit::{TestServer, WsClient};
+use wirehub_testkit::{TestServer, WsClient, send_upgrade_request};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,14 +31,7 @@ struct Reply {
 /// refusal, its whole body by `Content-Length`).
 async fn upgrade(addr: SocketAddr, extra: &str) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write the request");
+    send_upgrade_request(&mut stream, extra).await;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
