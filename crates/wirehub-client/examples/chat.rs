@@ -23,7 +23,7 @@ async fn main() -> Result<(), wirehub_client::Error> {
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
-                Event::Connected { session } => eprintln!("* connected ({session})"),
+                Event::Connected { session, .. } => eprintln!("* connected ({session})"),
                 Event::Reconnecting { delay, .. } => eprintln!("* reconnecting in {delay:?}"),
                 Event::Stopped { error } => eprintln!("* stopped: {error:?}"),
                 _ => {}

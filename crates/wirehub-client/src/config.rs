@@ -78,6 +78,16 @@ pub struct ClientConfig {
     /// [`ClientConfig::backoff`], counted per subscription and restarted once a
     /// subscribe succeeds. Default: 100 ms doubling to a 5 s cap with full jitter.
     pub resubscribe_backoff: Backoff,
+    /// Whether to offer permessage-deflate (RFC 7692). When the server accepts it, the
+    /// messages it compresses (wirehub: those of 256 bytes and more) arrive compressed and
+    /// are inflated here, and the client compresses what it sends from 256 bytes on. Each
+    /// message is compressed on its own in both directions, so an idle connection holds no
+    /// compression state. Default `true`.
+    pub compression: bool,
+    /// The largest message accepted from the server, on the wire and once inflated (a
+    /// message past it fails the connection with close 1009, which is then re-established).
+    /// Default 64 MiB.
+    pub max_message_size: usize,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -97,6 +107,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("retry_publishes", &self.retry_publishes)
             .field("root_certificates", &self.root_certificates.len())
             .field("resubscribe_backoff", &self.resubscribe_backoff)
+            .field("compression", &self.compression)
+            .field("max_message_size", &self.max_message_size)
             .finish()
     }
 }
@@ -121,6 +133,8 @@ impl ClientConfig {
             resubscribe_backoff: Backoff::default()
                 .initial(Duration::from_millis(100))
                 .max(Duration::from_secs(5)),
+            compression: true,
+            max_message_size: 64 << 20,
         }
     }
 
@@ -187,6 +201,18 @@ impl ClientConfig {
     /// Sets how long requests wait for the server's answer.
     pub fn request_timeout(mut self, request_timeout: Duration) -> Self {
         self.request_timeout = request_timeout;
+        self
+    }
+
+    /// Sets whether permessage-deflate is offered.
+    pub fn compression(mut self, compression: bool) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Sets the largest message accepted from the server.
+    pub fn max_message_size(mut self, max_message_size: usize) -> Self {
+        self.max_message_size = max_message_size;
         self
     }
 

@@ -15,28 +15,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_tungstenite::Connector;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use wirehub_protocol::{ClientMessage, ReconnectAdvice, ServerMessage, StreamPosition};
+use wirehub_ws::CloseFrame;
 
 use crate::backoff::ReconnectSchedule;
 use crate::client::{Command, StopState};
-use crate::connector::{self, Socket};
+use crate::connector::{self, Socket, Tls};
 use crate::registry::{BufferedPublish, Offer, Registration, Registry, end_stream};
+use crate::socket::Incoming;
 use crate::{ClientConfig, Error, Event, Jitter, Message, ReconnectReason, Result};
 
 /// The connection task.
 pub(crate) struct Actor {
     config: ClientConfig,
     /// The TLS settings for a `wss://` URL, built once.
-    tls: Option<Connector>,
+    tls: Option<Tls>,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
     stopped: StopState,
@@ -116,7 +113,7 @@ enum Attempt {
 impl Actor {
     pub(crate) fn new(
         config: ClientConfig,
-        tls: Option<Connector>,
+        tls: Option<Tls>,
         commands: mpsc::Receiver<Command>,
         command_sender: mpsc::WeakSender<Command>,
         events: broadcast::Sender<Event>,
@@ -305,10 +302,7 @@ impl Actor {
             Err(ended) => ended,
         };
         if matches!(ended, Ended::Closed) {
-            let close = conn.socket.close(Some(CloseFrame {
-                code: WsCloseCode::Normal,
-                reason: "client closed".into(),
-            }));
+            let close = conn.socket.close(1000, "client closed");
             let _ = timeout(self.config.pong_timeout, close).await;
         }
         let error = match &ended {
@@ -373,9 +367,12 @@ impl Actor {
                     conn.last_received = Instant::now();
                     conn.ping_deadline = None;
                     match frame {
-                        Some(Ok(WsMessage::Text(text))) => self.on_text(conn, text.as_str()).await?,
-                        Some(Ok(WsMessage::Close(frame))) => return Err(closed_by_server(frame)),
-                        Some(Ok(_)) => {}
+                        Some(Ok(Incoming::Text(text))) => {
+                            // The decoder checked the UTF-8.
+                            let text = std::str::from_utf8(&text).unwrap_or_default();
+                            self.on_text(conn, text).await?;
+                        }
+                        Some(Ok(Incoming::Close(frame))) => return Err(closed_by_server(frame)),
                         Some(Err(error)) => {
                             return Err(Ended::Lost {
                                 code: None,
@@ -505,7 +502,10 @@ impl Actor {
                     return Ok(());
                 }
                 conn.ready = true;
-                self.emit(Event::Connected { session });
+                self.emit(Event::Connected {
+                    session,
+                    compression: conn.socket.compressed(),
+                });
                 // A stalled subscription waits for its consumer and catches up then.
                 let channels: Vec<String> = self
                     .registry
@@ -862,12 +862,7 @@ impl Actor {
                 return Ok(());
             }
         };
-        match timeout(
-            self.config.pong_timeout,
-            conn.socket.send(WsMessage::text(text)),
-        )
-        .await
-        {
+        match timeout(self.config.pong_timeout, conn.socket.send_text(&text)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Ended::Lost {
                 code: None,
@@ -967,8 +962,8 @@ fn closed_by_server(frame: Option<CloseFrame>) -> Ended {
             advice: ReconnectAdvice::Backoff,
         };
     };
-    let code = u16::from(frame.code);
-    let reason = frame.reason.as_str().to_owned();
+    let code = frame.code;
+    let reason = frame.reason;
     match ReconnectAdvice::for_code(code) {
         ReconnectAdvice::Stop => Ended::Stop(Error::Rejected { code, reason }),
         advice => Ended::Lost {
@@ -987,7 +982,7 @@ mod tests {
     fn close_codes_map_to_the_contract() {
         let frame = |code: u16| {
             Some(CloseFrame {
-                code: WsCloseCode::from(code),
+                code,
                 reason: "why".into(),
             })
         };

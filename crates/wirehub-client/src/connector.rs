@@ -9,27 +9,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, header};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::socket::{self, Options, Target, Upgrade};
 use crate::{ClientConfig, Error, Result};
 
-/// An open WebSocket to the server.
-pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) use crate::socket::Socket;
+
+/// The rustls settings of a `wss://` client.
+pub(crate) type Tls = Arc<rustls::ClientConfig>;
 
 /// Checks what can be checked before the first attempt (the URL, the token header, the
 /// TLS roots) and returns the TLS settings a `wss://` URL needs.
-pub(crate) fn validate(config: &ClientConfig) -> Result<Option<Connector>> {
-    build_request(config)?;
-    let secure = config
-        .url
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
-    if secure {
+pub(crate) fn validate(config: &ClientConfig) -> Result<Option<Tls>> {
+    let target = target(config)?;
+    if let Some(token) = &config.token {
+        check_token(token)?;
+    }
+    if target.secure {
         tls_settings(&config.root_certificates).map(Some)
     } else {
         Ok(None)
@@ -37,7 +34,7 @@ pub(crate) fn validate(config: &ClientConfig) -> Result<Option<Connector>> {
 }
 
 /// A rustls client configuration trusting the bundled Mozilla roots and `extra` (DER).
-fn tls_settings(extra: &[Vec<u8>]) -> Result<Connector> {
+fn tls_settings(extra: &[Vec<u8>]) -> Result<Tls> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra {
@@ -55,7 +52,7 @@ fn tls_settings(extra: &[Vec<u8>]) -> Result<Connector> {
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(settings)))
+    Ok(Arc::new(settings))
 }
 
 /// Checks that a token can be sent in the `Authorization` header.
@@ -63,84 +60,77 @@ pub(crate) fn check_token(token: &str) -> Result<()> {
     bearer(token).map(drop)
 }
 
-fn bearer(token: &str) -> Result<HeaderValue> {
-    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::InvalidToken)
+/// The `Authorization` header value for `token`: printable ASCII only (no line breaks that
+/// would end the header).
+fn bearer(token: &str) -> Result<String> {
+    let value = format!("Bearer {token}");
+    if value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        Ok(value)
+    } else {
+        Err(Error::InvalidToken)
+    }
 }
 
-fn build_request(config: &ClientConfig) -> Result<Request<()>> {
-    let invalid = |reason: String| Error::InvalidUrl {
+fn target(config: &ClientConfig) -> Result<Target> {
+    Target::parse(&config.url).map_err(|reason| Error::InvalidUrl {
         url: config.url.clone(),
         reason,
-    };
-    let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-    if !matches!(scheme, Some(scheme) if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss"))
-    {
-        return Err(invalid("the scheme must be ws:// or wss://".into()));
-    }
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|err| invalid(err.to_string()))?;
-    if let Some(token) = &config.token {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, bearer(token)?);
-    }
-    Ok(request)
+    })
 }
 
 /// One connection attempt: TCP connect, TLS for `wss://`, and the WebSocket handshake, all
 /// within [`ClientConfig::connect_timeout`].
 ///
 /// # Errors
-/// [`Error::Unauthorized`] for HTTP 401/403, [`Error::InvalidUrl`], [`Error::InvalidToken`],
-/// or [`Error::Connect`] for anything worth retrying.
-pub(crate) async fn connect(config: &ClientConfig, tls: Option<Connector>) -> Result<Socket> {
-    let request = build_request(config)?;
+/// [`Error::Unauthorized`] for HTTP 401/403, [`Error::Overloaded`] for 429/503,
+/// [`Error::InvalidUrl`], [`Error::InvalidToken`], or [`Error::Connect`] for anything else
+/// worth retrying.
+pub(crate) async fn connect(config: &ClientConfig, tls: Option<Tls>) -> Result<Socket> {
+    let target = target(config)?;
+    let authorization = config.token.as_deref().map(bearer).transpose()?;
+    let options = Options {
+        authorization: authorization.as_deref(),
+        compression: config.compression,
+        max_message_size: config.max_message_size,
+        tls,
+    };
     let connect_timeout = config.connect_timeout;
-    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, None, true, tls);
-    match timeout(connect_timeout, handshake).await {
-        Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(error)) => Err(classify_connect_error(error, &config.url)),
+    match timeout(connect_timeout, socket::open(&target, &options)).await {
+        Ok(Ok(Upgrade::Open(socket))) => Ok(socket),
+        Ok(Ok(Upgrade::Refused { status, headers })) => Err(refusal(status, &headers)),
+        Ok(Err(error)) => Err(Error::connect(error.to_string())),
         Err(_) => Err(Error::connect(format!(
             "no WebSocket handshake within {connect_timeout:?}"
         ))),
     }
 }
 
-fn classify_connect_error(error: tungstenite::Error, url: &str) -> Error {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            if status == 401 || status == 403 {
-                Error::Unauthorized { status }
-            } else if status == 503 || status == 429 {
-                Error::Overloaded {
-                    status,
-                    retry_after: retry_after(response.headers()),
-                }
-            } else {
-                Error::connect(format!(
-                    "the server answered the upgrade with HTTP {status}"
-                ))
-            }
+/// What an upgrade answered with another status than 101 means.
+fn refusal(status: u16, headers: &[(String, String)]) -> Error {
+    if status == 401 || status == 403 {
+        Error::Unauthorized { status }
+    } else if status == 503 || status == 429 {
+        Error::Overloaded {
+            status,
+            retry_after: retry_after(headers),
         }
-        tungstenite::Error::Url(error) => Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: error.to_string(),
-        },
-        other => Error::connect(other.to_string()),
+    } else {
+        Error::connect(format!(
+            "the server answered the upgrade with HTTP {status}"
+        ))
     }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by wirehub and is ignored),
 /// capped at [`wirehub_protocol::MAX_HINT`].
-fn retry_after(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
     let seconds: u64 = headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
+        .iter()
+        .find(|(name, _)| name == "retry-after")?
+        .1
         .trim()
         .parse()
         .ok()?;
@@ -160,39 +150,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_carry_the_token() {
-        let config = ClientConfig::new("ws://127.0.0.1:1/ws").token("abc");
-        let request = build_request(&config).expect("valid");
+    fn urls_and_tokens_are_checked_before_connecting() {
         assert_eq!(
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-            Some(&b"Bearer abc"[..])
+            bearer("abc").expect("valid"),
+            "Bearer abc",
+            "the token goes in the Authorization header"
         );
+        assert!(validate(&ClientConfig::new("ws://127.0.0.1:1/ws").token("abc")).is_ok());
+        for url in ["http://x/ws", "not a url"] {
+            assert!(matches!(
+                validate(&ClientConfig::new(url)),
+                Err(Error::InvalidUrl { .. })
+            ));
+        }
         assert!(matches!(
-            build_request(&ClientConfig::new("http://x/ws")),
-            Err(Error::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            build_request(&ClientConfig::new("not a url")),
-            Err(Error::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            build_request(&ClientConfig::new("ws://x/ws").token("a\nb")),
+            validate(&ClientConfig::new("ws://x/ws").token("a\nb")),
             Err(Error::InvalidToken)
+        ));
+        assert!(matches!(
+            validate(&ClientConfig::new("wss://x/ws")),
+            Ok(Some(_))
         ));
     }
 
     #[test]
     fn overload_refusals_carry_retry_after() {
         let refusal = |status: u16, retry_after: Option<&str>| {
-            let mut response = tungstenite::http::Response::builder().status(status);
-            if let Some(value) = retry_after {
-                response = response.header(header::RETRY_AFTER, value);
-            }
-            let response = response.body(None).expect("valid response");
-            classify_connect_error(tungstenite::Error::Http(Box::new(response)), "ws://x/ws")
+            let headers: Vec<(String, String)> = retry_after
+                .map(|value| ("retry-after".to_owned(), value.to_owned()))
+                .into_iter()
+                .collect();
+            refusal(status, &headers)
         };
         assert!(matches!(
             refusal(503, Some("7")),
@@ -214,5 +202,9 @@ mod tests {
             Error::Overloaded { retry_after: Some(wait), .. } if wait == wirehub_protocol::MAX_HINT
         ));
         assert!(matches!(refusal(500, Some("3")), Error::Connect { .. }));
+        assert!(matches!(
+            refusal(401, None),
+            Error::Unauthorized { status: 401 }
+        ));
     }
 }

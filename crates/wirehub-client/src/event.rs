@@ -31,6 +31,9 @@ pub enum Event {
     Connected {
         /// The session id the server assigned.
         session: String,
+        /// Whether permessage-deflate was negotiated on this connection (see
+        /// [`ClientConfig::compression`](crate::ClientConfig::compression)).
+        compression: bool,
     },
     /// An established connection ended.
     Disconnected {

@@ -100,6 +100,7 @@ mod connector;
 mod error;
 mod event;
 mod registry;
+mod socket;
 mod subscription;
 
 pub use backoff::{Backoff, Jitter, ReconnectSchedule};

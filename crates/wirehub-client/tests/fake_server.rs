@@ -201,7 +201,7 @@ async fn a_frozen_server_is_detected_and_left() {
     wait_for(
         &mut events,
         "the first connection",
-        |e| matches!(e, Event::Connected { session } if session == "fake-0"),
+        |e| matches!(e, Event::Connected { session, .. } if session == "fake-0"),
     )
     .await;
     let event = wait_for(&mut events, "the disconnect", |e| {
@@ -217,7 +217,7 @@ async fn a_frozen_server_is_detected_and_left() {
     wait_for(
         &mut events,
         "the second connection",
-        |e| matches!(e, Event::Connected { session } if session == "fake-1"),
+        |e| matches!(e, Event::Connected { session, .. } if session == "fake-1"),
     )
     .await;
     // And the new connection works.

@@ -1,5 +1,6 @@
-//! The client-frame decoder: RFC 6455 §5 framing rules, fragment reassembly, incremental
-//! UTF-8 validation and the message size limit.
+//! The frame decoder: RFC 6455 §5 framing rules, fragment reassembly, incremental UTF-8
+//! validation and the message size limit. A server's decoder takes masked client frames
+//! ([`Decoder::new`]); a client's takes unmasked server frames ([`Decoder::for_client`]).
 //!
 //! The decoder works on the caller's read buffer. A complete unfragmented frame is cut out
 //! of it with `split_to(..).freeze()` and unmasked in place, so the common case costs no
@@ -19,7 +20,7 @@ use crate::error::ProtocolError;
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
-/// A complete message or control frame received from a client.
+/// A complete message or control frame received from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message; the payload is guaranteed valid UTF-8 (fragments reassembled).
@@ -66,10 +67,11 @@ struct Header {
     /// Header size including the masking key.
     header_len: usize,
     payload_len: usize,
-    mask: [u8; 4],
+    /// The masking key; `None` for a server's (unmasked) frame.
+    mask: Option<[u8; 4]>,
 }
 
-/// Incremental decoder of client frames for one connection.
+/// Incremental decoder of the peer's frames for one connection.
 ///
 /// Feed it the connection's read buffer: call [`Decoder::decode`] until it returns
 /// `Ok(None)`, read more bytes onto the end of the same buffer, repeat. Between calls the
@@ -90,6 +92,9 @@ pub struct Decoder {
     scanned: usize,
     /// permessage-deflate, when negotiated.
     inflater: Option<Inflater>,
+    /// The peer is a client: its frames must be masked. A client's decoder refuses masked
+    /// frames instead (RFC 6455 §5.1).
+    masked: bool,
 }
 
 impl Decoder {
@@ -103,6 +108,17 @@ impl Decoder {
             utf8: Utf8Validator::default(),
             scanned: 0,
             inflater: None,
+            masked: true,
+        }
+    }
+
+    /// A client's decoder of the server's frames, which are never masked: a masked frame is
+    /// [`ProtocolError::MaskedFrame`]. Otherwise as [`Decoder::new`].
+    #[must_use]
+    pub fn for_client(max_message_size: usize) -> Self {
+        Self {
+            masked: false,
+            ..Self::new(max_message_size)
         }
     }
 
@@ -111,8 +127,18 @@ impl Decoder {
     /// soon as they inflate to more than `max_inflated` bytes. The message size limit of
     /// [`Decoder::new`] applies to the compressed bytes as they arrive.
     #[must_use]
-    pub fn with_deflate(mut self, deflate: &Deflate, max_inflated: usize) -> Self {
-        self.inflater = Some(Inflater::new(deflate, max_inflated));
+    pub fn with_deflate(self, deflate: &Deflate, max_inflated: usize) -> Self {
+        self.with_inflate(deflate.client_context_takeover, max_inflated)
+    }
+
+    /// permessage-deflate with the peer's context takeover as negotiated: when the peer keeps
+    /// its compression context between messages (`peer_context_takeover`), this connection
+    /// keeps a decompressor of its own; otherwise one per thread is reset for each message.
+    /// Messages inflating to more than `max_inflated` bytes are refused as in
+    /// [`Decoder::with_deflate`].
+    #[must_use]
+    pub fn with_inflate(mut self, peer_context_takeover: bool, max_inflated: usize) -> Self {
+        self.inflater = Some(Inflater::new(peer_context_takeover, max_inflated));
         self
     }
 
@@ -163,7 +189,9 @@ impl Decoder {
                 if validate && available > self.scanned {
                     let start = header.header_len + self.scanned;
                     let piece = buf.get_mut(start..).unwrap_or_default();
-                    apply_mask(piece, header.mask, self.scanned);
+                    if let Some(mask) = header.mask {
+                        apply_mask(piece, mask, self.scanned);
+                    }
                     self.utf8
                         .feed(piece)
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -176,7 +204,9 @@ impl Decoder {
             buf.advance(header.header_len);
             let mut payload = buf.split_to(header.payload_len);
             let rest = payload.get_mut(scanned..).unwrap_or_default();
-            apply_mask(rest, header.mask, scanned);
+            if let Some(mask) = header.mask {
+                apply_mask(rest, mask, scanned);
+            }
             if validate {
                 self.utf8
                     .feed(rest)
@@ -290,8 +320,10 @@ impl Decoder {
         let Some(&b1) = buf.get(1) else {
             return Ok(None);
         };
-        if b1 & 0x80 == 0 {
-            return Err(ProtocolError::UnmaskedFrame);
+        match (b1 & 0x80 != 0, self.masked) {
+            (false, true) => return Err(ProtocolError::UnmaskedFrame),
+            (true, false) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
         }
         let len7 = b1 & 0x7F;
         if control && usize::from(len7) > MAX_CONTROL_PAYLOAD {
@@ -326,14 +358,21 @@ impl Decoder {
             max: self.max_message_size,
         };
         let payload_len = usize::try_from(len).map_err(|_| too_large())?;
-        let header_len = len_end + 4;
+        let header_len = len_end + if self.masked { 4 } else { 0 };
         // The whole frame must be addressable (only matters on 32-bit targets).
         header_len.checked_add(payload_len).ok_or_else(too_large)?;
-        let Some(key) = buf.get(len_end..header_len) else {
+        let mask = if self.masked {
+            let Some(key) = buf.get(len_end..header_len) else {
+                return Ok(None);
+            };
+            let mut mask = [0; 4];
+            mask.copy_from_slice(key);
+            Some(mask)
+        } else if buf.len() < header_len {
             return Ok(None);
+        } else {
+            None
         };
-        let mut mask = [0; 4];
-        mask.copy_from_slice(key);
         Ok(Some(Header {
             fin,
             compressed,

@@ -170,6 +170,30 @@ thread_local! {
 /// `opcode` must be Text or Binary: control frames are never compressed.
 #[must_use]
 pub fn deflate_frame(opcode: OpCode, payload: &[u8]) -> Option<Bytes> {
+    compressed(payload, |body| {
+        let mut frame = BytesMut::with_capacity(header_len(body.len()) + body.len());
+        crate::encode::write_header_bits(&mut frame, 0x80 | RSV1 | opcode.as_u8(), body.len());
+        frame.put_slice(body);
+        frame.freeze()
+    })
+}
+
+/// A client's compressed frame: as [`deflate_frame`], masked with `mask`. A client never
+/// keeps its compression context (it offers `client_no_context_takeover`), so each message
+/// is compressed on its own.
+#[must_use]
+pub fn deflate_client_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Option<Bytes> {
+    compressed(payload, |body| {
+        let mut frame = BytesMut::new();
+        crate::encode::write_masked(&mut frame, 0x80 | RSV1 | opcode.as_u8(), body, mask);
+        frame.freeze()
+    })
+}
+
+/// Compresses `payload` on its own with this thread's compressor and hands the message's
+/// compressed bytes (without the sync-flush tail) to `frame`; `None` when they would not be
+/// shorter than `payload`.
+fn compressed<R>(payload: &[u8], frame: impl FnOnce(&[u8]) -> R) -> Option<R> {
     COMPRESSOR.with_borrow_mut(|slot| {
         let (compress, scratch) =
             slot.get_or_insert_with(|| (Compress::new(Compression::new(LEVEL), false), Vec::new()));
@@ -202,17 +226,85 @@ pub fn deflate_frame(opcode: OpCode, payload: &[u8]) -> Option<Bytes> {
         if body.len() >= payload.len() {
             return None;
         }
-        let mut frame = BytesMut::with_capacity(header_len(body.len()) + body.len());
-        crate::encode::write_header_bits(&mut frame, 0x80 | RSV1 | opcode.as_u8(), body.len());
-        frame.put_slice(body);
-        Some(frame.freeze())
+        Some(frame(body))
     })
+}
+
+/// The `Sec-WebSocket-Extensions` offer of a client: permessage-deflate, with the promise
+/// that the client compresses each message on its own (`client_no_context_takeover`).
+pub const CLIENT_OFFER: &str = "permessage-deflate; client_no_context_takeover";
+
+/// permessage-deflate as a server accepted a client's [`CLIENT_OFFER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerDeflate {
+    /// The server keeps its compression context between messages (it did not answer
+    /// `server_no_context_takeover`): the client must then keep a decompressor per
+    /// connection ([`crate::Decoder::with_inflate`]).
+    pub server_context_takeover: bool,
+}
+
+/// A server's `Sec-WebSocket-Extensions` answer that a client must fail the connection for
+/// (RFC 6455 §9.1, RFC 7692 §5): an extension it did not offer, or a parameter it may not
+/// send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server answered with extensions that were not offered: {0}")]
+pub struct ExtensionError(pub String);
+
+/// Reads the values of a server's `Sec-WebSocket-Extensions` response headers to
+/// [`CLIENT_OFFER`]: `Ok(None)` when the server declined the extension (no header), the
+/// negotiated parameters otherwise.
+///
+/// # Errors
+/// [`ExtensionError`] when the server names another extension, names permessage-deflate
+/// twice, or answers with a parameter that is unknown, repeated, has an invalid value, or
+/// was not offered (`client_max_window_bits`).
+pub fn accept_response<'a>(
+    header_values: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<ServerDeflate>, ExtensionError> {
+    let mut accepted = None;
+    for extension in header_values.into_iter().flat_map(|value| value.split(',')) {
+        let extension = extension.trim();
+        if extension.is_empty() {
+            continue;
+        }
+        let fail = || ExtensionError(extension.to_owned());
+        let mut parts = extension.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        if !name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) || accepted.is_some() {
+            return Err(fail());
+        }
+        let mut seen = [false; 3];
+        let mut server_no_context_takeover = false;
+        for part in parts {
+            let (name, value) = match part.split_once('=') {
+                Some((name, value)) => (name.trim(), Some(unquote(value.trim()).ok_or_else(fail)?)),
+                None => (part, None),
+            };
+            let index = match (name.to_ascii_lowercase().as_str(), value) {
+                ("server_no_context_takeover", None) => {
+                    server_no_context_takeover = true;
+                    0
+                }
+                ("client_no_context_takeover", None) => 1,
+                // Any window the server compresses with is inflated with the full one.
+                ("server_max_window_bits", Some(value)) if window_bits(value).is_some() => 2,
+                _ => return Err(fail()),
+            };
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(fail());
+            }
+        }
+        accepted = Some(ServerDeflate {
+            server_context_takeover: !server_no_context_takeover,
+        });
+    }
+    Ok(accepted)
 }
 
 /// The inflating side of a connection that negotiated permessage-deflate.
 #[derive(Debug)]
 pub(crate) struct Inflater {
-    /// Keep the decompressor between messages (client context takeover).
+    /// Keep the decompressor between messages (the peer's context takeover).
     context_takeover: bool,
     /// The connection's own decompressor, made at its first compressed message, with
     /// context takeover only.
@@ -222,9 +314,9 @@ pub(crate) struct Inflater {
 }
 
 impl Inflater {
-    pub(crate) fn new(deflate: &Deflate, max_inflated: usize) -> Self {
+    pub(crate) fn new(context_takeover: bool, max_inflated: usize) -> Self {
         Inflater {
-            context_takeover: deflate.client_context_takeover,
+            context_takeover,
             own: None,
             max_inflated,
         }

@@ -1,6 +1,7 @@
-//! Server-side frame encoding and the handshake accept key.
+//! Frame encoding and the handshake accept key.
 //!
-//! Server frames are never masked (RFC 6455 §5.1) and this codec never fragments what it
+//! Server frames are never masked (RFC 6455 §5.1), a client's always are (`encode_client_*`,
+//! with a key the caller draws at random for each frame). This codec never fragments what it
 //! sends, so every frame is FIN + opcode, the shortest length encoding, then the payload.
 
 use base64::Engine as _;
@@ -99,6 +100,52 @@ pub(crate) fn write_header_bits(out: &mut BytesMut, first: u8, len: usize) {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
+}
+
+/// Appends a masked frame (a client's) whose first byte is `first`: the header with the mask
+/// bit, the key, then `payload` masked with it.
+pub(crate) fn write_masked(out: &mut BytesMut, first: u8, payload: &[u8], mask: [u8; 4]) {
+    let start = out.len();
+    out.reserve(header_len(payload.len()) + 4 + payload.len());
+    write_header_bits(out, first, payload.len());
+    if let Some(length) = out.get_mut(start + 1) {
+        *length |= 0x80;
+    }
+    out.put_slice(&mask);
+    let body = out.len();
+    out.put_slice(payload);
+    if let Some(body) = out.get_mut(body..) {
+        crate::mask::apply_mask(body, mask, 0);
+    }
+}
+
+/// Appends one masked client frame with FIN set to `out`, masked with `mask` (RFC 6455 §5.3:
+/// a fresh random key for every frame).
+///
+/// Control frames (Close, Ping, Pong) must have payloads of at most 125 bytes; this function
+/// does not check it.
+pub fn write_client_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    write_masked(out, 0x80 | opcode.as_u8(), payload, mask);
+}
+
+/// Encodes one masked client frame with FIN set, masked with `mask` (RFC 6455 §5.3: a fresh
+/// random key for every frame).
+///
+/// Control frames (Close, Ping, Pong) must have payloads of at most 125 bytes; this function
+/// does not check it.
+#[must_use]
+pub fn encode_client_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Bytes {
+    let mut out = BytesMut::new();
+    write_masked(&mut out, 0x80 | opcode.as_u8(), payload, mask);
+    out.freeze()
+}
+
+/// A client's close frame with the given code and reason, masked with `mask` (reason
+/// truncated as in [`encode_close`]).
+#[must_use]
+pub fn encode_client_close(code: u16, reason: &str, mask: [u8; 4]) -> Bytes {
+    let plain = encode_close(code, reason);
+    encode_client_frame(OpCode::Close, plain.get(2..).unwrap_or_default(), mask)
 }
 
 /// Appends one unmasked FIN frame to `out` (to build frames without an extra copy when the

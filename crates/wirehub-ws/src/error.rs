@@ -1,5 +1,5 @@
-//! Fatal protocol violations found by the decoder, each tied to the close code the server
-//! must send before dropping the connection (RFC 6455 §7.4.1).
+//! Fatal protocol violations found by the decoder, each tied to the close code to send before
+//! dropping the connection (RFC 6455 §7.4.1).
 
 /// A fatal protocol violation: the connection must be failed with [`ProtocolError::close_code`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +18,9 @@ pub enum ProtocolError {
     /// A client frame arrived without a mask.
     #[error("client frame is not masked")]
     UnmaskedFrame,
+    /// A server frame arrived masked (a client's decoder).
+    #[error("server frame is masked")]
+    MaskedFrame,
     /// A control frame arrived with FIN clear.
     #[error("control frame is fragmented")]
     FragmentedControl,

@@ -1,8 +1,9 @@
-//! A sans-IO, server-side WebSocket (RFC 6455) framing codec.
+//! A sans-IO WebSocket (RFC 6455) framing codec, for the server and for the Rust SDK.
 //!
-//! The server's session loop owns the socket and the read buffer; this crate only turns bytes
-//! into messages and messages into bytes, so every protocol rule is unit-tested without a
-//! network and the same code serves the server, the tests and the `echo` example.
+//! The server's session loop (and the SDK's connection) owns the socket and the read buffer;
+//! this crate only turns bytes into messages and messages into bytes, so every protocol rule
+//! is unit-tested without a network and the same code serves the server, the client SDK, the
+//! tests and the `echo` example.
 //!
 //! - [`Decoder`] parses masked client frames from the front of a `BytesMut`, reassembles
 //!   fragmented messages, validates text incrementally (invalid UTF-8 fails at the first bad
@@ -11,6 +12,9 @@
 //!   [`ProtocolError`] that names the close code to send.
 //! - [`encode_frame`], [`write_frame`], [`write_header`] and [`encode_close`] build unmasked
 //!   server frames; [`header_len`] tells the header size for a payload length.
+//! - The client's side: [`Decoder::for_client`] takes the server's unmasked frames,
+//!   [`encode_client_frame`] / [`write_client_frame`] / [`encode_client_close`] / [`deflate_client_frame`] build masked
+//!   ones, [`CLIENT_OFFER`] and [`accept_response`] negotiate permessage-deflate.
 //! - [`accept_key`] computes the `Sec-WebSocket-Accept` value for the opening handshake.
 //!
 //! - permessage-deflate (RFC 7692, `deflate`): [`negotiate`] picks a client's offer and
@@ -18,6 +22,7 @@
 //!   (RSV1) under a cap; [`deflate_frame`] compresses one outgoing message on its own
 //!   (`server_no_context_takeover`), so that one compressed frame can be shared by every
 //!   connection that negotiated the extension. No other extension is supported.
+//!   [`ExtensionError`]: a server's answer a client must refuse.
 //!
 //! # Layout
 //! - `decode`: the [`Decoder`] and the [`Message`] / [`CloseFrame`] types.
@@ -38,9 +43,13 @@ mod utf8;
 mod tests;
 
 pub use decode::{CloseFrame, Decoder, Message};
-pub use deflate::{Deflate, DeflateConfig, PERMESSAGE_DEFLATE, deflate_frame, negotiate};
+pub use deflate::{
+    CLIENT_OFFER, Deflate, DeflateConfig, ExtensionError, PERMESSAGE_DEFLATE, ServerDeflate,
+    accept_response, deflate_client_frame, deflate_frame, negotiate,
+};
 pub use encode::{
-    OpCode, accept_key, encode_close, encode_frame, header_len, write_frame, write_header,
+    OpCode, accept_key, encode_client_close, encode_client_frame, encode_close, encode_frame,
+    header_len, write_client_frame, write_frame, write_header,
 };
 pub use error::ProtocolError;
 

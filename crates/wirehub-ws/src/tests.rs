@@ -944,3 +944,176 @@ proptest! {
         prop_assert_eq!(whole, (expected, None));
     }
 }
+
+// The client's side: unmasked server frames in, masked client frames out.
+
+/// Decodes everything in `input` with a client's decoder, one byte at a time.
+fn client_decode(dec: &mut Decoder, input: &[u8]) -> (Vec<Message>, Option<ProtocolError>) {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for byte in input {
+        buf.extend_from_slice(&[*byte]);
+        if let Some(error) = drain(dec, &mut buf, &mut out) {
+            return (out, Some(error));
+        }
+    }
+    (out, None)
+}
+
+#[test]
+fn a_clients_decoder_takes_unmasked_frames_and_refuses_masked_ones() {
+    let input = cat(&[
+        encode_frame(OpCode::Text, "héllo".as_bytes()).to_vec(),
+        encode_frame(OpCode::Ping, b"p").to_vec(),
+        raw_frame(TEXT, b"frag", None),
+        raw_frame(FIN | CONT, b"ment", None),
+        encode_frame(OpCode::Binary, &vec![7; 70_000]).to_vec(),
+        encode_close(4100, "slow").to_vec(),
+    ]);
+    let (messages, error) = client_decode(&mut Decoder::for_client(1 << 20), &input);
+    assert_eq!(error, None);
+    assert_eq!(
+        messages,
+        vec![
+            text("héllo"),
+            ping(b"p"),
+            text("fragment"),
+            binary(&vec![7; 70_000]),
+            close(4100, "slow"),
+        ]
+    );
+    let (_, error) = client_decode(&mut Decoder::for_client(1024), &frame(FIN | TEXT, b"x"));
+    assert_eq!(error, Some(ProtocolError::MaskedFrame));
+    assert_eq!(ProtocolError::MaskedFrame.close_code(), 1002);
+    // Invalid UTF-8 in a partly arrived frame fails at once, as on the server.
+    let mut dec = Decoder::for_client(1024);
+    let mut buf = BytesMut::from(&raw_frame(FIN | TEXT, b"ab\xffcdef", None)[..5]);
+    assert_eq!(dec.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    // The size limit holds from the header alone.
+    let (_, error) = client_decode(
+        &mut Decoder::for_client(10),
+        &encode_frame(OpCode::Text, b"eleven byte")[..4],
+    );
+    assert!(matches!(
+        error,
+        Some(ProtocolError::TooLarge { size: 11, max: 10 })
+    ));
+}
+
+#[test]
+fn client_frames_are_masked_and_a_servers_decoder_reads_them() {
+    let mask = [1, 2, 3, 4];
+    for payload in [&b""[..], b"hi", &[b'z'; 200][..], &[9; 70_000][..]] {
+        let frame = crate::encode_client_frame(OpCode::Text, payload, mask);
+        assert_eq!(frame[0], FIN | TEXT);
+        assert_eq!(frame[1] & 0x80, 0x80, "mask bit");
+        assert_eq!(frame.len(), header_len(payload.len()) + 4 + payload.len());
+        if payload.len() > 4 {
+            assert_ne!(&frame[frame.len() - payload.len()..], payload, "masked");
+        }
+        let mut buf = BytesMut::from(&frame[..]);
+        let mut dec = Decoder::new(1 << 20);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(Message::Text(Bytes::copy_from_slice(payload))))
+        );
+        assert!(buf.is_empty());
+    }
+    let close = crate::encode_client_close(1000, &"é".repeat(100), mask);
+    let mut buf = BytesMut::from(&close[..]);
+    match Decoder::new(1024).decode(&mut buf) {
+        Ok(Some(Message::Close(Some(CloseFrame { code: 1000, reason })))) => {
+            assert_eq!(
+                reason,
+                "é".repeat(61),
+                "cut on a char boundary within 123 bytes"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn compressed_frames_both_ways() {
+    let text_payload = "wirehub compresses text that repeats itself ".repeat(40);
+    // Client -> server: masked, RSV1, inflated by the server's decoder.
+    let frame = crate::deflate_client_frame(OpCode::Text, text_payload.as_bytes(), [9, 8, 7, 6])
+        .expect("smaller");
+    assert_eq!(frame[0], FIN | 0x40 | TEXT);
+    assert!(frame.len() < text_payload.len() / 4, "{}", frame.len());
+    let deflate = crate::negotiate(
+        [crate::CLIENT_OFFER],
+        &crate::DeflateConfig {
+            client_context_takeover: false,
+        },
+    )
+    .expect("the server takes the client's offer");
+    let mut server = Decoder::new(1 << 20).with_deflate(&deflate, 1 << 20);
+    let mut buf = BytesMut::from(&frame[..]);
+    assert_eq!(server.decode(&mut buf), Ok(Some(text(&text_payload))));
+    // Server -> client: the shared compressed frame, inflated by the client's decoder, in
+    // every byte split.
+    let shared = crate::deflate_frame(OpCode::Text, text_payload.as_bytes()).expect("smaller");
+    let mut client = Decoder::for_client(1 << 20).with_inflate(false, 1 << 20);
+    let (messages, error) = client_decode(&mut client, &cat(&[shared.to_vec(), shared.to_vec()]));
+    assert_eq!(error, None);
+    assert_eq!(messages, vec![text(&text_payload), text(&text_payload)]);
+    // A bomb from the server is refused once inflated past the client's cap.
+    let bomb = crate::deflate_frame(OpCode::Text, &vec![b'a'; 1 << 20]).expect("smaller");
+    let (_, error) = client_decode(
+        &mut Decoder::for_client(1 << 20).with_inflate(false, 64 * 1024),
+        &bomb,
+    );
+    assert!(matches!(
+        error,
+        Some(ProtocolError::TooLarge { max: 65_536, .. })
+    ));
+    // Without the extension, RSV1 is a protocol error for the client too.
+    let (_, error) = client_decode(&mut Decoder::for_client(1 << 20), &shared);
+    assert_eq!(error, Some(ProtocolError::ReservedBits));
+    // Incompressible or short input is sent plain.
+    assert_eq!(
+        crate::deflate_client_frame(OpCode::Text, b"ab", [0; 4]),
+        None
+    );
+}
+
+#[test]
+fn a_client_checks_the_servers_extension_answer() {
+    use crate::{ServerDeflate, accept_response};
+    let plain = ServerDeflate {
+        server_context_takeover: false,
+    };
+    assert_eq!(accept_response([]), Ok(None));
+    assert_eq!(
+        accept_response([
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ]),
+        Ok(Some(plain))
+    );
+    assert_eq!(
+        accept_response([
+            "PerMessage-Deflate;server_no_context_takeover; server_max_window_bits=\"10\""
+        ]),
+        Ok(Some(plain))
+    );
+    assert_eq!(
+        accept_response(["permessage-deflate"]),
+        Ok(Some(ServerDeflate {
+            server_context_takeover: true
+        }))
+    );
+    for refused in [
+        "x-webkit-deflate-frame",
+        "permessage-deflate, permessage-deflate",
+        "permessage-deflate; client_max_window_bits=10",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; mystery",
+    ] {
+        assert!(accept_response([refused]).is_err(), "{refused}");
+    }
+    assert!(accept_response(["permessage-deflate", "permessage-deflate"]).is_err());
+}

@@ -44,6 +44,11 @@ pub(crate) struct PubArgs {
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
 
+    /// Do not offer permessage-deflate (by default it is offered, and a message of 256 bytes
+    /// or more is sent compressed when the server accepts).
+    #[arg(long)]
+    pub(crate) no_compression: bool,
+
     /// How long connecting plus waiting for the acknowledgement may take in total.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
@@ -84,7 +89,8 @@ pub(crate) async fn run(args: PubArgs) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.url.clone())
         .max_reconnects(Some(0))
         .connect_timeout(args.timeout)
-        .request_timeout(args.timeout);
+        .request_timeout(args.timeout)
+        .compression(!args.no_compression);
     if let Some(token) = &args.token {
         config = config.token(token.clone());
     }

@@ -86,6 +86,11 @@ pub(crate) struct SubArgs {
     #[arg(long)]
     pub(crate) no_jitter: bool,
 
+    /// Do not offer permessage-deflate (by default it is offered, and messages of 256 bytes
+    /// and more arrive compressed when the server accepts).
+    #[arg(long)]
+    pub(crate) no_compression: bool,
+
     /// Send an app-level ping when nothing arrived for this long.
     #[arg(long, value_name = "DUR", default_value = "45s", value_parser = parse_duration)]
     pub(crate) idle_timeout: Duration,
@@ -117,6 +122,7 @@ impl SubArgs {
             .idle_timeout(self.idle_timeout)
             .pong_timeout(self.pong_timeout)
             .connect_timeout(self.connect_timeout)
+            .compression(!self.no_compression)
             // Subscribing waits for a connection as long as it takes: the command runs until
             // it is interrupted or told to stop.
             .request_timeout(Duration::from_secs(100 * 365 * 24 * 3600));
@@ -270,7 +276,9 @@ async fn report_events(mut events: wirehub_client::Events) {
             }
             Event::Connecting { .. } => {}
             Event::ConnectFailed { error } => eprintln!("wirehub sub: {error}"),
-            Event::Connected { session } => eprintln!("wirehub sub: connected (session {session})"),
+            Event::Connected { session, .. } => {
+                eprintln!("wirehub sub: connected (session {session})")
+            }
             Event::Disconnected { code, reason } => match code {
                 Some(code) => eprintln!("wirehub sub: disconnected: {code} {reason}"),
                 None => eprintln!("wirehub sub: disconnected: {reason}"),
