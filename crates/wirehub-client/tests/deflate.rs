@@ -221,13 +221,12 @@ async fn a_message_that_inflates_past_the_limit_fails_the_connection() {
     assert!(connected(&mut events).await);
     let mut feed = client.subscribe("feed").await.expect("subscribe");
     server.publish_http("feed", json!("a".repeat(40_000))).await;
-    let reason = match wait_for(&mut events, "the refusal", |e| {
+    let Event::Disconnected { reason, .. } = wait_for(&mut events, "the refusal", |e| {
         matches!(e, Event::Disconnected { .. })
     })
     .await
-    {
-        Event::Disconnected { reason, .. } => reason,
-        _ => unreachable!("wait_for returned another event"),
+    else {
+        unreachable!("wait_for returned another event")
     };
     assert!(
         reason.contains("exceeds the limit of 16384 bytes"),
