@@ -219,7 +219,7 @@ async fn a_message_that_inflates_past_the_limit_fails_the_connection() {
         Client::connect(config(&server.ws_url()).max_message_size(16 * 1024)).expect("client");
     let mut events = client.events();
     assert!(connected(&mut events).await);
-    let mut feed = client.subscribe("feed").await.expect("subscribe");
+    let feed = client.subscribe("feed").await.expect("subscribe");
     server.publish_http("feed", json!("a".repeat(40_000))).await;
     let Event::Disconnected { reason, .. } = wait_for(&mut events, "the refusal", |e| {
         matches!(e, Event::Disconnected { .. })
