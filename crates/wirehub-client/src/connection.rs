@@ -373,6 +373,7 @@ impl Actor {
                             self.on_text(conn, text).await?;
                         }
                         Some(Ok(Incoming::Close(frame))) => return Err(closed_by_server(frame)),
+                        Some(Ok(Incoming::Binary(_))) => {}
                         Some(Err(error)) => {
                             return Err(Ended::Lost {
                                 code: None,

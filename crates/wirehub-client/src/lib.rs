@@ -101,6 +101,9 @@ mod error;
 mod event;
 mod registry;
 mod socket;
+
+#[cfg(test)]
+mod autobahn;
 mod subscription;
 
 pub use backoff::{Backoff, Jitter, ReconnectSchedule};

@@ -81,6 +81,12 @@ impl AsyncWrite for Stream {
 pub(crate) enum Incoming {
     /// A text message (valid UTF-8, inflated if it was compressed).
     Text(Bytes),
+    /// A binary message (the wirehub protocol has none; skipped by the connection).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the conformance test only")
+    )]
+    Binary(Bytes),
     /// The server's close frame (already answered).
     Close(Option<CloseFrame>),
 }
@@ -320,8 +326,8 @@ impl Socket {
         self.deflate
     }
 
-    /// The next text message or the server's close; `None` when the stream ended without
-    /// a close frame. Pings are answered, binary messages and pongs skipped. Cancel-safe.
+    /// The next message or the server's close; `None` when the stream ended without a
+    /// close frame. Pings are answered, pongs skipped. Cancel-safe.
     pub(crate) async fn next(&mut self) -> Option<Result<Incoming, SocketError>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
@@ -341,13 +347,16 @@ impl Socket {
                 Ok(Some(Message::Text(text))) => {
                     return Poll::Ready(Some(Ok(Incoming::Text(text))));
                 }
+                Ok(Some(Message::Binary(data))) => {
+                    return Poll::Ready(Some(Ok(Incoming::Binary(data))));
+                }
                 Ok(Some(Message::Ping(payload))) => {
                     if !self.close_sent {
                         self.queue(OpCode::Pong, &payload);
                     }
                     continue;
                 }
-                Ok(Some(Message::Binary(_) | Message::Pong(_))) => continue,
+                Ok(Some(Message::Pong(_))) => continue,
                 Ok(Some(Message::Close(frame))) => {
                     if !self.close_sent {
                         // Echo the code (RFC 6455 §5.5.1), best effort before the caller
@@ -422,17 +431,20 @@ impl Socket {
     /// Sends one text message (compressed when the extension was negotiated and it is long
     /// enough to gain) and flushes it.
     pub(crate) async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.send(OpCode::Text, text.as_bytes()).await
+    }
+
+    /// Sends one message of `opcode` (Text or Binary) as [`Socket::send_text`] does.
+    pub(crate) async fn send(&mut self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
         if self.close_sent {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        let compressed = (self.deflate && text.len() >= DEFLATE_THRESHOLD)
-            .then(|| {
-                wirehub_ws::deflate_client_frame(OpCode::Text, text.as_bytes(), rand::random())
-            })
+        let compressed = (self.deflate && payload.len() >= DEFLATE_THRESHOLD)
+            .then(|| wirehub_ws::deflate_client_frame(opcode, payload, rand::random()))
             .flatten();
         match compressed {
             Some(frame) => self.out.extend_from_slice(&frame),
-            None => self.queue(OpCode::Text, text.as_bytes()),
+            None => self.queue(opcode, payload),
         }
         self.write_out().await
     }
