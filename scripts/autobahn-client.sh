@@ -2,9 +2,11 @@
 # Autobahn|Testsuite against the Rust SDK's WebSocket, as a client: the suite's fuzzingserver
 # plays the cases and crates/wirehub-client/src/autobahn.rs connects once per case through
 # the SDK's own socket code and echoes every message.
-#   scripts/autobahn-client.sh [--cases LIST] [--exclude LIST] [OUTDIR]
+#   scripts/autobahn-client.sh [--cases LIST] [--exclude LIST] [--dev] [OUTDIR]
 # LIST: comma-separated case patterns ("1.*,6.4.*"); default all but 12.* and 13.*
-# (permessage-deflate, 20+ minutes in all). Uses the venv of ../shared/autobahn/install.sh.
+# (permessage-deflate, 20+ minutes in all). --dev runs the driver from the workspace's debug
+# test build (what `cargo test --workspace` built: no extra compile; slow at inflating large
+# messages) instead of a release build. Uses the venv of ../shared/autobahn/install.sh.
 # Its last line is "autobahn-client: N ok, N non-strict, N informational, N failed, N
 # unimplemented of N cases"; exit 0 only when none failed and none is missing.
 set -euo pipefail
@@ -12,11 +14,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${WIREHUB_SHARED:-$ROOT/../shared}"
 CASES="*"
 EXCLUDE="12.*,13.*"
+CARGO_TEST=(cargo test --release -p wirehub-client --lib)
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cases) CASES="$2"; shift 2 ;;
     --exclude) EXCLUDE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --dev) CARGO_TEST=(cargo test --workspace --lib); shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     -*) echo "autobahn-client.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -32,7 +36,7 @@ OUTDIR="$(cd "$OUTDIR" && pwd)"
 rm -f "$OUTDIR"/index.json "$OUTDIR"/index.html "$OUTDIR"/*_case_*.json "$OUTDIR"/*_case_*.html
 # Build first (release: inflating in a debug build is slow), so that the fuzzingserver does
 # not wait for the compiler.
-(cd "$ROOT" && cargo test --release -p wirehub-client --lib --no-run --quiet)
+(cd "$ROOT" && "${CARGO_TEST[@]}" --no-run --quiet)
 
 PORT=$("$VPY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$VPY" - "$PORT" "$OUTDIR" "$CASES" "$EXCLUDE" <<'PY'
@@ -56,7 +60,7 @@ START=$(date +%s)
 set +e
 (cd "$ROOT" && WIREHUB_AUTOBAHN_URL="ws://127.0.0.1:$PORT" WIREHUB_AUTOBAHN_AGENT="$AGENT" \
   timeout --signal=TERM --kill-after=30 1800 \
-  cargo test --release -p wirehub-client --lib --quiet autobahn::autobahn_fuzzingserver -- --ignored --exact) \
+  "${CARGO_TEST[@]}" --quiet autobahn::autobahn_fuzzingserver -- --ignored --exact) \
   >"$OUTDIR/driver.log" 2>&1
 RC=$?
 set -e
