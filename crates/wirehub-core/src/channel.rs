@@ -105,8 +105,8 @@ impl Replay<'_> {
         self.outbox.has_replay_room(len)
     }
 
-    /// Whether `publication` must not reach a connection of this dialect known as one of
-    /// `excluded` (earlier connections of the same client).
+    /// Whether `publication` must not reach this connection, or a connection of its dialect
+    /// known as one of `excluded` (earlier connections of the same client).
     pub(crate) fn excludes(&self, publication: &Publication, excluded: &[Arc<str>]) -> bool {
         self.outbox.excludes(publication, excluded)
     }

@@ -409,20 +409,17 @@ impl Outbox {
         }
     }
 
-    /// Whether `publication` must not reach a connection of this outbox's dialect known as
-    /// one of `excluded` (false for protocol v1, which excludes no connection).
+    /// Whether `publication` must not reach this connection, or a connection of its dialect
+    /// known as one of `excluded` (false for protocol v1, which excludes no connection).
     pub(crate) fn excludes(&self, publication: &Publication, excluded: &[Arc<str>]) -> bool {
-        let Some((dialect, _)) = &self.dialect else {
+        let Some((dialect, own)) = &self.dialect else {
             return false;
         };
-        if excluded.is_empty() {
-            return false;
-        }
         let alternate = publication
             .alternate
             .get_or_init(|| dialect.encode(publication));
         match alternate.as_ref().and_then(|a| a.skip.as_deref()) {
-            Some(skip) => excluded.iter().any(|tag| **tag == *skip),
+            Some(skip) => **own == *skip || excluded.iter().any(|tag| **tag == *skip),
             None => false,
         }
     }
