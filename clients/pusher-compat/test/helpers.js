@@ -330,12 +330,12 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Checks `condition` (async) every 20 ms until it holds, within `ms`. */
-export async function waitUntil(condition, what, ms = 5_000) {
+/** Checks `condition` (async) every `everyMs` (20) until it holds, within `ms`. */
+export async function waitUntil(condition, what, ms = 5_000, everyMs = 20) {
   const deadline = Date.now() + ms;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
 

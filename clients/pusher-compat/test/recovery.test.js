@@ -385,6 +385,58 @@ describe("a replay larger than the connection's queue", () => {
   });
 });
 
+describe("a cut in the middle of a recovery", () => {
+  /** @type {Server} */
+  let server;
+  let balancer;
+  const clients = [];
+
+  before(async () => {
+    server = await Server.start(["--history-size", "1000", "--max-queued-frames", "8"]);
+    balancer = await Balancer.start(server.port);
+  });
+
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    await balancer?.close();
+    await server?.stop();
+  });
+
+  test("the connection lost while a replay in parts is under way: the next recovery starts from the last number handed on; every number once", async (t) => {
+    const { client, recovery, recovered, failed } = recoveringClient(server, balancer);
+    clients.push(client);
+    await connected(client);
+    const { channel } = await subscribe(client, "cut-numbers");
+    const seen = new Collector();
+    channel.bind("n", seen.push);
+    const sdk = server.sdk();
+    const publish = async (from, to) => {
+      for (let n = from; n <= to; n += 10) {
+        const batch = Array.from({ length: Math.min(10, to - n + 1) }, (_, i) => ({ channel: "cut-numbers", name: "n", data: { n: n + i } }));
+        await sdk.triggerBatch(batch);
+      }
+    };
+    await publish(1, 1);
+    await seen.waitFor(1);
+    balancer.hold();
+    balancer.cut();
+    await waitUntil(() => client.connection.state !== "connected", "pusher-js to notice the cut");
+    await publish(2, 601);
+    balancer.release();
+    // Cut again as soon as the recovery is under way and part of it was handed on.
+    await waitUntil(() => recovery.recovering("cut-numbers") && seen.items.length > 150, "the recovery to be under way", 15_000, 1);
+    const handedOn = seen.items.length;
+    balancer.cut();
+    await recovered.waitFor(1, "the second recovery", 15_000);
+    await seen.waitFor(601, "every number", 10_000);
+    assert.deepEqual(failed.items, []);
+    assertEveryNumberOnce(seen.items, 601, "cut during recovery");
+    assert.ok(handedOn < 601, `${handedOn} handed on when the link was cut`);
+    t.diagnostic(`${handedOn - 1} of 600 handed on before the second cut`);
+    figures(t, recovered.items);
+  });
+});
+
 describe("recovery across two nodes on Redis", () => {
   let redis;
   /** @type {Server} */
