@@ -131,13 +131,15 @@ export function recover(pusher, options = {}) {
   const onRecovered = (hook, name, state, data) => {
     if (state.recovering === undefined) return;
     const recovering = state.recovering;
-    if (data.complete !== true) {
-      // The replay did not fit the connection's queue: what came is handed on, and the rest
-      // asked for from where it stopped.
+    if (data.complete !== true || recovering.gapped) {
+      // The replay did not fit the connection's queue (or live events were dropped while it
+      // was under way, so that those held may have holes): what the replay covered is handed
+      // on, and the rest asked for from where it stopped.
       const before = state.offset;
       recovering.delivered += flush(hook, state, data.offset);
       if (data.epoch === state.epoch && data.offset > state.offset) state.offset = data.offset;
-      if (state.offset <= before) return fail(hook, name, state, "no_progress");
+      if (state.offset <= before && !recovering.gapped) return fail(hook, name, state, "no_progress");
+      recovering.gapped = false;
       recovering.rounds += 1;
       ask(hook, name, state);
       return;
@@ -197,9 +199,9 @@ export function recover(pusher, options = {}) {
         // overflowed, a broker that lost messages): recover them like a reconnect does.
         pass(hook, messageEvent);
         const state = channels.get(name);
-        if (state !== undefined && state.recovering === undefined && state.epoch !== undefined) {
-          startRecovery(hook, name, state);
-        }
+        if (state === undefined || state.epoch === undefined) return;
+        if (state.recovering === undefined) startRecovery(hook, name, state);
+        else state.recovering.gapped = true;
         return;
       }
       default:
@@ -299,7 +301,7 @@ export function recover(pusher, options = {}) {
  * @typedef {{ epoch: string, offset: number }} Position
  * @typedef {{
  *   epoch?: string, offset: number, start?: Position,
- *   recovering?: { since: Position, startedAt: number, rounds: number, delivered: number },
+ *   recovering?: { since: Position, startedAt: number, rounds: number, delivered: number, gapped?: boolean },
  *   held: { position?: Position, messageEvent: any }[], timer?: any
  * }} ChannelState
  */

@@ -201,3 +201,27 @@ test("unsubscribe forgets the channel; unpositioned frames and other channels pa
   t.emit("message", event("c", "E", 1));
   assert.equal(offsets(pusher).filter((o) => o === 1).length, 4);
 });
+
+test("wirehub:gap starts a recovery; one during a recovery makes it ask again before handing on what follows the gap", () => {
+  const { pusher, recovered } = setup();
+  const t = pusher.connect();
+  t.emit("message", succeeded("g", "E", 0));
+  t.emit("message", event("g", "E", 1));
+  t.emit("message", frame({ event: "wirehub:gap", channel: "g", data: "{}" }));
+  assert.deepEqual(pusher.sent.at(-1).data, { channel: "g", epoch: "E", offset: 1, socket_ids: [] });
+  t.emit("message", event("g", "E", 2));
+  // Another gap while the recovery is under way: 3 and 4 are dropped, 5 comes live.
+  t.emit("message", frame({ event: "wirehub:gap", channel: "g", data: "{}" }));
+  t.emit("message", event("g", "E", 5));
+  t.emit("message", answer("g", "wirehub:recovered", { epoch: "E", offset: 2, replayed: 1, complete: true }));
+  assert.deepEqual(offsets(pusher), [1, 2], "5 is not handed on before 3 and 4");
+  assert.equal(pusher.sent.length, 2);
+  assert.equal(pusher.sent.at(-1).data.offset, 2);
+  t.emit("message", event("g", "E", 3));
+  t.emit("message", event("g", "E", 4));
+  t.emit("message", event("g", "E", 5));
+  t.emit("message", answer("g", "wirehub:recovered", { epoch: "E", offset: 5, replayed: 3, complete: true }));
+  assert.deepEqual(offsets(pusher), [1, 2, 3, 4, 5]);
+  assert.equal(recovered.length, 1);
+  assert.equal(recovered[0].rounds, 2);
+});
