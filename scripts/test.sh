@@ -50,7 +50,12 @@ step "TypeScript client (clients/typescript): unit tests and tests against the r
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 
-step "Pusher compatibility (clients/pusher-compat): pusher-js, Laravel Echo, the pusher server SDK, Chromium, two nodes on Redis"
+step "Pusher recovery connector (clients/pusher-recovery): its rules on a stand-in for pusher-js (the real one is in the next step)"
+(cd clients/pusher-recovery && npm test) 2>&1 | tee "$WORK/pusher-recovery-test.log"
+passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/pusher-recovery-test.log" | awk '{s+=$3} END {print s+0}')))
+failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/pusher-recovery-test.log" | awk '{s+=$3} END {print s+0}')))
+
+step "Pusher compatibility (clients/pusher-compat): pusher-js, Laravel Echo, the pusher server SDK, Chromium, two nodes on Redis, recovery with the connector"
 (cd clients/pusher-compat && npm ci && WIREHUB_BIN="$ROOT/target/release/wirehub" WIREHUB_REQUIRE_BROWSER=$REQUIRE_BROWSER npm test) 2>&1 | tee "$WORK/pusher-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/pusher-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/pusher-test.log" | awk '{s+=$3} END {print s+0}')))

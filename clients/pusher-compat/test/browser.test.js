@@ -7,33 +7,14 @@
 // Needs Chromium (`$CHROMIUM`, else chromium or chromium-browser on PATH); without one the
 // tests are skipped, unless WIREHUB_REQUIRE_BROWSER=1 makes that a failure.
 import assert from "node:assert/strict";
-import { accessSync, constants } from "node:fs";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { createRequire } from "node:module";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { APP, Server, startApp } from "./helpers.js";
-
-function findChromium() {
-  const fromEnv = process.env.CHROMIUM;
-  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    for (const name of ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]) {
-      const candidate = path.join(dir, name);
-      try {
-        accessSync(candidate, constants.X_OK);
-        return candidate;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return undefined;
-}
+import { APP, findChromium, Server, startApp } from "./helpers.js";
 
 const executablePath = findChromium();
 if (executablePath === undefined && process.env.WIREHUB_REQUIRE_BROWSER === "1") {

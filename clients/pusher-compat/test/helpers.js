@@ -4,9 +4,10 @@
 // with a clear message.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { accessSync, constants, existsSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import PusherServer from "pusher";
@@ -185,27 +186,40 @@ export class Server {
 
 /**
  * A TCP forwarder standing for a load balancer: new connections go to `target` (a port),
- * which `retarget` changes; open ones stay where they are.
+ * which `retarget` changes; open ones stay where they are. `cut` destroys the open ones (a
+ * network failure, no close frame); after `hold`, new connections wait, unanswered, until
+ * `release` forwards them (a client kept away for a while, without its reconnect backoff).
  */
 export class Balancer {
   constructor(target) {
     this.target = target;
     this.sockets = new Set();
+    this.held = undefined;
     this.server = net.createServer((client) => {
-      const upstream = net.connect(this.target, "127.0.0.1");
-      for (const [from, to] of [
-        [client, upstream],
-        [upstream, client],
-      ]) {
-        this.sockets.add(from);
-        from.pipe(to);
-        from.on("error", () => to.destroy());
-        from.on("close", () => {
-          this.sockets.delete(from);
-          to.destroy();
-        });
+      if (this.held !== undefined) {
+        this.held.push(client);
+        client.on("error", () => client.destroy());
+        return;
       }
+      this.#forward(client);
     });
+  }
+
+  #forward(client) {
+    if (client.destroyed) return;
+    const upstream = net.connect(this.target, "127.0.0.1");
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ]) {
+      this.sockets.add(from);
+      from.pipe(to);
+      from.on("error", () => to.destroy());
+      from.on("close", () => {
+        this.sockets.delete(from);
+        to.destroy();
+      });
+    }
   }
 
   static async start(target) {
@@ -219,8 +233,25 @@ export class Balancer {
     this.target = target;
   }
 
-  async close() {
+  /** Destroys every open connection, both ways. */
+  cut() {
     for (const socket of this.sockets) socket.destroy();
+  }
+
+  /** New connections wait from now on. */
+  hold() {
+    this.held ??= [];
+  }
+
+  /** Forwards the connections that waited, and new ones again. */
+  release() {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const client of held) this.#forward(client);
+  }
+
+  async close() {
+    for (const socket of [...this.sockets, ...(this.held ?? [])]) socket.destroy();
     await new Promise((resolve) => this.server.close(resolve));
   }
 }
@@ -299,12 +330,12 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Checks `condition` (async) every 20 ms until it holds, within `ms`. */
-export async function waitUntil(condition, what, ms = 5_000) {
+/** Checks `condition` (async) every `everyMs` (20) until it holds, within `ms`. */
+export async function waitUntil(condition, what, ms = 5_000, everyMs = 20) {
   const deadline = Date.now() + ms;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
 
@@ -483,4 +514,22 @@ export async function startWebhookReceiver() {
     await closed;
   };
   return receiver;
+}
+
+/** The Chromium to drive: `$CHROMIUM`, else the first of the usual names on PATH. */
+export function findChromium() {
+  const fromEnv = process.env.CHROMIUM;
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    for (const name of ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]) {
+      const candidate = path.join(dir, name);
+      try {
+        accessSync(candidate, constants.X_OK);
+        return candidate;
+      } catch {
+        // not here
+      }
+    }
+  }
+  return undefined;
 }

@@ -105,6 +105,12 @@ impl Replay<'_> {
         self.outbox.has_replay_room(len)
     }
 
+    /// Whether `publication` must not reach this connection, or a connection of its dialect
+    /// known as one of `excluded` (earlier connections of the same client).
+    pub(crate) fn excludes(&self, publication: &Publication, excluded: &[Arc<str>]) -> bool {
+        self.outbox.excludes(publication, excluded)
+    }
+
     /// Queues a replayed message under the subscription's policy. Returns false when the
     /// connection is closing.
     pub(crate) fn message(&self, publication: &Publication) -> bool {
@@ -262,6 +268,28 @@ impl Fanout {
             }
         }
         true
+    }
+
+    /// Runs `f` under the channel's lock with the queue of `session`'s live subscription to
+    /// `channel`, as [`Fanout::activate`] does for a new one: what `f` queues comes before
+    /// any delivery that follows. `None` when the session has no live subscription there.
+    pub(crate) fn with_live<R>(
+        &self,
+        channel: &str,
+        session: u64,
+        f: impl FnOnce(&Replay<'_>) -> R,
+    ) -> Option<R> {
+        let shard = lock(self.shard(channel));
+        let subscriber = shard
+            .get(channel)?
+            .iter()
+            .find(|s| s.session == session && s.setup.is_none())?;
+        Some(f(&Replay {
+            outbox: &subscriber.outbox,
+            slot: subscriber.slot,
+            policy: subscriber.policy,
+            compressions: &self.compressions,
+        }))
     }
 
     /// Removes a subscription. Returns `Some(true)` when it was the channel's last local one,

@@ -82,6 +82,24 @@ pub struct SubscriptionStart<'a> {
     pub replaying: usize,
 }
 
+/// What [`Hub::replay`] queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The stream's epoch now.
+    pub epoch: Arc<str>,
+    /// The stream's latest offset when the history was read.
+    pub top: u64,
+    /// Whether the history held every message after `since` (same epoch, none of them
+    /// expired, `since` not ahead of the stream); nothing is queued otherwise.
+    pub complete: bool,
+    /// Messages queued.
+    pub replayed: usize,
+    /// How far the replay went: `top` when all of it fit, else the offset of the last
+    /// message queued (or skipped) before the queue's recovery half was full. Replaying
+    /// again from here goes on where this one stopped.
+    pub offset: u64,
+}
+
 /// Subscriptions, publishing and history for one node.
 #[derive(Debug)]
 pub struct Hub {
@@ -230,6 +248,69 @@ impl Hub {
             offset: top,
             recovered,
             replayed,
+        })
+    }
+
+    /// Queues again, on a live subscription of `session` to `channel`, the messages after
+    /// `since` that the history holds, for a connection whose protocol could not name a
+    /// position when it subscribed (the Pusher protocol): the recovery of
+    /// [`Hub::subscribe`], on a subscription that stays live meanwhile, so the client gets
+    /// what it missed as well as live messages, some of them twice, and tells them apart by
+    /// their offsets. A publication that a connection known as one of `excluded` (earlier
+    /// connections of the same client, in the outbox's dialect) must not get is not queued.
+    /// Bounded as a subscription's recovery: at most the history, and at most half the
+    /// connection's queue; [`Replayed::offset`] says where a replay that did not fit stopped.
+    ///
+    /// # Errors
+    /// [`HubError::NotSubscribed`] when the session has no live subscription to `channel`,
+    /// or a broker failure.
+    pub async fn replay(
+        &self,
+        session: &SessionRef,
+        channel: &str,
+        since: StreamPosition,
+        excluded: &[Arc<str>],
+    ) -> Result<Replayed, HubError> {
+        let from = since.offset;
+        let query = HistoryQuery {
+            since: Some(since),
+            limit: None,
+        };
+        let page = self.broker.history(channel, query).await?;
+        let HistoryPage {
+            epoch,
+            top,
+            publications,
+            complete,
+        } = page;
+        let outcome = self.fanout.with_live(channel, session.id, |queue| {
+            let mut replayed = 0;
+            let mut last = from;
+            if !complete {
+                return (replayed, last);
+            }
+            for publication in &publications {
+                if queue.excludes(publication, excluded) {
+                    last = publication.offset;
+                    continue;
+                }
+                if !queue.has_room(publication.frame.len()) || !queue.message(publication) {
+                    return (replayed, last);
+                }
+                last = publication.offset;
+                replayed += 1;
+            }
+            (replayed, top)
+        });
+        let Some((replayed, offset)) = outcome else {
+            return Err(HubError::NotSubscribed);
+        };
+        Ok(Replayed {
+            epoch,
+            top,
+            complete,
+            replayed,
+            offset,
         })
     }
 

@@ -38,7 +38,7 @@ pub use broker::{
 pub use channel::{Fanout, SessionRef};
 pub use control::{ControlBus, ControlHandler};
 pub use history::HistoryLimits;
-pub use hub::{Hub, HubConfig, HubError, Subscribed, SubscriptionStart, text_frame};
+pub use hub::{Hub, HubConfig, HubError, Replayed, Subscribed, SubscriptionStart, text_frame};
 pub use lifecycle::{Lifecycle, LifecycleEvent, LifecycleSink};
 pub use memory::{MemoryBroker, new_epoch};
 pub use occupancy::{

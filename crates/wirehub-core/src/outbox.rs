@@ -409,6 +409,21 @@ impl Outbox {
         }
     }
 
+    /// Whether `publication` must not reach this connection, or a connection of its dialect
+    /// known as one of `excluded` (false for protocol v1, which excludes no connection).
+    pub(crate) fn excludes(&self, publication: &Publication, excluded: &[Arc<str>]) -> bool {
+        let Some((dialect, own)) = &self.dialect else {
+            return false;
+        };
+        let alternate = publication
+            .alternate
+            .get_or_init(|| dialect.encode(publication));
+        match alternate.as_ref().and_then(|a| a.skip.as_deref()) {
+            Some(skip) => **own == *skip || excluded.iter().any(|tag| **tag == *skip),
+            None => false,
+        }
+    }
+
     /// The same outbox for a connection that negotiated permessage-deflate and is sent
     /// messages of at least `threshold` bytes compressed (`None`: none).
     pub fn with_deflate(mut self, threshold: Option<usize>) -> Self {

@@ -387,3 +387,190 @@ async fn issue_12_pusher_webhooks_once_per_transition_across_two_nodes() {
     }
     assert_eq!(receiver.bad.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// A v1 publish of a Pusher event `n` with data `n` (excluded for `socket_id` when given).
+async fn publish_numbered(server: &TestServer, channel: &str, n: u64, socket_id: Option<&str>) {
+    let mut data = json!({ "event": "n", "data": n.to_string() });
+    if let Some(socket_id) = socket_id {
+        data["socket_id"] = Value::from(socket_id);
+    }
+    let reply = reqwest::Client::new()
+        .post(server.http_url("/api/publish"))
+        .json(&json!({ "channel": channel, "data": data }))
+        .send()
+        .await
+        .expect("publish");
+    assert!(reply.status().is_success(), "{reply:?}");
+}
+
+/// Subscribes to a public channel; returns `subscription_succeeded`'s position field.
+async fn subscribe_public(ws: &mut Ws, channel: &str) -> Value {
+    let subscribe = json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
+    ws.send(Message::text(subscribe.to_string()))
+        .await
+        .expect("send");
+    let succeeded = next_event(ws).await;
+    assert_eq!(
+        succeeded["event"], "pusher_internal:subscription_succeeded",
+        "{succeeded}"
+    );
+    succeeded["wirehub"].clone()
+}
+
+async fn send_recover(ws: &mut Ws, channel: &str, epoch: &str, offset: u64, earlier: &[&str]) {
+    let recover = json!({
+        "event": "wirehub:recover",
+        "data": { "channel": channel, "epoch": epoch, "offset": offset, "socket_ids": earlier },
+    });
+    ws.send(Message::text(recover.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The offsets of the `n` events that come before the recovery's answer, and that answer
+/// (event name and data).
+async fn until_answer(ws: &mut Ws) -> (Vec<u64>, String, Value) {
+    let mut offsets = Vec::new();
+    loop {
+        let event = next_event(ws).await;
+        let name = event["event"].as_str().expect("event name").to_owned();
+        if name.starts_with("wirehub:recover") {
+            let data = serde_json::from_str(event["data"].as_str().expect("data")).expect("JSON");
+            return (offsets, name, data);
+        }
+        assert_eq!(name, "n", "{event}");
+        offsets.push(event["wirehub"]["offset"].as_u64().expect("offset"));
+    }
+}
+
+/// Issue 12's last item, the server's side of recovery for Pusher clients: every event made
+/// from a publication carries its stream position, `subscription_succeeded` the position the
+/// subscription starts after, and `wirehub:recover` replays what came after a position,
+/// except what the client's earlier connections were excluded from; refusals have stable
+/// reasons.
+#[tokio::test]
+async fn issue_12_pusher_recovery_positions_replay_and_refusals() {
+    let rules = wirehub_server::ChannelRules::new(vec![
+        wirehub_server::ChannelOptions::new("short-*").history_size(2),
+    ]);
+    let server = TestServer::start(config().channels(rules)).await;
+    let (mut first, first_id) = pusher_connect(&server).await;
+    let start = subscribe_public(&mut first, "feed").await;
+    assert_eq!(start["offset"], 0, "{start}");
+    let epoch = start["epoch"].as_str().expect("epoch").to_owned();
+    for n in 1..=4 {
+        let excluded = (n == 3).then_some(first_id.as_str());
+        publish_numbered(&server, "feed", n, excluded).await;
+    }
+    // The third event excluded this socket (`socket_id`): 1, 2, 4, each with its position.
+    for want in [1, 2, 4] {
+        let event = next_event(&mut first).await;
+        assert_eq!(event["event"], "n");
+        assert_eq!(event["wirehub"], json!({ "epoch": epoch, "offset": want }));
+    }
+    first.close(None).await.expect("close");
+
+    // The same client again, having handed its app offset 1 only.
+    let (mut second, _) = pusher_connect(&server).await;
+    let start = subscribe_public(&mut second, "feed").await;
+    assert_eq!(start, json!({ "epoch": epoch, "offset": 4 }));
+    publish_numbered(&server, "feed", 5, None).await;
+    let live = next_event(&mut second).await;
+    assert_eq!(live["wirehub"]["offset"], 5);
+    send_recover(&mut second, "feed", &epoch, 1, &[&first_id]).await;
+    let (offsets, answer, data) = until_answer(&mut second).await;
+    assert_eq!(
+        offsets,
+        [2, 4, 5],
+        "3 was for the earlier socket's others only"
+    );
+    assert_eq!(answer, "wirehub:recovered");
+    assert_eq!(
+        data,
+        json!({ "epoch": epoch, "offset": 5, "replayed": 3, "complete": true })
+    );
+
+    // Without the earlier socket id, the third event is replayed too.
+    send_recover(&mut second, "feed", &epoch, 2, &[]).await;
+    let (offsets, _, data) = until_answer(&mut second).await;
+    assert_eq!(offsets, [3, 4, 5]);
+    assert_eq!(data["replayed"], 3);
+
+    // Refusals: another epoch, a position ahead of the stream, history too short, a
+    // channel this connection is not subscribed to (its authorization was never checked).
+    send_recover(&mut second, "feed", "another-epoch", 1, &[]).await;
+    let (offsets, answer, data) = until_answer(&mut second).await;
+    assert!(offsets.is_empty());
+    assert_eq!(answer, "wirehub:recovery_failed");
+    assert_eq!(
+        data,
+        json!({ "reason": "epoch_changed", "epoch": epoch, "offset": 5 })
+    );
+    send_recover(&mut second, "feed", &epoch, 99, &[]).await;
+    assert_eq!(
+        until_answer(&mut second).await.2["reason"],
+        "invalid_position"
+    );
+    let short = subscribe_public(&mut second, "short-feed").await;
+    let short_epoch = short["epoch"].as_str().expect("epoch").to_owned();
+    for n in 1..=5 {
+        publish_numbered(&server, "short-feed", n, None).await;
+    }
+    for _ in 1..=5 {
+        assert_eq!(next_event(&mut second).await["event"], "n");
+    }
+    send_recover(&mut second, "short-feed", &short_epoch, 1, &[]).await;
+    let (offsets, _, data) = until_answer(&mut second).await;
+    assert!(offsets.is_empty());
+    assert_eq!(data["reason"], "out_of_history");
+    send_recover(&mut second, "private-secret", &epoch, 0, &[]).await;
+    let (_, answer, data) = until_answer(&mut second).await;
+    assert_eq!(answer, "wirehub:recovery_failed");
+    assert_eq!(data, json!({ "reason": "not_subscribed" }));
+
+    // Other `wirehub:` events, which pusher-js never sends, change nothing.
+    second
+        .send(Message::text(r#"{"event":"wirehub:other","data":{}}"#))
+        .await
+        .expect("send");
+    second
+        .send(Message::text(r#"{"event":"pusher:ping","data":{}}"#))
+        .await
+        .expect("send");
+    assert_eq!(next_event(&mut second).await["event"], "pusher:pong");
+}
+
+/// A replay larger than half the connection's queue comes in parts, each answered with
+/// `complete: false` and the offset it reached; asking again from there gets the rest,
+/// every offset once.
+#[tokio::test]
+async fn issue_12_pusher_recovery_larger_than_the_queue_comes_in_parts() {
+    let server = TestServer::start(config().max_queued_frames(8)).await;
+    let (mut ws, _) = pusher_connect(&server).await;
+    let start = subscribe_public(&mut ws, "big").await;
+    let epoch = start["epoch"].as_str().expect("epoch").to_owned();
+    for n in 1..=40 {
+        publish_numbered(&server, "big", n, None).await;
+    }
+    for _ in 1..=40 {
+        assert_eq!(next_event(&mut ws).await["event"], "n");
+    }
+    let mut got = Vec::new();
+    let mut from = 0;
+    let mut rounds = 0;
+    loop {
+        send_recover(&mut ws, "big", &epoch, from, &[]).await;
+        let (offsets, answer, data) = until_answer(&mut ws).await;
+        assert_eq!(answer, "wirehub:recovered", "{data}");
+        rounds += 1;
+        got.extend(offsets);
+        let reached = data["offset"].as_u64().expect("offset");
+        assert!(reached > from, "{data}");
+        from = reached;
+        if data["complete"] == true {
+            break;
+        }
+    }
+    assert_eq!(got, (1..=40).collect::<Vec<_>>());
+    assert!(rounds > 1, "40 events in one replay through a queue of 8");
+}

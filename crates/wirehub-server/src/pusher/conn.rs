@@ -13,7 +13,9 @@ use tracing::{debug, info};
 use wirehub_core::{Departure, Outbox, OutboxLimits, SessionRef};
 use wirehub_protocol::{CloseCode, StreamPosition, validate_channel};
 
-use super::wire::{self, ChannelKind, ClientEvent, SigninData, SubscribeData};
+use super::wire::{
+    self, ChannelKind, ClientEvent, RecoverData, RecoveryFailure, SigninData, SubscribeData,
+};
 use super::{Pusher, sign};
 use crate::metrics::Metrics;
 use crate::rate::{PublishLimiter, Verdict};
@@ -135,6 +137,14 @@ impl Session {
             "pusher:signin" => match parse_data::<SigninData>(event.data.as_deref()) {
                 Some(data) => self.pusher_signin(&data),
                 None => self.queue(wire::error(None, "pusher:signin needs auth and user_data")),
+            },
+            "wirehub:recover" => match parse_data::<RecoverData>(event.data.as_deref()) {
+                Some(data) => self.pusher_recover(data).await,
+                None => {
+                    let channel = event.channel.as_deref().unwrap_or_default();
+                    let failure = wire::RecoveryFailure::InvalidPosition;
+                    self.queue(wire::recovery_failed(channel, failure, None));
+                }
             },
             name if name.starts_with("client-") => {
                 let data = event.data.unwrap_or_else(null_value);
@@ -277,10 +287,13 @@ impl Session {
                     Some(pusher) => pusher.dialect.rosters.presence(&hub_channel).to_json(),
                     None => json!({}),
                 };
-                let mut frames = vec![wire::string_data_frame(
-                    "pusher_internal:subscription_succeeded",
-                    Some(&reply_channel),
+                // The position this subscription's deliveries start after (before the
+                // replayed last event of a cache channel): where a recovery would start.
+                let mut frames = vec![wire::subscription_succeeded(
+                    &reply_channel,
                     &succeeded,
+                    start.epoch,
+                    start.offset.saturating_sub(start.replaying as u64),
                 )];
                 if cache && start.replaying == 0 {
                     frames.push(wire::event_frame(
@@ -324,6 +337,73 @@ impl Session {
                 ));
             }
         }
+    }
+
+    /// `wirehub:recover` (sent by the recovery connector after a resubscription): queues
+    /// the channel's messages after the client's last position that its earlier connections
+    /// were not excluded from, then `wirehub:recovered`; or `wirehub:recovery_failed` with
+    /// the reason. Authorized by the subscription: its channel authorization was checked
+    /// when this connection subscribed.
+    async fn pusher_recover(&mut self, data: RecoverData) {
+        let Some((conn, app_index)) = self.conn() else {
+            return;
+        };
+        let channel = data.channel;
+        if !conn.channels.contains_key(&channel) {
+            let failure = RecoveryFailure::NotSubscribed;
+            return self.queue(wire::recovery_failed(&channel, failure, None));
+        }
+        let hub_channel = conn.pusher.hub_channel(app_index, &channel);
+        // This connection is excluded by the outbox's own tag; these are the earlier ones.
+        let excluded: Vec<Arc<str>> = data
+            .socket_ids
+            .into_iter()
+            .take(MAX_EARLIER_SOCKETS)
+            .map(Arc::from)
+            .collect();
+        let session = SessionRef {
+            id: self.id,
+            outbox: self.outbox.clone(),
+        };
+        let since = StreamPosition {
+            epoch: data.epoch.clone(),
+            offset: data.offset,
+        };
+        let hub = &self.state.hub;
+        let frame = match hub.replay(&session, &hub_channel, since, &excluded).await {
+            Ok(replay) if replay.complete => {
+                Metrics::add(&self.metrics().replayed_total, replay.replayed as u64);
+                debug!(%channel, replayed = replay.replayed, "Pusher recovery");
+                let complete = replay.offset >= replay.top;
+                wire::recovered(
+                    &channel,
+                    &replay.epoch,
+                    replay.offset,
+                    replay.replayed,
+                    complete,
+                )
+            }
+            Ok(replay) => {
+                let failure = if *replay.epoch != *data.epoch {
+                    RecoveryFailure::EpochChanged
+                } else if data.offset > replay.top {
+                    RecoveryFailure::InvalidPosition
+                } else {
+                    RecoveryFailure::OutOfHistory
+                };
+                info!(%channel, reason = failure.code(), "Pusher recovery failed");
+                let now = Some((&*replay.epoch, replay.top));
+                wire::recovery_failed(&channel, failure, now)
+            }
+            Err(wirehub_core::HubError::NotSubscribed) => {
+                wire::recovery_failed(&channel, RecoveryFailure::NotSubscribed, None)
+            }
+            Err(err) => {
+                info!(%channel, error = %err, "Pusher recovery failed");
+                wire::recovery_failed(&channel, RecoveryFailure::Unavailable, None)
+            }
+        };
+        self.queue(frame);
     }
 
     async fn pusher_unsubscribe(&mut self, channel: &str) {
@@ -569,6 +649,10 @@ impl Session {
         }
     }
 }
+
+/// Earlier socket ids of one client that a `wirehub:recover` may name (the connector sends
+/// its last few).
+const MAX_EARLIER_SOCKETS: usize = 16;
 
 /// Members read at most from a presence channel: Pusher limits a presence channel to 100
 /// users, so a read of this many lists every connection of every user in practice.

@@ -4,9 +4,11 @@
 //! - `config`: [`PusherApp`], [`PusherConfig`], the typed settings.
 //! - `sign`: every HMAC-SHA256 signature of the protocol and the API request check.
 //! - `wire`: Pusher frames, the client's events, and `PusherDialect`, which turns the hub's
-//!   publications into Pusher events once per node.
+//!   publications into Pusher events once per node, each with its stream position.
 //! - `conn`: the Pusher side of a session (`/app/KEY`): subscribe with channel
-//!   authorization, presence, cache channels, client events, sign-in.
+//!   authorization, presence, cache channels, client events, sign-in, and `wirehub:recover`,
+//!   the replay that the recovery connector (`clients/pusher-recovery`) asks for after a
+//!   reconnect.
 //! - `api`: the HTTP API (`/apps/ID/...`) the server SDKs call, each request's signature
 //!   checked.
 //! - `presence`: presence channels on the hub's presence (cluster-wide members), the node's

@@ -8,6 +8,14 @@
 //! presence channels): that is what a v1 subscriber receives as the message's `data`, and a
 //! v1 publish of such an object reaches Pusher clients as event NAME. Any other v1 publish
 //! reaches them as event `message`, its data the published JSON as a string.
+//!
+//! Each event made from a publication also carries its place in the channel's stream as a
+//! top-level field, `"wirehub":{"epoch":E,"offset":N}`, and so does
+//! `pusher_internal:subscription_succeeded` (the position the subscription starts after):
+//! Pusher clients ignore fields they do not know, and the recovery connector
+//! (`@wirehub/pusher-recovery`) reads them from the raw frame to ask for what a reconnect
+//! missed with `wirehub:recover` (answered by `wirehub:recovered` or
+//! `wirehub:recovery_failed`).
 
 use std::sync::Arc;
 
@@ -62,6 +70,102 @@ pub(crate) fn subscription_error(channel: &str, kind: &str, message: &str, statu
     )
 }
 
+/// The top-level field that gives an event's place in its channel's stream.
+pub(crate) const POSITION_FIELD: &str = "wirehub";
+
+/// Appends `,"wirehub":{"epoch":E,"offset":N}` to the JSON object in `out` (before its
+/// closing brace).
+fn push_position(out: &mut String, epoch: &str, offset: u64) {
+    if out.ends_with('}') {
+        out.pop();
+    }
+    out.push_str(",\"");
+    out.push_str(POSITION_FIELD);
+    out.push_str("\":{\"epoch\":");
+    out.push_str(&Value::from(epoch).to_string());
+    out.push_str(",\"offset\":");
+    out.push_str(&offset.to_string());
+    out.push_str("}}");
+}
+
+/// `pusher_internal:subscription_succeeded` (its data, as a string, the presence members or
+/// `{}`), with the position the subscription's deliveries start after.
+pub(crate) fn subscription_succeeded(
+    channel: &str,
+    data: &Value,
+    epoch: &str,
+    offset: u64,
+) -> Bytes {
+    let mut out = json!({
+        "event": "pusher_internal:subscription_succeeded",
+        "channel": channel,
+        "data": data.to_string(),
+    })
+    .to_string();
+    push_position(&mut out, epoch, offset);
+    text_frame(&out)
+}
+
+/// `wirehub:recovered`: the replay asked for with `wirehub:recover` was queued before this
+/// frame, up to `offset` (`complete` when that is the stream's latest offset; otherwise the
+/// rest is asked for again from there).
+pub(crate) fn recovered(
+    channel: &str,
+    epoch: &str,
+    offset: u64,
+    replayed: usize,
+    complete: bool,
+) -> Bytes {
+    string_data_frame(
+        "wirehub:recovered",
+        Some(channel),
+        &json!({ "epoch": epoch, "offset": offset, "replayed": replayed, "complete": complete }),
+    )
+}
+
+/// Why a `wirehub:recover` could not be answered with what the client missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecoveryFailure {
+    /// The connection is not subscribed to the channel (the request is refused).
+    NotSubscribed,
+    /// The stream has another epoch now (history lost: an in-memory node restarted, a
+    /// Redis failover rewound it): the position names nothing any more.
+    EpochChanged,
+    /// The history no longer holds every message after the position (too small, or expired).
+    OutOfHistory,
+    /// The position is ahead of the stream, or the request is malformed.
+    InvalidPosition,
+    /// The broker failed; asking again later may succeed.
+    Unavailable,
+}
+
+impl RecoveryFailure {
+    /// The stable reason sent in `wirehub:recovery_failed`.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            RecoveryFailure::NotSubscribed => "not_subscribed",
+            RecoveryFailure::EpochChanged => "epoch_changed",
+            RecoveryFailure::OutOfHistory => "out_of_history",
+            RecoveryFailure::InvalidPosition => "invalid_position",
+            RecoveryFailure::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// `wirehub:recovery_failed` with its reason and the stream's position now, when known.
+pub(crate) fn recovery_failed(
+    channel: &str,
+    reason: RecoveryFailure,
+    now: Option<(&str, u64)>,
+) -> Bytes {
+    let mut data = json!({ "reason": reason.code() });
+    if let Some((epoch, offset)) = now {
+        data["epoch"] = Value::from(epoch);
+        data["offset"] = Value::from(offset);
+    }
+    string_data_frame("wirehub:recovery_failed", Some(channel), &data)
+}
+
 /// The client's side of the protocol: one event per text frame.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClientEvent {
@@ -83,6 +187,18 @@ pub(crate) struct SubscribeData {
     pub(crate) auth: Option<String>,
     #[serde(default)]
     pub(crate) channel_data: Option<String>,
+}
+
+/// `wirehub:recover`'s data: the last position of `channel` that the client's app was
+/// given, and the socket ids of its earlier connections (what they were not to get, it is
+/// not to get either). Only the recovery connector sends it; pusher-js never does.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RecoverData {
+    pub(crate) channel: String,
+    pub(crate) epoch: String,
+    pub(crate) offset: u64,
+    #[serde(default)]
+    pub(crate) socket_ids: Vec<String>,
 }
 
 /// `pusher:signin`'s data.
@@ -276,7 +392,8 @@ impl PusherDialect {
 
 impl Dialect for PusherDialect {
     fn encode(&self, publication: &Publication) -> Option<Alternate> {
-        let (json, skip) = PusherDialect::translate(publication.json())?;
+        let (mut json, skip) = PusherDialect::translate(publication.json())?;
+        push_position(&mut json, &publication.epoch, publication.offset);
         Some(Alternate {
             frame: text_frame(&json),
             skip,
@@ -348,6 +465,29 @@ mod tests {
             r#""hi""#,
             r#"{"event":"message","channel":"orders","data":"hi"}"#,
             None,
+        );
+    }
+
+    #[test]
+    fn issue_12_events_and_subscriptions_carry_their_stream_position() {
+        let mut json = r#"{"event":"e","channel":"c","data":"1"}"#.to_owned();
+        push_position(&mut json, "ep\"1", 42);
+        assert_eq!(
+            json,
+            r#"{"event":"e","channel":"c","data":"1","wirehub":{"epoch":"ep\"1","offset":42}}"#
+        );
+        let frame = subscription_succeeded("c", &json!({}), "E", 7);
+        let value: Value = serde_json::from_slice(&frame[2..]).expect("JSON");
+        assert_eq!(value["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(value["data"], "{}");
+        assert_eq!(value["wirehub"], json!({ "epoch": "E", "offset": 7 }));
+        let failed = recovery_failed("c", RecoveryFailure::EpochChanged, Some(("F", 3)));
+        let value: Value = serde_json::from_slice(&failed[2..]).expect("JSON");
+        let data: Value =
+            serde_json::from_str(value["data"].as_str().expect("string")).expect("JSON");
+        assert_eq!(
+            data,
+            json!({ "reason": "epoch_changed", "epoch": "F", "offset": 3 })
         );
     }
 
