@@ -4,7 +4,7 @@
 //! CPU time per message (from /proc/thread-self/stat, Linux) and the rate.
 //!
 //! ```text
-//! wirehub serve --listen 127.0.0.1:8080 --history-size 0 &
+//! wirehub serve --listen 127.0.0.1:8080 --publish-rate 0 &
 //! cargo run --release -p wirehub-client --example receive_rate -- ws://127.0.0.1:8080/ws 200000 100 on
 //! ```
 //! Arguments: URL, COUNT (default 200 000), SIZE in bytes of each message's text (100),
@@ -67,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut received = 0;
                 let mut started = None;
                 while received < count {
-                    match feed.recv().await {
+                    let item = tokio::time::timeout(Duration::from_secs(30), feed.recv())
+                        .await
+                        .map_err(|_| format!("nothing for 30 s after {received} messages"))?;
+                    match item {
                         Some(SubscriptionEvent::Message(_)) => {
                             if started.is_none() {
                                 started = Some((Instant::now(), thread_ticks()));
@@ -89,9 +92,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let publisher = Client::connect(ClientConfig::new(url))?;
         let data = serde_json::json!({ "text": text });
-        futures_util::stream::iter(0..count)
+        // The first publish waits for the connection; the others keep 64 in flight (the
+        // server must not limit the publish rate: --publish-rate 0).
+        publisher.publish("rate", &data).await?;
+        futures_util::stream::iter(1..count)
             .map(|_| publisher.publish("rate", &data))
-            .buffer_unordered(256)
+            .buffer_unordered(64)
             .for_each(|result| async move {
                 if let Err(error) = result {
                     eprintln!("publish: {error}");
