@@ -158,12 +158,22 @@ export function recover(pusher, options = {}) {
     });
   };
 
+  /**
+   * Whether pusher-js has `name` subscribed: a channel the connector does not know yet is
+   * only tracked then. Frames of a channel the app unsubscribed from can still arrive (sent
+   * before the server saw the unsubscribe, or the success of a subscription the app cancelled
+   * while it was pending, which pusher-js then unsubscribes); tracked, they would make the
+   * next subscription recover what the channel got while the app was not subscribed.
+   */
+  const subscribedNow = (name) => typeof pusher.channel !== "function" || pusher.channel(name)?.subscribed === true;
+
   const onSubscribed = (hook, name, message, messageEvent) => {
     const position = positionOf(message);
     pass(hook, messageEvent);
     if (position === undefined) return;
     const state = channels.get(name);
     if (state === undefined || state.epoch === undefined) {
+      if (!subscribedNow(name)) return;
       channels.set(name, { epoch: position.epoch, offset: position.offset, start: position, held: [] });
       return;
     }
@@ -210,7 +220,7 @@ export function recover(pusher, options = {}) {
     const state = channels.get(name);
     const position = positionOf(message);
     if (state === undefined) {
-      if (position !== undefined) channels.set(name, { epoch: position.epoch, offset: position.offset, held: [] });
+      if (position !== undefined && subscribedNow(name)) channels.set(name, { epoch: position.epoch, offset: position.offset, held: [] });
       return pass(hook, messageEvent);
     }
     if (state.recovering !== undefined) {

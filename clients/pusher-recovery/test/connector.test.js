@@ -488,6 +488,41 @@ test("unsubscribe forgets the channel; unpositioned frames and other channels pa
   assert.deepEqual(offsets("c"), [1, 8, 8, 6], "no longer held, ordered or deduplicated");
 });
 
+test("what a channel gets while the app is unsubscribed is not recovered: frames still on the way, a cancelled subscription", async () => {
+  const { server, pusher, recovery, subscribe, offsets, handled, sentAll } = await setup();
+  subscribe("c");
+  await server.subscribed("c", "E", 0, 1);
+  server.send(event("c", "E", 1));
+  await handled();
+  // Unsubscribed and subscribed again at once, while an event the server sent before it saw
+  // the unsubscribe is still on its way: 3 to 5 are published meanwhile.
+  pusher.unsubscribe("c");
+  subscribe("c");
+  await server.next("pusher:unsubscribe", { channel: "c" });
+  await server.next("pusher:subscribe", { channel: "c" });
+  server.send(event("c", "E", 2));
+  server.send(succeeded("c", "E", 5));
+  await handled();
+  await sentAll();
+  assert.deepEqual(server.all("wirehub:recover"), []);
+  assert.deepEqual(recovery.position("c"), { epoch: "E", offset: 5 });
+  // pusher-js hands the event on its way to the new subscription's handlers, as without the connector.
+  assert.deepEqual(offsets("c"), [1, 2]);
+
+  // A subscription cancelled while pending: pusher-js unsubscribes when it succeeds.
+  subscribe("d");
+  pusher.unsubscribe("d");
+  await server.subscribed("d", "E", 3, 1);
+  await server.next("pusher:unsubscribe", { channel: "d" });
+  assert.equal(recovery.position("d"), undefined);
+  subscribe("d");
+  await server.subscribed("d", "E", 6, 1);
+  await handled();
+  await sentAll();
+  assert.deepEqual(server.all("wirehub:recover"), [], "3 to 6 came while it was not subscribed");
+  assert.deepEqual(recovery.position("d"), { epoch: "E", offset: 6 });
+});
+
 test("wirehub:gap starts a recovery; one during a recovery makes it ask again before handing on what follows the gap", async () => {
   const { server, app, done, subscribe, offsets, handled } = await setup();
   const gap = (from, to) =>
