@@ -233,6 +233,25 @@ export function recover(pusher, options = {}) {
     deliver(hook, state, position, messageEvent);
   };
 
+  /**
+   * Ends the recoveries under way when their connection does: their held frames came on it,
+   * and the positions handed on are where the next connection's recoveries start. Not at the
+   * next `connected` only: a timeout while pusher-js reconnects (or after `disconnect()`)
+   * would report a failure that the next connection can recover, and hand the held frames to
+   * a connection pusher-js no longer listens to, past the position the next one asks from.
+   */
+  const endRecoveries = () => {
+    for (const state of channels.values()) {
+      clearTimeout(state.timer);
+      state.recovering = undefined;
+      state.held = [];
+    }
+  };
+
+  const onStateChange = (change) => {
+    if (change?.current !== "connected") endRecoveries();
+  };
+
   const onConnected = () => {
     const transport = pusher.connection.connection?.transport;
     if (transport === undefined || transport === null || transport[HOOKED]) return;
@@ -242,13 +261,7 @@ export function recover(pusher, options = {}) {
       earlier.length = Math.min(earlier.length, EARLIER_SOCKETS);
     }
     socketId = newSocketId;
-    // Recoveries of the connection that ended are over: their held frames came on it, and the
-    // positions handed on are where the next recovery starts.
-    for (const state of channels.values()) {
-      clearTimeout(state.timer);
-      state.recovering = undefined;
-      state.held = [];
-    }
+    endRecoveries();
     const emit = transport.emit;
     const hook = { transport, emit };
     transport[HOOKED] = true;
@@ -261,6 +274,7 @@ export function recover(pusher, options = {}) {
     current = hook;
   };
 
+  pusher.connection.bind("state_change", onStateChange);
   pusher.connection.bind("connected", onConnected);
   if (pusher.connection.state === "connected") onConnected();
 
@@ -290,6 +304,7 @@ export function recover(pusher, options = {}) {
       return { ...stats };
     },
     stop() {
+      pusher.connection.unbind("state_change", onStateChange);
       pusher.connection.unbind("connected", onConnected);
       if (ownUnsubscribe) pusher.unsubscribe = unsubscribe;
       else delete pusher.unsubscribe;

@@ -63,6 +63,11 @@ class ScriptedServer {
   paths = [];
   /** Frames from pusher-js, parsed, with the number of their connection. */
   received = new Collector();
+  /** Connections accepted, by number (also while the handshake is held). */
+  accepted = new Collector();
+  /** While true, new connections get no `pusher:connection_established` until {@link release}. */
+  holding = false;
+  #held = [];
   #taken = new Set();
 
   static async start() {
@@ -81,13 +86,23 @@ class ScriptedServer {
         if (message.event === "pusher:ping") socket.send(JSON.stringify({ event: "pusher:pong", data: "{}" }));
         this.received.push({ connection, ...message });
       });
-      socket.send(
-        JSON.stringify({
-          event: "pusher:connection_established",
-          data: JSON.stringify({ socket_id: `1.${connection}`, activity_timeout: 120 }),
-        }),
-      );
+      const establish = () =>
+        socket.send(
+          JSON.stringify({
+            event: "pusher:connection_established",
+            data: JSON.stringify({ socket_id: `1.${connection}`, activity_timeout: 120 }),
+          }),
+        );
+      if (this.holding) this.#held.push(establish);
+      else establish();
+      this.accepted.push(connection);
     });
+  }
+
+  /** Completes the handshakes held while {@link holding}, and holds no more. */
+  release() {
+    this.holding = false;
+    for (const establish of this.#held.splice(0)) establish();
   }
 
   get port() {
@@ -407,6 +422,64 @@ test("a connection lost during a recovery: its held events are dropped, the next
   assert.deepEqual(offsets("c"), [1, 2, 3, 4, 5, 6]);
   assert.equal(done.items.length, 1);
   assert.deepEqual(recovery.socketIds, ["1.2", "1.1"]);
+});
+
+test("a recovery under way ends with its connection: no timeout while pusher-js reconnects, the next one starts from the last handed on", async () => {
+  const timeoutMs = 100;
+  const { server, pusher, recovery, done, failed, subscribe, offsets, handled } = await setup({ timeoutMs });
+  subscribe("c");
+  await server.subscribed("c", "E", 0, 1);
+  server.send(event("c", "E", 1));
+  await server.subscribed("c", "E", 4, server.cut());
+  await server.next("wirehub:recover", { connection: 2 });
+  server.send(event("c", "E", 5));
+  await handled();
+  assert.equal(recovery.recovering("c"), true);
+
+  // The next connection's handshake is held past the deadline of the recovery in flight.
+  server.holding = true;
+  const connecting = new Promise((resolve) => pusher.connection.bind("connecting", () => resolve(recovery.recovering("c"))));
+  const third = server.cut();
+  assert.equal(await within(connecting, "pusher-js to reconnect"), false, "ended when pusher-js left the connection");
+  await server.accepted.until((numbers) => numbers.includes(third), "the third connection");
+  // A timer of the same length set after the connector's fires after it.
+  await new Promise((resolve) => setTimeout(resolve, timeoutMs));
+  assert.deepEqual(failed.items, [], "no timeout reported for the connection that is gone");
+  assert.deepEqual(offsets("c"), [1]);
+
+  server.release();
+  await server.subscribed("c", "E", 6, third);
+  const request = await server.next("wirehub:recover", { connection: third });
+  assert.deepEqual(request.data, { channel: "c", epoch: "E", offset: 1, socket_ids: ["1.2", "1.1"] });
+  for (const o of [2, 3, 4, 5, 6]) server.send(event("c", "E", o));
+  server.send(recovered("c", "E", 6, 5, true));
+  await handled();
+  assert.deepEqual(offsets("c"), [1, 2, 3, 4, 5, 6]);
+  assert.equal(done.items.length, 1);
+  assert.deepEqual(failed.items, []);
+});
+
+test("disconnect() during a recovery ends it; connect() again recovers from the last handed on", async () => {
+  const { server, pusher, recovery, done, failed, subscribe, offsets, handled } = await setup();
+  subscribe("c");
+  await server.subscribed("c", "E", 0, 1);
+  server.send(event("c", "E", 1));
+  await server.subscribed("c", "E", 3, server.cut());
+  await server.next("wirehub:recover", { connection: 2 });
+  assert.equal(recovery.recovering("c"), true);
+  pusher.disconnect();
+  assert.equal(pusher.connection.state, "disconnected");
+  assert.equal(recovery.recovering("c"), false, "no timer left for a connection that is gone");
+  pusher.connect();
+  await server.subscribed("c", "E", 4, 3);
+  const request = await server.next("wirehub:recover", { connection: 3 });
+  assert.deepEqual(request.data, { channel: "c", epoch: "E", offset: 1, socket_ids: ["1.2", "1.1"] });
+  for (const o of [2, 3, 4]) server.send(event("c", "E", o));
+  server.send(recovered("c", "E", 4, 3, true));
+  await handled();
+  assert.deepEqual(offsets("c"), [1, 2, 3, 4]);
+  assert.equal(done.items.length, 1);
+  assert.deepEqual(failed.items, []);
 });
 
 test("the recover request names the socket ids of the last 8 earlier connections, newest first", async () => {
