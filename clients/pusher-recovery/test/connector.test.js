@@ -6,10 +6,12 @@
 // 4200 for pusher-js to reconnect at once. Each scenario is driven step by step: the script
 // waits for what pusher-js sends (a subscribe, a `wirehub:recover`) and, before looking at
 // what the app's handlers got, for a marker frame sent after the frames under test to reach
-// pusher-js's handlers. Covered: order and each offset once, replays in parts, every failure
-// reason, the timeout, a reconnect and a `wirehub:gap` during a recovery, unsubscribe, the
-// socket ids of earlier connections, stop(). The wirehub binary itself, with Laravel Echo and
-// headless Chromium, is in clients/pusher-compat/test/recovery.test.js.
+// pusher-js's handlers; no sleeps but one wait of exactly `timeoutMs` past a deadline. Covered:
+// order and each offset once, replays in parts, every failure reason, the timeout, a
+// reconnect (also one whose handshake outlasts the timeout), disconnect() and a `wirehub:gap`
+// during a recovery, unsubscribe (with frames still on the way, a cancelled subscription),
+// the socket ids of earlier connections, stop(). The wirehub binary itself, with Laravel Echo
+// and headless Chromium, is in clients/pusher-compat/test/recovery.test.js.
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { afterEach, test } from "node:test";
