@@ -50,8 +50,8 @@ step "TypeScript client (clients/typescript): unit tests and tests against the r
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/ts-test.log" | awk '{s+=$3} END {print s+0}')))
 
-step "Pusher recovery connector (clients/pusher-recovery): its rules on a stand-in for pusher-js (the real one is in the next step)"
-(cd clients/pusher-recovery && npm test) 2>&1 | tee "$WORK/pusher-recovery-test.log"
+step "Pusher recovery connector (clients/pusher-recovery): its rules on the real pusher-js against a scripted Pusher server (the wirehub binary is in the next step)"
+(cd clients/pusher-recovery && npm ci && npm test) 2>&1 | tee "$WORK/pusher-recovery-test.log"
 passed=$((passed + $(grep -Eo '^# pass [0-9]+' "$WORK/pusher-recovery-test.log" | awk '{s+=$3} END {print s+0}')))
 failed=$((failed + $(grep -Eo '^# fail [0-9]+' "$WORK/pusher-recovery-test.log" | awk '{s+=$3} END {print s+0}')))
 

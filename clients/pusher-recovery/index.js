@@ -158,12 +158,22 @@ export function recover(pusher, options = {}) {
     });
   };
 
+  /**
+   * Whether pusher-js has `name` subscribed: a channel the connector does not know yet is
+   * only tracked then. Frames of a channel the app unsubscribed from can still arrive (sent
+   * before the server saw the unsubscribe, or the success of a subscription the app cancelled
+   * while it was pending, which pusher-js then unsubscribes); tracked, they would make the
+   * next subscription recover what the channel got while the app was not subscribed.
+   */
+  const subscribedNow = (name) => typeof pusher.channel !== "function" || pusher.channel(name)?.subscribed === true;
+
   const onSubscribed = (hook, name, message, messageEvent) => {
     const position = positionOf(message);
     pass(hook, messageEvent);
     if (position === undefined) return;
     const state = channels.get(name);
     if (state === undefined || state.epoch === undefined) {
+      if (!subscribedNow(name)) return;
       channels.set(name, { epoch: position.epoch, offset: position.offset, start: position, held: [] });
       return;
     }
@@ -210,7 +220,7 @@ export function recover(pusher, options = {}) {
     const state = channels.get(name);
     const position = positionOf(message);
     if (state === undefined) {
-      if (position !== undefined) channels.set(name, { epoch: position.epoch, offset: position.offset, held: [] });
+      if (position !== undefined && subscribedNow(name)) channels.set(name, { epoch: position.epoch, offset: position.offset, held: [] });
       return pass(hook, messageEvent);
     }
     if (state.recovering !== undefined) {
@@ -223,6 +233,25 @@ export function recover(pusher, options = {}) {
     deliver(hook, state, position, messageEvent);
   };
 
+  /**
+   * Ends the recoveries under way when their connection does: their held frames came on it,
+   * and the positions handed on are where the next connection's recoveries start. Not at the
+   * next `connected` only: a timeout while pusher-js reconnects (or after `disconnect()`)
+   * would report a failure that the next connection can recover, and hand the held frames to
+   * a connection pusher-js no longer listens to, past the position the next one asks from.
+   */
+  const endRecoveries = () => {
+    for (const state of channels.values()) {
+      clearTimeout(state.timer);
+      state.recovering = undefined;
+      state.held = [];
+    }
+  };
+
+  const onStateChange = (change) => {
+    if (change?.current !== "connected") endRecoveries();
+  };
+
   const onConnected = () => {
     const transport = pusher.connection.connection?.transport;
     if (transport === undefined || transport === null || transport[HOOKED]) return;
@@ -232,13 +261,7 @@ export function recover(pusher, options = {}) {
       earlier.length = Math.min(earlier.length, EARLIER_SOCKETS);
     }
     socketId = newSocketId;
-    // Recoveries of the connection that ended are over: their held frames came on it, and the
-    // positions handed on are where the next recovery starts.
-    for (const state of channels.values()) {
-      clearTimeout(state.timer);
-      state.recovering = undefined;
-      state.held = [];
-    }
+    endRecoveries();
     const emit = transport.emit;
     const hook = { transport, emit };
     transport[HOOKED] = true;
@@ -251,6 +274,7 @@ export function recover(pusher, options = {}) {
     current = hook;
   };
 
+  pusher.connection.bind("state_change", onStateChange);
   pusher.connection.bind("connected", onConnected);
   if (pusher.connection.state === "connected") onConnected();
 
@@ -280,6 +304,7 @@ export function recover(pusher, options = {}) {
       return { ...stats };
     },
     stop() {
+      pusher.connection.unbind("state_change", onStateChange);
       pusher.connection.unbind("connected", onConnected);
       if (ownUnsubscribe) pusher.unsubscribe = unsubscribe;
       else delete pusher.unsubscribe;
