@@ -90,7 +90,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     ready.wait();
     runtime.block_on(async {
-        let publisher = Client::connect(ClientConfig::new(url))?;
+        // The publisher does not compress: the figures are the subscriber's.
+        let publisher = Client::connect(ClientConfig::new(url).compression(false))?;
         let data = serde_json::json!({ "text": text });
         // The first publish waits for the connection; the others keep 64 in flight (the
         // server must not limit the publish rate: --publish-rate 0).
