@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the WebSocket codec: encoding a server frame (once per published
-//! message, or per reply) and decoding a masked client frame (once per client message).
+//! message, or per reply), decoding a masked client frame (once per client message), decoding
+//! a server frame in a client, and permessage-deflate: compressing a 2 KB JSON message (once
+//! per publication and node) and inflating it (once per delivery, in the client).
 //!
 //! Run with `cargo bench -p wirehub-ws`.
 
@@ -70,5 +72,47 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, decode);
+fn decode_in_client(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_server_frame");
+    for (name, size) in SIZES {
+        let frame = encode_frame(OpCode::Text, &vec![b'x'; size]);
+        let mut decoder = Decoder::for_client(1 << 20);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut buf = BytesMut::from(&frame[..]);
+                decoder.decode(black_box(&mut buf)).is_ok()
+            });
+        });
+    }
+    group.finish();
+}
+
+/// About 2 KB of chat-like JSON.
+fn json_2k() -> Vec<u8> {
+    let items: Vec<String> = (0..24)
+        .map(|i| format!(r#"{{"id":{i},"user":"user-{i}","text":"the quick brown fox {i}"}}"#))
+        .collect();
+    format!(r#"{{"type":"message","channel":"chat","data":[{}]}}"#, items.join(",")).into_bytes()
+}
+
+fn deflate(c: &mut Criterion) {
+    let json = json_2k();
+    let mut group = c.benchmark_group("deflate_2KB_json");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("compress", |b| {
+        b.iter(|| wirehub_ws::deflate_frame(OpCode::Text, black_box(&json)));
+    });
+    let frame = wirehub_ws::deflate_frame(OpCode::Text, &json).expect("compressible");
+    let mut decoder = Decoder::for_client(1 << 20).with_inflate(false, 1 << 20);
+    group.bench_function("inflate", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(&frame[..]);
+            decoder.decode(black_box(&mut buf)).is_ok()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, encode, decode, decode_in_client, deflate);
 criterion_main!(benches);
