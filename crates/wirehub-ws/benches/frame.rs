@@ -93,7 +93,11 @@ fn json_2k() -> Vec<u8> {
     let items: Vec<String> = (0..24)
         .map(|i| format!(r#"{{"id":{i},"user":"user-{i}","text":"the quick brown fox {i}"}}"#))
         .collect();
-    format!(r#"{{"type":"message","channel":"chat","data":[{}]}}"#, items.join(",")).into_bytes()
+    format!(
+        r#"{{"type":"message","channel":"chat","data":[{}]}}"#,
+        items.join(",")
+    )
+    .into_bytes()
 }
 
 fn deflate(c: &mut Criterion) {
