@@ -25,7 +25,8 @@ export interface Recovered {
  * Why a recovery failed: the server's reasons (`epoch_changed`: the stream's history was
  * lost, e.g. an in-memory server restarted; `out_of_history`: the history no longer holds
  * every event missed; `not_subscribed`; `invalid_position`; `unavailable`: the broker
- * failed), or the connector's (`timeout`: no answer in `timeoutMs`; `not_sent`;
+ * failed; `rate_limited`: more requests per second than the connection may hold
+ * subscriptions), or the connector's (`timeout`: no answer in `timeoutMs`; `not_sent`;
  * `no_progress`).
  */
 export type RecoveryFailureReason =
@@ -34,6 +35,7 @@ export type RecoveryFailureReason =
   | "not_subscribed"
   | "invalid_position"
   | "unavailable"
+  | "rate_limited"
   | "timeout"
   | "not_sent"
   | "no_progress"

@@ -574,3 +574,54 @@ async fn issue_12_pusher_recovery_larger_than_the_queue_comes_in_parts() {
     assert_eq!(got, (1..=40).collect::<Vec<_>>());
     assert!(rounds > 1, "40 events in one replay through a queue of 8");
 }
+
+/// `wirehub:recover` is rate limited per connection (as many per second as it may hold
+/// subscriptions): beyond that it is answered `rate_limited` and nothing is replayed, and a
+/// client that keeps asking at ten times the rate is closed like one flooding client events.
+#[tokio::test]
+async fn issue_12_pusher_recovery_requests_are_rate_limited() {
+    let server = TestServer::start(config().max_subscriptions(2)).await;
+    let (mut ws, _) = pusher_connect(&server).await;
+    let start = subscribe_public(&mut ws, "feed").await;
+    let epoch = start["epoch"].as_str().expect("epoch").to_owned();
+    publish_numbered(&server, "feed", 1, None).await;
+    assert_eq!(next_event(&mut ws).await["wirehub"]["offset"], 1);
+
+    // Ten at once against 2 per second: the first two replay, most of the rest are refused
+    // (the bucket gets one back every 500 ms).
+    for _ in 0..10 {
+        send_recover(&mut ws, "feed", &epoch, 0, &[]).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let (offsets, answer, data) = until_answer(&mut ws).await;
+        answers.push((offsets, answer, data));
+    }
+    for (offsets, answer, data) in &answers[..2] {
+        assert_eq!(answer, "wirehub:recovered", "{data}");
+        assert_eq!(offsets, &[1]);
+    }
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(_, answer, _)| answer == "wirehub:recovery_failed")
+        .collect();
+    assert!(limited.len() >= 5, "{answers:?}");
+    for (offsets, _, data) in limited {
+        assert!(offsets.is_empty(), "a refused request replays nothing");
+        assert_eq!(data, &json!({ "reason": "rate_limited" }));
+    }
+
+    // Far past the rate (more than 10 × max(rate, 10) refusals within a second): closed
+    // with 4100, as for a flood of client events.
+    for _ in 0..150 {
+        send_recover(&mut ws, "feed", &epoch, 1, &[]).await;
+    }
+    let closed = loop {
+        let event = next_event(&mut ws).await;
+        if event.get("closed").is_some() {
+            break event;
+        }
+        assert_eq!(event["event"], "wirehub:recovery_failed", "{event}");
+    };
+    assert_eq!(closed["closed"], 4100);
+}

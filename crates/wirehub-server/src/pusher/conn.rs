@@ -49,6 +49,10 @@ pub(crate) struct Conn {
     /// The signed-in user's id.
     user: Option<String>,
     client_events: PublishLimiter,
+    /// `wirehub:recover` requests: as many per second as the connection may hold
+    /// subscriptions (a reconnect recovers each of them at once), so that asking again and
+    /// again cannot make the server read its history without end.
+    recoveries: PublishLimiter,
 }
 
 /// The oldest and newest protocol versions served (pusher-js 8 speaks 7).
@@ -69,6 +73,8 @@ impl Session {
         let rate = start
             .app
             .map_or(0, |app| start.pusher.app(app).client_event_rate);
+        let recoveries = u32::try_from(config.max_subscriptions.max(1)).unwrap_or(u32::MAX);
+        let now = std::time::Instant::now();
         self.pusher = Some(Box::new(Conn {
             pusher: start.pusher,
             app: start.app,
@@ -77,7 +83,8 @@ impl Session {
             channels: HashMap::new(),
             members: HashMap::new(),
             user: None,
-            client_events: PublishLimiter::new(rate, std::time::Instant::now()),
+            client_events: PublishLimiter::new(rate, now),
+            recoveries: PublishLimiter::new(recoveries, now),
         }));
     }
 
@@ -343,12 +350,29 @@ impl Session {
     /// the channel's messages after the client's last position that its earlier connections
     /// were not excluded from, then `wirehub:recovered`; or `wirehub:recovery_failed` with
     /// the reason. Authorized by the subscription: its channel authorization was checked
-    /// when this connection subscribed.
+    /// when this connection subscribed. Rate limited (`rate_limited`; far past the rate, the
+    /// connection is closed as for client events).
     async fn pusher_recover(&mut self, data: RecoverData) {
+        let channel = data.channel;
+        let verdict = match self.pusher.as_deref_mut() {
+            Some(conn) => conn.recoveries.check(std::time::Instant::now()),
+            None => return,
+        };
+        if verdict != Verdict::Allowed {
+            self.queue(wire::recovery_failed(
+                &channel,
+                RecoveryFailure::RateLimited,
+                None,
+            ));
+            if verdict == Verdict::Abuse {
+                info!(%channel, "Pusher connection closed: wirehub:recover far past its rate");
+                self.start_close(CloseCode::PolicyViolation, Closer::Server);
+            }
+            return;
+        }
         let Some((conn, app_index)) = self.conn() else {
             return;
         };
-        let channel = data.channel;
         if !conn.channels.contains_key(&channel) {
             let failure = RecoveryFailure::NotSubscribed;
             return self.queue(wire::recovery_failed(&channel, failure, None));

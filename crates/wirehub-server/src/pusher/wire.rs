@@ -137,6 +137,9 @@ pub(crate) enum RecoveryFailure {
     InvalidPosition,
     /// The broker failed; asking again later may succeed.
     Unavailable,
+    /// More requests than the connection may make (as many per second as it may hold
+    /// subscriptions).
+    RateLimited,
 }
 
 impl RecoveryFailure {
@@ -148,6 +151,7 @@ impl RecoveryFailure {
             RecoveryFailure::OutOfHistory => "out_of_history",
             RecoveryFailure::InvalidPosition => "invalid_position",
             RecoveryFailure::Unavailable => "unavailable",
+            RecoveryFailure::RateLimited => "rate_limited",
         }
     }
 }
