@@ -1,5 +1,6 @@
 //! The client against scripted fake servers: backoff timing, health resets, jitter, dead
-//! servers, stop codes, the publish buffer, resubscription and recovery.
+//! servers, stop codes, the server's retry hints, the publish buffer, resubscription and
+//! recovery.
 //!
 //! Every wait has a timeout. Timing assertions use lower bounds that sleeping guarantees and
 //! generous upper bounds, so a loaded machine does not make them flaky.
@@ -9,8 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::{Instant, timeout};
 use wirehub_client::{
-    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, StreamPosition,
-    SubscriptionEvent,
+    Backoff, Client, ClientConfig, Error, ErrorCode, Event, Events, Jitter, ReconnectReason,
+    StreamPosition, SubscriptionEvent,
 };
 use wirehub_testkit::fake::{Behavior, BlackHole, FakeServer, ServeOptions};
 use wirehub_testkit::wait_for;
@@ -52,6 +53,62 @@ async fn reconnect_delays(events: &mut Events, n: usize) -> Vec<Duration> {
 
 fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// Issue 14: the server's retry hints override the client's own (40 ms) backoff. A `503` or
+/// `429` with `Retry-After: 1` is waited for 1 s plus a random part of a second; a close
+/// whose reason carries `retry=MIN-MAX` (4103 for an overloaded server, 1001 for a drain) at
+/// a random point of that window. The server sees the attempts that far apart.
+#[tokio::test]
+async fn issue_14_retry_after_and_close_hints_set_the_reconnect_delays() {
+    let server = FakeServer::start(|attempt| match attempt {
+        0 => Behavior::RejectRetryAfter(503, "1".into()),
+        1 => Behavior::RejectRetryAfter(429, "1".into()),
+        2 => Behavior::CloseWithReason(4103, "overloaded; retry=1500-1700".into()),
+        3 => Behavior::CloseWithReason(1001, "server shutting down; retry=600-700".into()),
+        _ => Behavior::serve(),
+    })
+    .await;
+    let client = Client::connect(config(&server.url())).expect("connect");
+    let mut events = client.events();
+    let mut delays = Vec::new();
+    while delays.len() < 4 {
+        let event = wait_for(&mut events, "a reconnect", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await;
+        if let Event::Reconnecting { delay, reason, .. } = event {
+            delays.push((delay, reason));
+        }
+    }
+    wait_for(&mut events, "connected", |e| {
+        matches!(e, Event::Connected { .. })
+    })
+    .await;
+    let second = Duration::from_secs(1);
+    for (delay, reason) in &delays[..2] {
+        assert_eq!(*reason, ReconnectReason::RetryAfter(second));
+        assert!(*delay >= second && *delay < 2 * second, "{delay:?}");
+    }
+    let windows = [(ms(1500), ms(1700)), (ms(600), ms(700))];
+    for ((delay, reason), (min, max)) in delays[2..].iter().zip(windows) {
+        assert_eq!(*reason, ReconnectReason::RetryHint { min, max });
+        assert!(
+            *delay >= min && *delay <= max,
+            "{delay:?} in {min:?}..{max:?}"
+        );
+    }
+    // The attempts the server saw: each at least the delay after the one before (the
+    // closes come a moment after their attempt), and not much later.
+    let attempts = server.wait_for_attempts(5, WAIT).await;
+    for (gap, (delay, _)) in gaps(&attempts).into_iter().zip(&delays) {
+        assert!(gap >= *delay, "attempt gap {gap:?}, delay {delay:?}");
+        assert!(
+            gap < *delay + ms(1000),
+            "attempt gap {gap:?}, delay {delay:?}"
+        );
+    }
+    client.close().await;
 }
 
 #[tokio::test]

@@ -41,9 +41,15 @@ use wirehub_protocol::{
 pub enum Behavior {
     /// Refuse the WebSocket upgrade with this HTTP status (e.g. 401).
     RejectHttp(u16),
+    /// Refuse the WebSocket upgrade as overloaded: this status (503, 429) with this
+    /// `Retry-After` header value.
+    RejectRetryAfter(u16, String),
     /// Complete the handshake, then close at once: with `Some(code)` a close frame with that
     /// code, with `None` by dropping the TCP connection without a close frame.
     CloseAfterHandshake(Option<u16>),
+    /// Complete the handshake, then close at once with this code and reason (a retry hint
+    /// such as `overloaded; retry=1500-1700`).
+    CloseWithReason(u16, String),
     /// Send `welcome`, then never read or write again (not even WebSocket pongs): a frozen
     /// server. The socket stays open until the fake server is dropped.
     Freeze,
@@ -408,8 +414,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn connection(stream: TcpStream, index: usize, behavior: Behavior, shared: Arc<Shared>) {
-    let reject = match behavior {
-        Behavior::RejectHttp(status) => Some(status),
+    let reject = match &behavior {
+        Behavior::RejectHttp(status) => Some((*status, None)),
+        Behavior::RejectRetryAfter(status, retry_after) => Some((*status, Some(retry_after))),
         _ => None,
     };
     let mut authorization = None;
@@ -422,10 +429,13 @@ async fn connection(stream: TcpStream, index: usize, behavior: Behavior, shared:
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         match reject {
-            Some(status) => {
+            Some((status, retry_after)) => {
                 let mut refusal = ErrorResponse::new(Some(format!("refused with {status}")));
                 *refusal.status_mut() =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+                if let Some(value) = retry_after.and_then(|v| v.parse().ok()) {
+                    refusal.headers_mut().insert("retry-after", value);
+                }
                 Err(refusal)
             }
             None => Ok(response),
@@ -436,12 +446,17 @@ async fn connection(stream: TcpStream, index: usize, behavior: Behavior, shared:
     shared.version.send_modify(|v| *v += 1);
     let Ok(mut socket) = handshake else { return };
     match behavior {
-        Behavior::RejectHttp(_) => {}
+        Behavior::RejectHttp(_) | Behavior::RejectRetryAfter(..) => {}
         Behavior::CloseAfterHandshake(None) => drop(socket),
         Behavior::CloseAfterHandshake(Some(code)) => {
-            let _ = socket.close(Some(close_frame(code))).await;
-            // Wait (briefly) for the client's answer so that the close handshake completes.
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
+            close_at_once(&mut socket, close_frame(code)).await;
+        }
+        Behavior::CloseWithReason(code, reason) => {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            close_at_once(&mut socket, frame).await;
         }
         Behavior::Freeze => {
             let _ = socket.send(Message::text(welcome(index))).await;
@@ -449,6 +464,13 @@ async fn connection(stream: TcpStream, index: usize, behavior: Behavior, shared:
         }
         Behavior::Serve(options) => serve(socket, index, options, shared).await,
     }
+}
+
+/// Sends `frame` and waits (briefly) for the client's answer so that the close handshake
+/// completes.
+async fn close_at_once(socket: &mut WebSocketStream<TcpStream>, frame: CloseFrame) {
+    let _ = socket.close(Some(frame)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
 }
 
 fn close_frame(code: u16) -> CloseFrame {

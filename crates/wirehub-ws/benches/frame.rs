@@ -56,11 +56,17 @@ fn client_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn decode(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode_client_frame");
+/// Decoding one frame of each size, as made by `frame`, with a decoder from `decoder`.
+fn decode_group(
+    c: &mut Criterion,
+    group: &str,
+    frame: impl Fn(&[u8]) -> Vec<u8>,
+    decoder: impl Fn() -> Decoder,
+) {
+    let mut group = c.benchmark_group(group);
     for (name, size) in SIZES {
-        let frame = client_frame(&vec![b'x'; size]);
-        let mut decoder = Decoder::new(1 << 20);
+        let frame = frame(&vec![b'x'; size]);
+        let mut decoder = decoder();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -72,20 +78,17 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+fn decode(c: &mut Criterion) {
+    decode_group(c, "decode_client_frame", client_frame, || {
+        Decoder::new(1 << 20)
+    });
+}
+
 fn decode_in_client(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode_server_frame");
-    for (name, size) in SIZES {
-        let frame = encode_frame(OpCode::Text, &vec![b'x'; size]);
-        let mut decoder = Decoder::for_client(1 << 20);
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let mut buf = BytesMut::from(&frame[..]);
-                decoder.decode(black_box(&mut buf)).is_ok()
-            });
-        });
-    }
-    group.finish();
+    let server_frame = |payload: &[u8]| encode_frame(OpCode::Text, payload).to_vec();
+    decode_group(c, "decode_server_frame", server_frame, || {
+        Decoder::for_client(1 << 20)
+    });
 }
 
 /// About 2 KB of chat-like JSON.
