@@ -158,7 +158,8 @@ impl Fanout {
         &self.shards[index]
     }
 
-    /// Subscriptions held on this node.
+    /// Subscriptions held on this node, with those still waiting for the broker to take the
+    /// channel (added, not yet active).
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed)
     }

@@ -122,7 +122,7 @@ impl Metrics {
         metric(
             "wirehub_subscriptions",
             "gauge",
-            "Subscriptions held on this node.",
+            "Subscriptions held on this node (with those still waiting for the broker to take the channel).",
             fanout.subscription_count() as u64,
         );
         metric(
