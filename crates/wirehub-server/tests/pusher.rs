@@ -133,14 +133,20 @@ async fn pusher_connect(server: &TestServer) -> (Ws, String) {
 /// Subscribes to a presence channel as `user`; returns `subscription_succeeded`'s presence.
 async fn join_presence(ws: &mut Ws, socket_id: &str, channel: &str, user: &str) -> Value {
     let channel_data = json!({ "user_id": user, "user_info": { "name": user } }).to_string();
-    let subscribe = json!({
-        "event": "pusher:subscribe",
-        "data": {
-            "channel": channel,
-            "auth": presence_auth(socket_id, channel, &channel_data),
-            "channel_data": channel_data,
-        }
+    let data = json!({
+        "channel": channel,
+        "auth": presence_auth(socket_id, channel, &channel_data),
+        "channel_data": channel_data,
     });
+    let succeeded = subscribe_succeeded(ws, data).await;
+    let data: Value =
+        serde_json::from_str(succeeded["data"].as_str().expect("data")).expect("JSON");
+    data["presence"].clone()
+}
+
+/// Sends `pusher:subscribe` with `data`; returns its `subscription_succeeded` event.
+async fn subscribe_succeeded(ws: &mut Ws, data: Value) -> Value {
+    let subscribe = json!({ "event": "pusher:subscribe", "data": data });
     ws.send(Message::text(subscribe.to_string()))
         .await
         .expect("send");
@@ -149,9 +155,7 @@ async fn join_presence(ws: &mut Ws, socket_id: &str, channel: &str, user: &str) 
         succeeded["event"], "pusher_internal:subscription_succeeded",
         "{succeeded}"
     );
-    let data: Value =
-        serde_json::from_str(succeeded["data"].as_str().expect("data")).expect("JSON");
-    data["presence"].clone()
+    succeeded
 }
 
 /// The next event that is not a ping reply; fails on anything else than `want`.
@@ -405,15 +409,7 @@ async fn publish_numbered(server: &TestServer, channel: &str, n: u64, socket_id:
 
 /// Subscribes to a public channel; returns `subscription_succeeded`'s position field.
 async fn subscribe_public(ws: &mut Ws, channel: &str) -> Value {
-    let subscribe = json!({ "event": "pusher:subscribe", "data": { "channel": channel } });
-    ws.send(Message::text(subscribe.to_string()))
-        .await
-        .expect("send");
-    let succeeded = next_event(ws).await;
-    assert_eq!(
-        succeeded["event"], "pusher_internal:subscription_succeeded",
-        "{succeeded}"
-    );
+    let succeeded = subscribe_succeeded(ws, json!({ "channel": channel })).await;
     succeeded["wirehub"].clone()
 }
 
