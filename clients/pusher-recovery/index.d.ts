@@ -26,8 +26,8 @@ export interface Recovered {
  * lost, e.g. an in-memory server restarted; `out_of_history`: the history no longer holds
  * every event missed; `not_subscribed`; `invalid_position`; `unavailable`: the broker
  * failed; `rate_limited`: more requests per second than the connection may hold
- * subscriptions), or the connector's (`timeout`: no answer in `timeoutMs`; `not_sent`;
- * `no_progress`).
+ * subscriptions), or the connector's (`timeout`: no answer in `timeoutMs`; `overflow`:
+ * more than `maxHeld` frames held meanwhile; `not_sent`; `no_progress`).
  */
 export type RecoveryFailureReason =
   | "epoch_changed"
@@ -39,6 +39,7 @@ export type RecoveryFailureReason =
   | "timeout"
   | "not_sent"
   | "no_progress"
+  | "overflow"
   | (string & {});
 
 /** A recovery that could not hand on everything missed: the app should refetch. */
@@ -61,6 +62,11 @@ export interface RecoveryOptions {
   channels?: (name: string) => boolean;
   /** How long to wait for the server's answer (default 10 000 ms). */
   timeoutMs?: number;
+  /**
+   * Frames of one channel held while its recovery is under way (default 10 000); one more
+   * and the recovery fails with `overflow`, the held frames handed on.
+   */
+  maxHeld?: number;
   /** The clock for `Recovered.ms` (default `Date.now`). */
   now?: () => number;
 }

@@ -20,6 +20,13 @@ const EARLIER_SOCKETS = 8;
 /** How long a recovery may wait for the server's answer before it is reported as failed. */
 const DEFAULT_TIMEOUT_MS = 10_000;
 
+/**
+ * Frames a channel may hold while its recovery is under way (the replay's part, at most half
+ * the server's queue, 2 048 by default, and the live events meanwhile); one more and the
+ * recovery is reported as failed (`overflow`) and the held frames handed on.
+ */
+const DEFAULT_MAX_HELD = 10_000;
+
 const HOOKED = Symbol("wirehub.pusher-recovery");
 
 /**
@@ -36,6 +43,7 @@ export function recover(pusher, options = {}) {
   }
   const accept = options.channels ?? (() => true);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const maxHeld = options.maxHeld ?? DEFAULT_MAX_HELD;
   const now = options.now ?? (() => Date.now());
   /** @type {Map<string, ChannelState>} */
   const channels = new Map();
@@ -227,6 +235,8 @@ export function recover(pusher, options = {}) {
       // Member events and other unpositioned frames are not held: they are not replayed.
       if (position === undefined) return pass(hook, messageEvent);
       state.held.push({ position, messageEvent });
+      // Memory stays bounded when the answer is slow to come and the channel busy.
+      if (state.held.length > maxHeld) fail(hook, name, state, "overflow");
       return;
     }
     if (position === undefined) return pass(hook, messageEvent);

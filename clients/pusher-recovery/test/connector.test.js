@@ -7,8 +7,8 @@
 // waits for what pusher-js sends (a subscribe, a `wirehub:recover`) and, before looking at
 // what the app's handlers got, for a marker frame sent after the frames under test to reach
 // pusher-js's handlers; no sleeps but one wait of exactly `timeoutMs` past a deadline. Covered:
-// order and each offset once, replays in parts, every failure reason, the timeout, a
-// reconnect (also one whose handshake outlasts the timeout), disconnect() and a `wirehub:gap`
+// order and each offset once, replays in parts, every failure reason, the timeout, the
+// bound on held frames, a reconnect (also one whose handshake outlasts the timeout), disconnect() and a `wirehub:gap`
 // during a recovery, unsubscribe (with frames still on the way, a cancelled subscription),
 // the socket ids of earlier connections, stop(). The wirehub binary itself, with Laravel Echo
 // and headless Chromium, is in clients/pusher-compat/test/recovery.test.js.
@@ -398,6 +398,34 @@ test("no answer within timeoutMs: reported as a timeout, held events handed on, 
   await handled();
   assert.deepEqual(offsets("c"), [1, 5, 6]);
   assert.deepEqual(recovery.stats, { recovered: 0, failed: 1, replayed: 0, duplicates: 3 });
+});
+
+test("more than maxHeld frames held while the answer is awaited: reported as overflow, the held ones handed on in order", async () => {
+  const { server, recovery, failed, subscribe, offsets, handled } = await setup({ maxHeld: 4 });
+  subscribe("c");
+  await server.subscribed("c", "E", 0, 1);
+  server.send(event("c", "E", 1));
+  await server.subscribed("c", "E", 3, server.cut());
+  await server.next("wirehub:recover");
+  // Live events after the new subscription, the answer slow to come: four are held.
+  for (const o of [4, 5, 6, 7]) server.send(event("c", "E", o));
+  await handled();
+  assert.deepEqual(offsets("c"), [1], "held");
+  assert.equal(recovery.recovering("c"), true);
+  // The fifth is one too many.
+  server.send(event("c", "E", 8));
+  const [info] = await failed.until((items) => items.length > 0 && items, "the overflow");
+  assert.deepEqual(info, { channel: "c", reason: "overflow", since: { epoch: "E", offset: 1 } });
+  await handled();
+  assert.deepEqual(offsets("c"), [1, 4, 5, 6, 7, 8]);
+  assert.equal(recovery.recovering("c"), false);
+  // The replay and its answer coming after all change nothing; live events flow.
+  for (const o of [2, 3]) server.send(event("c", "E", o));
+  server.send(recovered("c", "E", 3, 2, true));
+  server.send(event("c", "E", 9));
+  await handled();
+  assert.deepEqual(offsets("c"), [1, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(recovery.stats, { recovered: 0, failed: 1, replayed: 0, duplicates: 2 });
 });
 
 test("a connection lost during a recovery: its held events are dropped, the next one starts from the last handed on", async () => {
