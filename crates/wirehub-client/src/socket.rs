@@ -15,9 +15,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 use wirehub_ws::{CloseFrame, Decoder, Message, OpCode, ProtocolError};
 
 /// Messages shorter than this go uncompressed even with permessage-deflate: the server's
@@ -30,51 +31,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The largest response head (status line and headers) accepted at the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// The byte stream under the WebSocket.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// The byte stream under the WebSocket: TCP, or TLS over TCP for `wss://`.
+type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// What [`Socket::next`] yields.
 #[derive(Debug)]
@@ -185,9 +143,9 @@ pub(crate) async fn open(target: &Target, options: &Options<'_>) -> io::Result<U
         let tls = tokio_rustls::TlsConnector::from(settings)
             .connect(name, tcp)
             .await?;
-        Stream::Tls(Box::new(tls))
+        Either::Right(Box::new(tls))
     } else {
-        Stream::Plain(tcp)
+        Either::Left(tcp)
     };
     let key = {
         use base64::Engine as _;
