@@ -78,6 +78,12 @@ impl Publication {
         &self.frame[self.json_start..]
     }
 
+    /// The publication as `dialect` encodes it (encoded on first use and kept); `None` when
+    /// the dialect has no form for it.
+    pub(crate) fn alternate_in(&self, dialect: &dyn Dialect) -> Option<&Alternate> {
+        self.alternate.get_or_init(|| dialect.encode(self)).as_ref()
+    }
+
     /// The frame to send to a connection whose outbox says [`crate::Outbox::deflate`]:
     /// with `None` (no permessage-deflate), or a message shorter than the threshold, the
     /// plain frame; otherwise the compressed one, built on the first call.

@@ -399,10 +399,7 @@ impl Outbox {
         let Some((dialect, tag)) = &self.dialect else {
             return Some(publication.frame_counting(self.deflate, compressions));
         };
-        let alternate = publication
-            .alternate
-            .get_or_init(|| dialect.encode(publication))
-            .as_ref()?;
+        let alternate = publication.alternate_in(&**dialect)?;
         match &alternate.skip {
             Some(skip) if **skip == **tag => None,
             _ => Some(&alternate.frame),
@@ -415,10 +412,10 @@ impl Outbox {
         let Some((dialect, own)) = &self.dialect else {
             return false;
         };
-        let alternate = publication
-            .alternate
-            .get_or_init(|| dialect.encode(publication));
-        match alternate.as_ref().and_then(|a| a.skip.as_deref()) {
+        match publication
+            .alternate_in(&**dialect)
+            .and_then(|a| a.skip.as_deref())
+        {
             Some(skip) => **own == *skip || excluded.iter().any(|tag| **tag == *skip),
             None => false,
         }
